@@ -1,0 +1,80 @@
+"""Held-out loss and perplexity, generation metrics for sft, classification metrics."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_CJK = re.compile(r"([\u3000-\u9fff\uac00-\ud7af\uff00-\uffef])")
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+class _Words:
+    """rouge_score's default tokenizer drops non-ASCII text; this keeps words and CJK characters."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _CJK.sub(r" \1 ", text.lower()).split()
+
+
+def generation_metrics(predictions: list[str], references: list[str], names) -> dict[str, float]:
+    """exact_match (stripped strings), rougeL F1 (rouge-score), corpus BLEU (sacrebleu)."""
+    out: dict[str, float] = {}
+    if not predictions:
+        return out
+    if "exact_match" in names:
+        out["exact_match"] = sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(predictions)
+    if "rougeL" in names:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
+        out["rougeL"] = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / len(predictions)
+    if "bleu" in names:
+        import sacrebleu
+
+        tokenize = "zh" if any(_CJK.search(r) for r in references) else "13a"
+        out["bleu"] = sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score
+    return out
+
+
+def classification_metrics(predictions: list[int], labels: list[int], num_labels: int) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 over all num_labels classes (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    p, r, f, _ = precision_recall_fscore_support(
+        labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
+    )
+    return {"accuracy": float(accuracy_score(labels, predictions)), "precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+def generate(model, tokenizer, prompts: list[str], generation: dict, batch_size: int) -> list[str]:
+    """Batched generation, left-padded; returns only the new text of each prompt."""
+    import torch
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+    outputs: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            with torch.no_grad():
+                out = model.generate(
+                    **batch, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **generation
+                )
+            new = out[:, batch["input_ids"].shape[1] :]
+            outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs
+
+
+def predict_classes(trainer, dataset) -> tuple[list[int], list[int]]:
+    pred = trainer.predict(dataset)
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return [int(x) for x in logits.argmax(-1)], [int(x) for x in pred.label_ids]

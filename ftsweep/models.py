@@ -1,0 +1,225 @@
+"""Load a tokenizer and a base model, quantized or not; build the built-in tiny model.
+
+The tiny model is a 2-layer Llama with a byte-level tokenizer. It is written to
+disk once and then loaded through the same ``from_pretrained`` path as Qwen or
+Llama, so 4-bit quantization applies to it exactly as it would to a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TINY_NAME = "tiny"
+# Bump when the tiny model's shape or tokenizer changes: the cache is keyed by it.
+TINY_VERSION = 1
+
+# ChatML with {% generation %} markers, so that transformers can return an
+# assistant-token mask. Learned span of an assistant turn: its content + <|im_end|>.
+TINY_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{%- else -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+TINY_SPECIAL_TOKENS = ["<|pad|>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+
+def cache_home() -> Path:
+    """Where built-in assets live; FTSWEEP_HOME overrides (tests point it at a temp dir)."""
+    env = os.environ.get("FTSWEEP_HOME")
+    return Path(env) if env else Path.home() / ".cache" / "ftsweep"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (what ByteLevel uses)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars)}
+
+
+def build_tiny_tokenizer():
+    """A byte-level tokenizer: token id == byte value for ids 0..255, then specials.
+
+    It encodes any UTF-8 text (a Chinese character is 3 tokens) and decodes it back.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = _bytes_to_unicode()
+    vocab = {byte_chars[b]: b for b in range(256)}
+    for i, tok in enumerate(TINY_SPECIAL_TOKENS):
+        vocab[tok] = 256 + i
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<|pad|>",
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["</s>", "<|im_start|>"],
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def ensure_tiny_model(home: Path | None = None) -> Path:
+    """Create the tiny model directory once (deterministic: seed 0) and return its path."""
+    target = (home or cache_home()) / f"tiny-llama-v{TINY_VERSION}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    vocab_size = 264  # 256 bytes + 5 specials, rounded up to a multiple of 8
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    torch.random.set_rng_state(state)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp dir beside the target and rename: a half-written model is never loaded.
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ftsweep.json").write_text(json.dumps({"builtin": TINY_NAME, "version": TINY_VERSION}))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model_cfg) -> str:
+    """The directory or hub id that from_pretrained reads."""
+    if model_cfg.get("builtin") == TINY_NAME:
+        return str(ensure_tiny_model())
+    return str(model_cfg.name_or_path)
+
+
+def compute_dtype(name: str):
+    """quant.compute_dtype; "auto" picks what is fast on this device."""
+    import torch
+
+    if name != "auto":
+        return torch_dtype(name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPU: bf16 matmuls run ~2.5x slower than fp32 (measured on the tiny model)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[name]
+
+
+def quantization_config(quant_cfg):
+    """quant group -> BitsAndBytesConfig (or None for quant=none)."""
+    if quant_cfg.bits not in (4, 8):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quant_cfg.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_cfg.quant_type,  # set explicitly: bitsandbytes defaults to fp4
+        bnb_4bit_use_double_quant=quant_cfg.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(quant_cfg.compute_dtype),
+    )
+
+
+def device_map() -> dict[str, Any]:
+    """Whole model on one device: this process's GPU (LOCAL_RANK under torchrun) or the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return {"": "cpu"}
+
+
+def load_tokenizer(model_cfg, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    path = path or resolve_model_path(model_cfg)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(model_cfg.trust_remote_code))
+    if tokenizer.pad_token is None:
+        # Llama-2 and Yi ship without a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_cfg, quant_cfg, task_cfg, tokenizer, path: str | None = None):
+    """Load the base model for the task, quantized as quant_cfg says."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path = path or resolve_model_path(model_cfg)
+    qconfig = quantization_config(quant_cfg)
+    dtype = torch_dtype(model_cfg.dtype)
+    if qconfig is None and not torch.cuda.is_available() and dtype in (torch.float16,):
+        dtype = torch.float32  # fp16 matmuls are not implemented for every CPU op
+    kwargs: dict[str, Any] = dict(
+        dtype=dtype,
+        trust_remote_code=bool(model_cfg.trust_remote_code),
+        use_safetensors=None if model_cfg.allow_pickle else True,
+        attn_implementation=model_cfg.attn_implementation,
+    )
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = device_map()
+    if task_cfg.name == "classify":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=int(task_cfg.num_labels), **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if qconfig is None and torch.cuda.is_available():
+        model.to(device_map()[""])
+    return model
+
+
+def count_params(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as their logical size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        # bitsandbytes packs two 4-bit values per uint8 element.
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total

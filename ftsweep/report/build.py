@@ -1,0 +1,338 @@
+"""Assemble the report: read runs, compute the tables, draw the plots, write the files.
+
+    <out>/report.md     GitHub markdown; images linked as plots/*.png
+    <out>/report.html   the same report in one file, images embedded as data URIs
+    <out>/runs.csv      one row per run, raw numbers
+    <out>/plots/*.png   effects.png, heatmap.png, data_size.png, loss_curves.png
+
+report.md and runs.csv depend only on the run directories: no clock, no
+absolute paths, sorted everywhere, fixed number formats. Building twice gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from . import effects as fx
+from . import plots, repro
+from .collect import KNOWN_STATUSES, ReportError, Run, Sweep, as_number, collect
+from .factors import Design, build_design
+from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, to_html, to_markdown
+from .table import (
+    Column,
+    columns,
+    configurations,
+    direction_known,
+    fmt,
+    maximizes,
+    runs_frame,
+    table_rows,
+    write_csv,
+)
+
+PLOTS = ("effects.png", "heatmap.png", "data_size.png", "loss_curves.png")
+MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
+
+
+def build_report(
+    sweep_dirs: list[str | Path],
+    out_dir: str | Path | None = None,
+    metric: str = "eval_loss",
+    maximize: bool | None = None,
+) -> Path:
+    sweeps = collect(sweep_dirs)
+    return write_report(sweeps, default_out_dir(sweeps) if out_dir is None else Path(out_dir), metric, maximize)
+
+
+def default_out_dir(sweeps: list[Sweep]) -> Path:
+    """A single sweep (or run) gets its report inside it. Several sweeps get theirs in
+    <first sweep>/compare/, so a comparison never overwrites a sweep's own report."""
+    return sweeps[0].path if len(sweeps) == 1 else sweeps[0].path / "compare"
+
+
+def available_metrics(runs: list[Run]) -> list[str]:
+    """Numbers that ok runs report in summary.json (top level or task_metrics)."""
+    names: set[str] = set()
+    for run in runs:
+        if run.ok:
+            names |= {k for k, v in run.summary.items() if as_number(v) is not None}
+            names |= {k for k, v in (run.summary.get("task_metrics") or {}).items() if as_number(v) is not None}
+    return sorted(names)
+
+
+def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool | None) -> Path:
+    design = build_design(sweeps)
+    higher = maximizes(metric, maximize)
+    frame = runs_frame(design, metric)
+    configs = configurations(design, frame, metric, higher)
+    metric_col = next(c for c in columns(design, metric) if c.key == metric)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    for name in PLOTS:  # a figure this build does not draw must not linger from an older one
+        (plot_dir / name).unlink(missing_ok=True)
+
+    title = "Ablation report: " + " vs ".join(design.sweeps)
+    blocks: list[Block] = [Heading(1, title)]
+    blocks += _overview(sweeps, design, configs, metric, metric_col, maximize, higher)
+    blocks += _runs_section(design, configs, metric, higher)
+    blocks += _effects_section(design, frame, configs, metric, metric_col, higher, plot_dir)
+    blocks += _curves_section(design, configs, plot_dir)
+    blocks += _unfinished_section(design)
+    blocks += _problems_section(sweeps, design)
+    blocks += _repro_section(design, configs)
+
+    write_csv(frame, out_dir / "runs.csv")
+    _write(out_dir / "report.md", to_markdown(blocks))
+    _write(out_dir / "report.html", to_html(blocks, title, out_dir))
+    return out_dir / "report.md"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
+    counts = Counter(run.status for run in design.runs)
+    order = {s: i for i, s in enumerate(KNOWN_STATUSES)}
+    status_text = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s)))
+    how = "as asked" if maximize is not None else "from its name" if direction_known(metric) else "by default"
+    lines: list = [
+        [Strong(f"{len(design.runs)} runs"), f" in {len(configs)} configurations: {status_text}."],
+        ["Primary metric: ", Code(metric), f", {'higher' if higher else 'lower'} is better ({how})."],
+    ]
+    if design.factors:
+        swept = []
+        for f in design.factors:
+            swept += [", " if swept else "", Code(f.name), " (" + ", ".join(lv.text for lv in f.levels) + ")"]
+        lines.append(["Swept: ", *swept, "."])
+    else:
+        lines.append("No parameter differs between the runs apart from the seed.")
+    seeds = sorted({s for s in design.seeds if s is not None})
+    if any(len(c.runs) > 1 for c in configs):
+        lines.append(f"Replicates: runs that differ only in seed share a row (seeds {', '.join(seeds)}).")
+
+    best = next((c for c in configs if c.rank == 1), None)
+    if best is not None:
+        stat = best.stats[metric]
+        lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
+    elif any(run.ok for run in design.runs):
+        available = available_metrics(design.runs)
+        lines.append(
+            [Code(metric), " is in no ok run's summary.json; available: ", *_join_code(available), "."]
+        )
+    else:
+        lines.append("No run finished ok, so nothing is ranked.")
+
+    blocks: list[Block] = [Bullets(lines)]
+    sweep_rows = []
+    for sweep in sweeps:
+        meta = sweep.meta
+        found = len(sweep.runs)
+        total = (meta.get("counts") or {}).get("total") if isinstance(meta.get("counts"), dict) else None
+        runs_text = f"{found}" + (f" of {total} in sweep.json" if isinstance(total, int) and total != found else "")
+        finished = meta.get("finished_at") or ("not finished" if meta else "—")
+        sweep_rows.append(
+            [
+                Code(sweep.label),
+                Code(str(meta["command"])) if meta.get("command") else "no sweep.json" if not meta else "—",
+                str(meta.get("started_at") or "—"),
+                str(finished),
+                runs_text,
+            ]
+        )
+    blocks += [Table(["sweep", "command", "started", "finished", "run dirs"], sweep_rows, {4})]
+    return blocks
+
+
+def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Block]:
+    header, rows, right = table_rows(design, configs, metric, higher)
+    return [
+        Heading(2, "Runs"),
+        Para(
+            [
+                "One row per configuration, best first by ",
+                Code(metric),
+                " (★ marks the best). Runs that differ only in seed share a row: quality metrics are "
+                "mean ± sample std over the n ok runs, cost columns their mean. Failed and unfinished "
+                "runs enter no number. Every run's raw numbers are in runs.csv.",
+            ]
+        ),
+        Table(header, rows, right),
+    ]
+
+
+def _effects_section(design, frame, configs, metric, metric_col: Column, higher, plot_dir: Path) -> list[Block]:
+    if not design.factors:
+        return []
+    effects = fx.main_effects(design, frame, metric)
+    rows = []
+    for effect in effects:
+        for e in effect.levels:
+            rows.append(
+                [Code(effect.factor.name), Code(e.level.text), fmt(e.stat.mean, metric_col), fmt(e.stat.std, metric_col), str(e.stat.n)]
+            )
+    blocks: list[Block] = [
+        Heading(2, "Effects"),
+        Para(
+            [
+                "For each swept parameter, ",
+                Code(metric),
+                " at each level: mean and sample std over every ok run at that level, pooling "
+                "the other parameters and the seeds.",
+            ]
+        ),
+        Table(["parameter", "level", f"{metric} mean", "std", "n"], rows, {2, 3, 4}),
+    ]
+    spreads = sorted(
+        ((e.spread, e.factor.name) for e in effects if e.spread is not None), key=lambda p: (-p[0], p[1])
+    )
+    if spreads:
+        parts: list = ["Spread of the level means (largest first): "]
+        for k, (spread, name) in enumerate(spreads):
+            parts += [", " if k else "", Code(name), f" {fmt(spread, metric_col)}"]
+        blocks.append(Para(parts + ["."]))
+    if any(e.stat.mean is not None for effect in effects for e in effect.levels):
+        plots.effects_plot(effects, metric, higher, plot_dir / "effects.png")
+        blocks.append(Image("plots/effects.png", f"Main effects on {metric}"))
+
+    grid = fx.two_factor_grid(design, configs, metric)
+    if grid is not None and any(s.mean is not None for s in grid.cells.values()):
+        plots.heatmap(grid, metric, higher, plot_dir / "heatmap.png")
+        blocks += [
+            Heading(3, f"{grid.rows.name} × {grid.cols.name}"),
+            Image("plots/heatmap.png", f"{metric} by {grid.rows.name} and {grid.cols.name}"),
+        ]
+
+    series = fx.data_size_series(design, configs, metric)
+    if series:
+        plots.data_size_plot(series, metric, higher, plot_dir / "data_size.png")
+        blocks += [Heading(3, "Data size"), Image("plots/data_size.png", f"{metric} against data.n")]
+        if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
+            blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))
+    return blocks
+
+
+def _curves_section(design: Design, configs, plot_dir: Path) -> list[Block]:
+    if not plots.loss_curves(design, configs, plot_dir / "loss_curves.png"):
+        return [Heading(2, "Loss curves"), Para("No run logged a loss in metrics.jsonl.")]
+    return [
+        Heading(2, "Loss curves"),
+        Image("plots/loss_curves.png", "Train and eval loss against step and tokens seen"),
+    ]
+
+
+def _unfinished_section(design: Design) -> list[Block]:
+    rows = []
+    for i, run in enumerate(design.runs):
+        if run.ok:
+            continue
+        name = f"{run.sweep}/{run.name}" if design.multi_sweep else run.name
+        rows.append([Code(name), run.status, _reason(run), _progress(run)])
+    if not rows:
+        return []
+    return [
+        Heading(2, "Failed and unfinished runs"),
+        Table(["run", "status", "reason", "progress"], rows),
+    ]
+
+
+def _reason(run: Run) -> str:
+    error = run.summary.get("error")
+    if isinstance(error, dict) and (error.get("type") or error.get("message")):
+        text = f"{error.get('type') or 'Error'}: {error.get('message') or ''}".strip()
+        return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    return {
+        "not started": "no summary.json or manifest.json: never started, or crashed before writing them",
+        "running": "summary.json still says running: in progress, or killed without a final summary",
+        "interrupted": "interrupted",
+        "skipped": str(run.summary.get("reason") or "skipped by the sweep"),
+        "unknown": "; ".join(run.problems) or "summary.json holds no status",
+    }.get(run.status, "no error recorded")
+
+
+def _progress(run: Run) -> str:
+    train = [r for r in run.metrics if r.get("split") == "train" and as_number(r.get("step")) is not None]
+    evals = [r for r in run.metrics if r.get("split") == "eval" and as_number(r.get("eval_loss")) is not None]
+    parts = []
+    if train:
+        parts.append(f"step {int(max(r['step'] for r in train))}")
+    if evals:
+        last = max(evals, key=lambda r: as_number(r.get("step")) or 0)
+        parts.append(f"last eval_loss {last['eval_loss']:.4f} at step {int(as_number(last.get('step')) or 0)}")
+    return ", ".join(parts) or "no metrics"
+
+
+def _problems_section(sweeps: list[Sweep], design: Design) -> list[Block]:
+    items: list = []
+    for sweep in sweeps:
+        items += [[Code(sweep.label), ": " + p] for p in sweep.problems]
+    for run in design.runs:
+        name = f"{run.sweep}/{run.name}" if design.multi_sweep else run.name
+        items += [[Code(name), ": " + p] for p in run.problems]
+    if not items:
+        return []
+    return [
+        Heading(2, "Problems reading the run directories"),
+        Para("These files were missing or damaged; the report used what it could read."),
+        Bullets(items),
+    ]
+
+
+def _repro_section(design: Design, configs) -> list[Block]:
+    facts, without = repro.facts(design)
+    blocks: list[Block] = [Heading(2, "Reproducibility")]
+    if facts:
+        rows = []
+        for fact in facts:
+            flag = Strong("confounder: differs between runs") if fact.confounder else fact.note
+            rows.append([fact.name, Code(fact.describe()), flag])
+        blocks += [
+            Para(
+                "What the runs ran on, from their manifest.json. A fact that differs between runs "
+                "is a confounder: it, not the swept parameters, may explain a difference."
+            ),
+            Table(["fact", "value", "note"], rows),
+        ]
+        confounders = [f for f in facts if f.confounder]
+        if confounders:
+            blocks.append(
+                Bullets([[Strong("Confounder: "), f"{f.name} differs: {f.describe()}."] for f in confounders])
+            )
+    if without:
+        blocks.append(Para(f"{without} run(s) have no manifest.json and are not in the comparison above."))
+    dirty = repro.dirty_runs(design)
+    if dirty:
+        blocks.append(
+            Para(f"{dirty} run(s) ran from a git tree with uncommitted changes: the commit alone does not reproduce them.")
+        )
+    cmds = repro.commands(design, configs)
+    blocks += [
+        Heading(3, "Commands"),
+        Para("Each command reproduces one run alone, in the order of the runs table."),
+        CodeBlock("\n".join(f"# {c.comment}\n{c.command}" for c in cmds)),
+    ]
+    return blocks
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _join_code(names: list[str]) -> list:
+    parts: list = []
+    for k, name in enumerate(names):
+        parts += [", " if k else "", Code(name)]
+    return parts or ["none"]
+
+
+def _write(path: Path, text: str) -> None:
+    # Write then rename: a reader (or a crash) never sees half a report.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8", newline="\n")
+    os.replace(tmp, path)
+
+
+__all__ = ["ReportError", "available_metrics", "build_report", "default_out_dir", "write_report"]

@@ -1,0 +1,231 @@
+"""The runs table: one row per configuration, ranked by the primary metric.
+
+A configuration is a run's levels of every factor; runs that share one differ
+only in seed and are replicates. Quality metrics show mean ± sample std
+(ddof=1) over the ok replicates and n; cost columns (tokens/s, wall time,
+memory, parameters) show the mean. Failed or unfinished runs never enter a
+mean; their rows say so in the status column.
+
+runs.csv keeps one row per run with the raw numbers, for anyone who wants to
+compute something else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import KNOWN_STATUSES
+from .factors import SEED, Design, Level
+from .render import Code, Strong
+
+# Substrings of metric names, in the order they are tried, and whether higher is better.
+_DIRECTION_HINTS = (
+    ("loss", False),
+    ("perplexity", False),
+    ("ppl", False),
+    ("accuracy", True),
+    ("f1", True),
+    ("exact_match", True),
+    ("rouge", True),
+    ("bleu", True),
+    ("precision", True),
+    ("recall", True),
+)
+
+
+def maximizes(metric: str, maximize: bool | None) -> bool:
+    """--maximize/--minimize win; else the name decides; unknown names are minimized."""
+    if maximize is not None:
+        return maximize
+    name = metric.lower()
+    return next((higher for hint, higher in _DIRECTION_HINTS if hint in name), False)
+
+
+def direction_known(metric: str) -> bool:
+    return any(hint in metric.lower() for hint, _ in _DIRECTION_HINTS)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # summary.json key, or a task_metrics key
+    header: str
+    digits: int
+    spread: bool = True  # show ± std over seeds
+    scale: float = 1.0  # value shown = raw / scale
+    thousands: bool = False
+
+
+def columns(design: Design, metric: str) -> list[Column]:
+    """Every column the runs table may show, in order; empty ones are dropped later."""
+    task = sorted({k for run in design.runs for k in (run.summary.get("task_metrics") or {})})
+    cols = [
+        Column("eval_loss", "eval loss", 4),
+        Column("best_eval_loss", "best eval loss", 4),
+        Column("perplexity", "perplexity", 2),
+        *[Column(k, k, 2 if "bleu" in k.lower() else 4) for k in task],
+        Column("train_loss", "train loss", 4),
+        Column("trainable_params", "trainable params", 0, spread=False, thousands=True),
+        Column("tokens_per_second", "tokens/s", 0, spread=False),
+        Column("wall_seconds", "wall time (s)", 1, spread=False),
+        Column("peak_memory_bytes", "peak memory (GiB)", 2, spread=False, scale=2**30),
+    ]
+    if metric not in {c.key for c in cols}:
+        cols.insert(0, Column(metric, metric, 4))
+    return cols
+
+
+def fmt(value: float | None, col: Column) -> str:
+    """Fixed formatting, so a rebuilt report is byte-identical."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    value = value / col.scale
+    return f"{value:,.{col.digits}f}" if col.thousands else f"{value:.{col.digits}f}"
+
+
+@dataclass
+class Stat:
+    mean: float | None
+    std: float | None  # sample std (ddof=1); None for n < 2
+    n: int
+
+    def show(self, col: Column) -> str:
+        if self.mean is None:
+            return "—"
+        if col.spread and self.std is not None:
+            return f"{fmt(self.mean, col)} ± {fmt(self.std, col)}"
+        return fmt(self.mean, col)
+
+
+@dataclass
+class Configuration:
+    levels: tuple[Level, ...]
+    label: str
+    runs: list[int]  # indices into design.runs
+    status: str
+    n_ok: int
+    stats: dict[str, Stat] = field(default_factory=dict)
+    rank: int | None = None  # 1 = best; None when it has no value of the primary metric
+
+
+def runs_frame(design: Design, metric: str) -> pd.DataFrame:
+    """One row per run: what runs.csv holds and what every statistic is computed from."""
+    keys = [c.key for c in columns(design, metric)]
+    rows = []
+    for i, run in enumerate(design.runs):
+        error = run.summary.get("error") if isinstance(run.summary.get("error"), dict) else {}
+        git = run.manifest.get("git") if isinstance(run.manifest.get("git"), dict) else {}
+        row = {"sweep": run.sweep, "run": run.name, "status": run.status}
+        row |= {f.name: design.levels[i][f.name].text for f in design.factors if f.name != "sweep"}
+        row |= {SEED: design.seeds[i], "configuration": design.label(design.configuration(i))}
+        row |= {key: run.value(key) for key in keys}
+        row |= {
+            "steps": run.value("steps"),
+            "tokens_seen": run.value("tokens_seen"),
+            "config_hash": run.summary.get("config_hash") or run.manifest.get("config_hash"),
+            "git_commit": git.get("commit"),
+            "git_dirty": git.get("dirty"),
+            "command": run.manifest.get("command"),
+            "error_type": error.get("type"),
+            "error_message": error.get("message"),
+            "problems": "; ".join(run.problems) or None,
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def configurations(design: Design, frame: pd.DataFrame, metric: str, maximize: bool) -> list[Configuration]:
+    """Group replicates, compute their stats, rank by the primary metric (best first)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in range(len(design.runs)):
+        groups.setdefault(design.configuration(i), []).append(i)
+
+    keys = [c.key for c in columns(design, metric)]
+    index = {levels: g for g, levels in enumerate(groups)}
+    frame = frame.assign(_config=[index[design.configuration(i)] for i in range(len(frame))])
+    ok = frame[frame["status"] == "ok"]
+    # pandas: mean and std (ddof=1) skip missing values; count says how many were there.
+    agg = ok.groupby("_config")[keys].agg(["mean", "std", "count"]) if len(ok) else None
+
+    result = []
+    for g, (levels, members) in enumerate(groups.items()):
+        config = Configuration(
+            levels=levels,
+            label=design.label(levels),
+            runs=members,
+            status=_status([design.runs[i].status for i in members]),
+            n_ok=sum(design.runs[i].ok for i in members),
+        )
+        for key in keys:
+            if agg is not None and g in agg.index and agg.at[g, (key, "count")] > 0:
+                n = int(agg.at[g, (key, "count")])
+                std = float(agg.at[g, (key, "std")]) if n > 1 else None
+                config.stats[key] = Stat(float(agg.at[g, (key, "mean")]), std, n)
+            else:
+                config.stats[key] = Stat(None, None, 0)
+        result.append(config)
+
+    def order(config: Configuration) -> tuple:
+        mean = config.stats[metric].mean
+        if mean is None:
+            return (1, 0.0, tuple(level.key for level in config.levels))
+        return (0, -mean if maximize else mean, tuple(level.key for level in config.levels))
+
+    result.sort(key=order)
+    for rank, config in enumerate(c for c in result if c.stats[metric].mean is not None):
+        config.rank = rank + 1
+    return result
+
+
+def _status(statuses: list[str]) -> str:
+    counts = Counter(statuses)
+    if len(counts) == 1:
+        return statuses[0]
+    known = {s: i for i, s in enumerate(KNOWN_STATUSES)}
+    ordered = sorted(counts, key=lambda s: (known.get(s, len(known)), s))
+    return ", ".join(f"{counts[s]} {s}" for s in ordered)
+
+
+def table_rows(
+    design: Design, configs: list[Configuration], metric: str, maximize: bool
+) -> tuple[list[str], list[list], set[int]]:
+    """Header, rows and right-aligned column indices of the runs table."""
+    cols = [c for c in columns(design, metric) if c.key == metric or any(cf.stats[c.key].n for cf in configs)]
+    replicated = any(len(c.runs) > 1 for c in configs)
+    arrow = "↑" if maximize else "↓"
+
+    header = ["rank"]
+    if design.multi_sweep:
+        header.append("sweep")
+    header += [f.name for f in design.factors if f.name != "sweep"]
+    if replicated:
+        header.append("seeds")
+    header += ["n", "status"]
+    first_metric = len(header)
+    header += [f"{c.header} {arrow}" if c.key == metric else c.header for c in cols]
+
+    rows = []
+    for config in configs:
+        best = config.rank == 1
+        row: list = [Strong(f"★ {config.rank}") if best else ("—" if config.rank is None else str(config.rank))]
+        if design.multi_sweep:
+            row.append(" ".join(sorted({design.runs[i].sweep for i in config.runs}, key=design.sweeps.index)))
+        row += [Code(level.text) for f, level in zip(design.factors, config.levels) if f.name != "sweep"]
+        if replicated:
+            row.append(",".join(design.seeds[i] or "?" for i in config.runs))
+        row += [str(config.n_ok), config.status]
+        for c in cols:
+            text = config.stats[c.key].show(c)
+            row.append(Strong(text) if best and c.key == metric else text)
+        rows.append(row)
+    right = {0, first_metric - 2, *range(first_metric, len(header))}  # rank, n, the numbers
+    return header, rows, right
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    # Floats are written with repr (shortest round-trip), so the file is deterministic.
+    frame.to_csv(path, index=False, lineterminator="\n")

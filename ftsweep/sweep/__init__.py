@@ -1,0 +1,1 @@
+"""Sweep machinery: Hydra callbacks (sweep.json, report at the end), outcome, launchers."""

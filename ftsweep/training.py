@@ -1,0 +1,161 @@
+"""The Trainer for one run: arguments from the config, token counting, NaN stop, metrics callback."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or inf; the run stops rather than train on garbage."""
+
+
+class SweepTrainer(Trainer):
+    """Trainer that counts real (non-pad) tokens and stops on a non-finite loss."""
+
+    def __init__(self, *args, nan_check: bool = True, class_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_check = nan_check
+        self.class_weights = class_weights
+        self.tokens_seen = 0  # non-pad tokens fed to training
+        self.tokens_total = 0  # all positions, padding included
+        self.step_token_window: list[tuple[float, int]] = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            self.tokens_seen += int(mask.sum())
+            self.tokens_total += mask.numel()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.nan_check and not math.isfinite(float(loss)):
+            raise NonFiniteLoss(f"training loss is {float(loss)} at step {self.state.global_step + 1}; lower optim.lr or check the data")
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = torch.tensor(self.class_weights, dtype=outputs.logits.dtype, device=outputs.logits.device)
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+    @property
+    def padding_efficiency(self) -> float | None:
+        return self.tokens_seen / self.tokens_total if self.tokens_total else None
+
+
+class MetricsCallback(TrainerCallback):
+    """Turns Trainer logs into metrics.jsonl lines (and tracker calls) with our key names."""
+
+    def __init__(self, emit: Callable[[dict], None], clock: Callable[[], float]):
+        self.emit = emit
+        self.clock = clock
+        self.trainer: SweepTrainer | None = None
+        self._last = (time.perf_counter(), 0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "loss" not in logs:  # eval and end-of-train logs are handled elsewhere
+            return
+        t = self.trainer
+        now, seen = time.perf_counter(), t.tokens_seen
+        dt = now - self._last[0]
+        record = {
+            "split": "train",
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0), 4),
+            "tokens_seen": seen,
+            "loss": float(logs["loss"]),
+            "learning_rate": float(logs.get("learning_rate", 0.0)),
+            "grad_norm": float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
+            "tokens_per_second": round((seen - self._last[1]) / dt, 2) if dt > 0 else None,
+            "padding_efficiency": round(t.padding_efficiency, 4) if t.padding_efficiency else None,
+            "time": round(self.clock(), 3),
+        }
+        self._last = (now, seen)
+        self.emit(record)
+
+
+class EvalCallback(TrainerCallback):
+    """Every eval.every_n_steps: evaluate held-out loss (Trainer's own eval is left off)."""
+
+    def __init__(self, every: int, evaluate: Callable[[], None]):
+        self.every = every
+        self.evaluate = evaluate
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.evaluate()
+
+
+def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) -> TrainingArguments:
+    import torch
+
+    o, t = cfg.optim, cfg.train
+    warmup: float = o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio  # a float < 1 is a ratio
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=micro_batch,
+        per_device_eval_batch_size=int(cfg.eval.batch_size),
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=float(o.lr),
+        lr_scheduler_type=o.scheduler,
+        warmup_steps=warmup,
+        weight_decay=float(o.weight_decay),
+        max_steps=int(o.max_steps) if o.max_steps > 0 else -1,
+        num_train_epochs=float(o.epochs),
+        max_grad_norm=float(o.max_grad_norm),
+        optim=o.optimizer,
+        logging_steps=int(t.logging_steps),
+        eval_strategy="no",  # evaluation is driven by EvalCallback so step 0 and the end are included
+        save_strategy="steps",
+        save_steps=int(t.save_steps),
+        save_total_limit=int(t.save_total_limit),
+        seed=int(cfg.seed),
+        data_seed=int(cfg.seed),
+        report_to="none",  # trackers are driven by ftsweep.tracking, one run per sweep cell
+        use_cpu=not on_gpu,
+        bf16=on_gpu and torch.cuda.is_bf16_supported() and cfg.quant.compute_dtype in ("bfloat16", "auto"),
+        tf32=bool(t.tf32) if on_gpu else None,
+        use_liger_kernel=bool(t.liger_kernel),
+        remove_unused_columns=False,
+        disable_tqdm=True,  # ProgressBar below draws the one bar we want
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
+        save_only_model=False,
+    )
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar over optimizer steps with the latest loss; replaces the Trainer's
+    bar, which also prints every log dict and a bar per evaluation."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.label, unit="step", dynamic_ncols=True, leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
