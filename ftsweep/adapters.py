@@ -84,3 +84,13 @@ def apply(model, lora_cfg, quant_cfg, task_name: str, family: str, gradient_chec
     targets = resolve_targets(lora_cfg.target_modules, family, linear_module_names(model))
     model = prepare_base(model, quant_cfg, gradient_checkpointing)
     return get_peft_model(model, peft_config(lora_cfg, task_name, targets))
+
+
+def initialize(model, lora_cfg, bundle, collator) -> None:
+    """Data-driven initialisations that need a pass over training data after wrapping."""
+    return None
+
+
+def optimizer(model, lora_cfg, optim_cfg):
+    """An optimizer the adapter method needs (LoRA+), or None for the Trainer's own."""
+    return None

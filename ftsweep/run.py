@@ -157,6 +157,7 @@ class Run:
         _, base_total = models.count_params(base)
         # 3. Adapter.
         model = adapters.apply(base, cfg.lora, cfg.quant, cfg.task.name, cfg.model.family, bool(cfg.train.gradient_checkpointing))
+        adapters.initialize(model, cfg.lora, bundle, bundle.collator)  # data-driven inits (EVA, CorDA); no-op otherwise
         trainable, total = models.count_params(model)
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6))
         log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
@@ -173,6 +174,7 @@ class Run:
         trainer = training.SweepTrainer(
             model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.val, data_collator=bundle.collator,
             processing_class=tokenizer, nan_check=bool(cfg.train.nan_check), class_weights=bundle.class_weights,
+            optimizers=(adapters.optimizer(model, cfg.lora, cfg.optim), None),  # LoRA+ builds its own; None: Trainer's
         )
         self.trainer = trainer
         if resume_from is not None:
