@@ -209,7 +209,8 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
 
     series = fx.data_size_series(design, configs, metric)
     if series:
-        plots.data_size_plot(series, metric, higher, plot_dir / "data_size.png")
+        overall = next(e for e in effects if e.factor.name == fx.DATA_SIZE)
+        plots.data_size_plot(series, overall, metric, higher, plot_dir / "data_size.png")
         blocks += [Heading(3, "Data size"), Image("plots/data_size.png", f"{metric} against data.n")]
         if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
             blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))

@@ -30,6 +30,7 @@ from .table import Configuration, Stat  # noqa: E402
 
 DPI = 100
 MAX_LEGEND = 25  # configurations; beyond this a legend hides more than it explains
+MAX_LINES = 10  # lines on the data-size plot that colours can still tell apart
 
 
 def metric_label(metric: str, maximize: bool) -> str:
@@ -49,7 +50,8 @@ def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: P
     """Main effects: one panel per factor, the metric's level means with ± std bars."""
     ncols = min(len(effects), 3)
     nrows = math.ceil(len(effects) / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 3.6 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.4 * ncols + 0.9, 3.6 * nrows + 0.5))
+    _margins(fig, left=0.9, right=0.2, top=0.9, bottom=0.7, wspace=0.15, hspace=0.9 / 3.6 * 1.6)
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
     for ax, effect in zip(axes, effects):
         xs, log = _positions(effect.factor)
@@ -80,11 +82,13 @@ def heatmap(grid: Grid, metric: str, maximize: bool, path: Path) -> None:
     rows, cols = grid.rows.levels, grid.cols.levels
     values = [[_cell(grid, r, c).mean for c in cols] for r in rows]
     matrix = [[math.nan if v is None else v for v in row] for row in values]
-    fig = Figure(figsize=(1.6 * len(cols) + 3.2, 1.0 * len(rows) + 2.2), layout="constrained")
+    width, height = 1.6 * len(cols) + 3.4, 1.0 * len(rows) + 1.9
+    fig = Figure(figsize=(width, height))
+    _margins(fig, left=1.0, right=1.7, top=0.6, bottom=0.8)
     ax = fig.subplots()
     # Best is bright in both directions: reversed colours when lower is better.
     image = ax.imshow(matrix, cmap="viridis" if maximize else "viridis_r", aspect="auto")
-    colorbar = fig.colorbar(image, ax=ax)
+    colorbar = fig.colorbar(image, cax=fig.add_axes((1 - 1.35 / width, 0.8 / height, 0.18 / width, 1 - 1.4 / height)))
     colorbar.set_label(metric_label(metric, maximize))
 
     finite = [(v, i, j) for i, row in enumerate(values) for j, v in enumerate(row) if v is not None]
@@ -112,40 +116,66 @@ def heatmap(grid: Grid, metric: str, maximize: bool, path: Path) -> None:
     _save(fig, path)
 
 
-def data_size_plot(series: list[Series], metric: str, maximize: bool, path: Path) -> None:
-    """The metric against training-set size, one line per setting of the other factors."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+def data_size_plot(series: list[Series], overall: MainEffect, metric: str, maximize: bool, path: Path) -> None:
+    """The metric against training-set size. Up to MAX_LINES settings of the other factors
+    get a line and a legend entry each; beyond that they are thin grey lines under the
+    bold mean over all of them (the main effect of data.n)."""
+    separate = len(series) <= MAX_LINES
+    labelled = separate and len(series) > 1
+    legend = _legend_width([line.label for line in series]) if labelled else 0.0
+    fig = Figure(figsize=(7.5 + legend, 4.5))
+    _margins(fig, left=0.9, right=0.3 + legend, top=0.5, bottom=0.7)
     ax = fig.subplots()
-    colors = _colors(len(series))
-    for color, line in zip(colors, series):
+    for color, line in zip(_colors(len(series)), series):
+        xs, stats = [x for x, _ in line.points], [s for _, s in line.points]
+        if separate:
+            yerr = [s.std or 0.0 for s in stats]
+            ax.errorbar(xs, [s.mean for s in stats], yerr=yerr, marker="o", capsize=4, color=color, label=_safe(line.label))
+        else:
+            ax.plot(xs, [s.mean for s in stats], color="0.6", linewidth=0.8, alpha=0.7)
+    if not separate:
+        points = [(e.level.number, e.stat) for e in overall.levels if e.level.number is not None and e.stat.mean is not None]
         ax.errorbar(
-            [x for x, _ in line.points],
-            [s.mean for _, s in line.points],
-            yerr=[s.std or 0.0 for _, s in line.points],
+            [x for x, _ in points],
+            [s.mean for _, s in points],
+            yerr=[s.std or 0.0 for _, s in points],
             marker="o",
             capsize=4,
-            color=color,
-            label=_safe(line.label),
+            color="tab:blue",
+            linewidth=2.5,
         )
     sizes = sorted({x for line in series for x, _ in line.points})
     log = bool(sizes) and sizes[0] > 0 and sizes[-1] / sizes[0] >= 10
     if log:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
     ax.set_xlabel("data.n (training records" + (", log scale)" if log else ")"))
     ax.set_ylabel(metric_label(metric, maximize))
-    ax.set_title(f"{_safe(metric)} against training-set size (mean ± std over seeds)")
+    if separate:
+        ax.set_title(f"{_safe(metric)} against training-set size (mean ± std over seeds)")
+    else:
+        ax.set_title(
+            f"{_safe(metric)} against training-set size\n"
+            f"blue: mean ± std over all runs; grey: each of {len(series)} settings of the other factors",
+            fontsize=10,
+        )
     ax.grid(True, alpha=0.3)
-    if len(series) > 1:
-        fig.legend(loc="outside right upper", fontsize=8)
+    if labelled:
+        anchor = (1 - legend / (7.5 + legend), 1 - 0.5 / 4.5)
+        fig.legend(loc="upper left", bbox_to_anchor=anchor, fontsize=8, frameon=False)
     _save(fig, path)
 
 
 def loss_curves(design: Design, configs: list[Configuration], path: Path) -> bool:
     """Train and eval loss against step and tokens seen; every run in one figure, one
     colour per configuration (seeds share it). Returns False when no run logged a loss."""
-    fig = Figure(figsize=(12, 8), layout="constrained")
+    labels_all = [c.label + (f"  ({len(c.runs)} seeds)" if len(c.runs) > 1 else "") for c in configs]
+    legend = _legend_width(labels_all, title="configuration") if len(configs) <= MAX_LEGEND else 0.0
+    width = 12 + legend
+    fig = Figure(figsize=(width, 8))
+    _margins(fig, left=0.8, right=0.25 + legend, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
     axes = fig.subplots(2, 2)
     panels = {
         ("train", "step"): axes[0][0],
@@ -155,7 +185,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     }
     colors = _colors(len(configs))
     handles, labels, drawn, unfinished = [], [], False, False
-    for color, config in zip(colors, configs):
+    for color, config, label in zip(colors, configs, labels_all):
         handle = None
         for i in config.runs:
             run = design.runs[i]
@@ -184,8 +214,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
                 drawn = True
         if handle is not None:
             handles.append(handle)
-            seeds = f"  ({len(config.runs)} seeds)" if len(config.runs) > 1 else ""
-            labels.append(_safe(config.label + seeds))
+            labels.append(_safe(label))
     if not drawn:
         return False
 
@@ -202,9 +231,18 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     if unfinished:
         title += " (dotted: runs that did not finish ok)"
     if len(handles) <= MAX_LEGEND:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="configuration")
+        fig.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1 - legend / width, 1 - 0.7 / 8),
+            fontsize=8,
+            title="configuration",
+            frameon=False,
+        )
     else:
-        title += f" ({len(handles)} configurations: legend left out, see the runs table)"
+        # Configurations come best first, so the ordered colour map shows the ranking.
+        title += f" ({len(handles)} configurations, coloured by rank in the runs table: dark = best)"
     fig.suptitle(title)
     _save(fig, path)
     return True
@@ -237,6 +275,18 @@ def _level_axis(ax, factor: Factor, xs: list[float], log: bool) -> None:
     ax.set_xticks(xs, [_safe(level.text) for level in factor.levels], rotation=30 if rotate else 0)
     unit = " (log scale)" if log else ""
     ax.set_xlabel(_safe(factor.name) + unit)
+
+
+def _margins(fig: Figure, left: float, right: float, top: float, bottom: float, **space: float) -> None:
+    """Margins in inches, not fractions: text needs the same room whatever the figure size.
+    (Fixed margins instead of a layout engine: an engine draws every figure twice.)"""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height, **space)
+
+
+def _legend_width(labels: list[str], title: str = "") -> float:
+    """Inches a legend of 8 pt text needs: ~0.062 in per character plus the line sample."""
+    return 0.062 * max([len(label) for label in labels] + [len(title)]) + 0.7
 
 
 def _cell(grid: Grid, row: Level, col: Level) -> Stat:
