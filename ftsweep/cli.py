@@ -29,10 +29,6 @@ def config_dir() -> str:
     raise FileNotFoundError("ftsweep's conf/ directory is missing from this installation; reinstall the package")
 
 
-class RunFailed(Exception):
-    """A single run (not a sweep) ended failed or interrupted: the CLI exits non-zero."""
-
-
 OmegaConf.register_new_resolver("ftsweep_run_name", run_name, replace=True)
 config_mod.register()
 
@@ -67,10 +63,14 @@ def app(cfg: DictConfig):
 
     from ftsweep.run import Run, describe
 
+    from ftsweep.sweep import outcome
+
     summary = Run(cfg, run_dir, name, overrides, sweep).execute()
-    print(describe(summary, run_dir), flush=True)
     if sweep is None and summary["status"] in ("failed", "interrupted"):
-        raise RunFailed(f"run {summary['status']}: {(summary.get('error') or {}).get('message')}")
+        # A single run: main() prints the one error line and exits non-zero.
+        outcome.record_failed([(str(run_dir), (summary.get("error") or {}).get("message") or summary["status"])])
+    else:
+        print(describe(summary, run_dir), flush=True)
     # The Optuna sweeper optimizes what the job returns.
     metric = cfg.get("hparams_search_metric") or "eval_loss"
     value = summary.get(metric, (summary.get("task_metrics") or {}).get(metric))
@@ -103,6 +103,10 @@ def main() -> None:
         if not user_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     failed = outcome.failed_runs()
+    if len(failed) == 1 and not outcome.was_sweep():
+        run_dir, reason = failed[0]
+        print(f"ftsweep: error: {reason} (run dir: {run_dir})", file=sys.stderr)
+        sys.exit(1)
     if failed:
         print(f"ftsweep: {len(failed)} run(s) failed: " + "; ".join(f"{n} ({r})" for n, r in failed), file=sys.stderr)
         sys.exit(1)

@@ -211,6 +211,10 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             errors.append(msg)
 
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        errors.append(f"{key} is required: set it on the command line, e.g. {key}=...")
+    if errors:
+        raise ConfigError("\n".join(errors))
     need(cfg.mode in MODES, f"mode={cfg.mode}: choose one of {', '.join(MODES)}")
     L, O, D, T, Q = cfg.lora, cfg.optim, cfg.data, cfg.task, cfg.quant
     need(L.r >= 1, f"lora.r={L.r}: the rank must be >= 1 (e.g. lora.r=8)")
@@ -223,6 +227,7 @@ def validate(cfg: DictConfig) -> None:
     need(0 <= O.warmup_ratio < 1, f"optim.warmup_ratio={O.warmup_ratio}: must be in [0, 1)")
     need(O.weight_decay >= 0, f"optim.weight_decay={O.weight_decay}: must be >= 0")
     need(O.max_grad_norm >= 0, f"optim.max_grad_norm={O.max_grad_norm}: must be >= 0 (0 disables clipping)")
+    need(D.source == "synthetic" or bool(D.path), f"data={D.name} reads a file: set data.path=... (a JSON, JSONL, CSV or Parquet file, or a hub id)")
     need(D.n is None or D.n >= 1, f"data.n={D.n}: must be >= 1 (or null for all records)")
     need(D.val_size > 0, f"data.val_size={D.val_size}: must be a fraction in (0, 1) or a count >= 1")
     need(D.val_size < 1 or float(D.val_size).is_integer(), f"data.val_size={D.val_size}: a count must be a whole number")

@@ -126,7 +126,18 @@ def resolve_model_path(model_cfg) -> str:
     """The directory or hub id that from_pretrained reads."""
     if model_cfg.get("builtin") == TINY_NAME:
         return str(ensure_tiny_model())
-    return str(model_cfg.name_or_path)
+    path = str(model_cfg.name_or_path)
+    # "org/name" is a hub id unless such a directory exists here; "/x", "./x", "~/x" are paths.
+    looks_local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise FileNotFoundError(f"model.name_or_path={path}: no such directory; point it at a model directory or a hub id")
+    if not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(path, "config.json") is None:
+            raise FileNotFoundError(f"model.name_or_path={path}: not in the local hub cache and HF_HUB_OFFLINE=1; "
+                                    "download it first or point model.name_or_path at a local directory")
+    return str(Path(path).expanduser()) if looks_local else path
 
 
 def compute_dtype(name: str):

@@ -124,7 +124,8 @@ class Run:
 
             self.write_summary(status="failed", error={"type": type(exc).__name__, "message": one_line(exc)},
                                finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
-            log.error("run %s failed: %s: %s", self.name, type(exc).__name__, one_line(exc))
+            if self.sweep is not None:  # a single run's error is the CLI's one line
+                log.error("run %s failed: %s: %s", self.name, type(exc).__name__, one_line(exc))
             if os.environ.get("FTSWEEP_DEBUG"):
                 log.exception("traceback")
         finally:

@@ -64,7 +64,7 @@ class SweepCallback(Callback):
         info = getattr(self, "info", {})
         info.update(finished_at=now_iso(), counts=counts, failed_runs=[{"run": n, "reason": r} for n, r in failed])
         atomic_write_json(sweep_dir / "sweep.json", info)
-        outcome.record_failed(failed)
+        outcome.record_failed(failed, sweep=True)
         try:
             from ftsweep.report import build_report
 
