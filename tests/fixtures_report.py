@@ -73,8 +73,6 @@ def write_sweep_json(sweep_dir: Path, sweep_id: str, command: str, grid: dict[st
         "grid": grid,
         "started_at": "2026-11-22T14:03:11Z",
         "finished_at": "2026-11-22T14:06:40Z",
-        "counts": {"total": 0, "ok": 0, "failed": 0, "skipped": 0, "interrupted": 0},
-        "failed_runs": [],
     } | extra
     (sweep_dir / "sweep.json").write_text(json.dumps(meta, indent=2))
 

@@ -301,7 +301,7 @@ def _repro_section(design: Design, configs) -> list[Block]:
         confounders = [f for f in facts if f.confounder]
         if confounders:
             blocks.append(
-                Bullets([[Strong("Confounder: "), f"{f.name} differs: {f.describe()}."] for f in confounders])
+                Bullets([[Strong("Confounder:"), f" {f.name} differs: {f.describe()}"] for f in confounders])
             )
     if without:
         blocks.append(Para(f"{without} run(s) have no manifest.json and are not in the comparison above."))

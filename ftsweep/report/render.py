@@ -71,14 +71,17 @@ Block = Union[Heading, Para, Bullets, Table, Image, CodeBlock]
 
 # ---------------------------------------------------------------- markdown
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+# Characters that would turn data into markup. An underscore inside a word (eval_loss)
+# cannot start emphasis on GitHub, so only one at a word's edge is escaped; `#` only
+# matters at the start of a line.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|]|^#|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _md_text(text: str) -> str:
     # Entities for <, >, & keep GitHub from reading data as HTML; backslashes keep
     # table pipes and emphasis characters literal. Newlines would end a table row.
-    text = html.escape(text, quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("\r", " ").replace("\n", " ")
+    text = html.escape(text, quote=False).replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _md_code(text: str, in_table: bool) -> str:

@@ -31,7 +31,7 @@ class Fact:
             return next(iter(self.values))
         # Most common first; ties by value, so the text is stable.
         parts = sorted(self.values.items(), key=lambda kv: (-kv[1], kv[0]))
-        return "; ".join(f"{value} in {n} run{'s' if n != 1 else ''}" for value, n in parts)
+        return ", ".join(f"{value} in {n} run{'s' if n != 1 else ''}" for value, n in parts)
 
 
 def run_facts(run: Run) -> dict[str, str]:

@@ -135,7 +135,12 @@ def runs_frame(design: Design, metric: str) -> pd.DataFrame:
             "problems": "; ".join(run.problems) or None,
         }
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Counts stay integers in runs.csv (pandas would write 68224.0 next to a missing value).
+    for key in ("trainable_params", "peak_memory_bytes", "steps", "tokens_seen"):
+        if key in frame and (frame[key].dropna() % 1 == 0).all():
+            frame[key] = frame[key].astype("Int64")
+    return frame
 
 
 def configurations(design: Design, frame: pd.DataFrame, metric: str, maximize: bool) -> list[Configuration]:

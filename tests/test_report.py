@@ -1,0 +1,396 @@
+"""The ablation report, built from run directories these tests write themselves.
+
+Every expected number is computed here from the losses the fixtures chose, with
+the textbook formulas (mean, sample std with n-1), not with the report's code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures_report import GRID_2X2, PACKAGES, ROOT, write_2x2, write_run, write_sweep_json
+
+from ftsweep.report import build_report
+from ftsweep.report.__main__ import main as cli
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def std(xs: list[float]) -> float:
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def md_table(md: str, heading: str) -> list[dict[str, str]]:
+    """The first pipe table after ``heading``, as dicts keyed by header (markup kept)."""
+    lines = md.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    header, body = rows[0], rows[2:]
+    return [dict(zip(header, row)) for row in body]
+
+
+def outside_code(md: str) -> str:
+    """report.md without its fenced code blocks and code spans."""
+    md = re.sub(r"```.*?```", "", md, flags=re.S)
+    return re.sub(r"`[^`]*`", "", md)
+
+
+# ---------------------------------------------------- the 2x2 sweep with seeds
+
+
+@pytest.fixture(scope="module")
+def sweep_2x2(tmp_path_factory) -> Path:
+    """lora.r=8,16 x optim.lr=1e-4,3e-4, two ok seeds per cell, plus a third seed that
+    failed in one cell, is still running in another and never started in a third."""
+    sweep = write_2x2(tmp_path_factory.mktemp("multirun") / "14-03-11")
+    write_run(
+        sweep,
+        ["lora.r=8", "optim.lr=1e-4", "seed=3"],
+        status="failed",
+        error={"type": "ValueError", "message": f"loss is nan {SCRIPT}"},
+    )
+    write_run(sweep, ["lora.r=16", "optim.lr=3e-4", "seed=3"], status="running")
+    write_run(sweep, ["lora.r=16", "optim.lr=1e-4", "seed=3"], hydra_only=True)
+    build_report([sweep])
+    return sweep
+
+
+def test_runs_table_averages_seeds_and_ranks_best_first(sweep_2x2):
+    md = (sweep_2x2 / "report.md").read_text()
+    rows = md_table(md, "## Runs")
+    assert [(r["lora.r"], r["optim.lr"]) for r in rows] == [
+        ("`16`", "`3e-4`"),  # 3.20
+        ("`8`", "`3e-4`"),  # 3.35
+        ("`16`", "`1e-4`"),  # 3.50
+        ("`8`", "`1e-4`"),  # 3.65
+    ]
+    for row in rows:
+        losses = GRID_2X2[(row["lora.r"].strip("`"), row["optim.lr"].strip("`"))]
+        expected = f"{mean(losses):.4f} ± {std(losses):.4f}"
+        assert row["eval loss ↓"].strip("*") == expected
+        assert row["n"] == "2"  # failed and running seeds enter no mean
+    assert rows[0]["rank"] == "**★ 1**"
+    assert rows[0]["eval loss ↓"] == "**3.2000 ± 0.1414**"
+    assert [r["rank"] for r in rows[1:]] == ["2", "3", "4"]
+    # The status column says what happened to the third seeds.
+    status = {(r["lora.r"], r["optim.lr"]): r["status"] for r in rows}
+    assert status[("`8`", "`1e-4`")] == "2 ok, 1 failed"
+    assert status[("`16`", "`3e-4`")] == "2 ok, 1 running"
+    assert status[("`16`", "`1e-4`")] == "2 ok, 1 not started"
+    assert status[("`8`", "`3e-4`")] == "ok"
+    # Cost columns: trainable params is a mean with thousands separators.
+    assert rows[0]["trainable params"] == "136,448"
+    assert rows[0]["peak memory (GiB)"] == f"{812000000 / 2**30:.2f}"
+    assert "Best: `lora.r=16, optim.lr=3e-4` with eval_loss 3.2000 ± 0.1414 (n=2)." in md
+
+
+def test_effects_are_means_over_other_factors_and_seeds(sweep_2x2):
+    rows = md_table((sweep_2x2 / "report.md").read_text(), "## Effects")
+    got = {(r["parameter"].strip("`"), r["level"].strip("`")): r for r in rows}
+    levels = {
+        ("lora.r", "8"): [loss for (r, _), ls in GRID_2X2.items() if r == "8" for loss in ls],
+        ("lora.r", "16"): [loss for (r, _), ls in GRID_2X2.items() if r == "16" for loss in ls],
+        ("optim.lr", "1e-4"): [loss for (_, lr), ls in GRID_2X2.items() if lr == "1e-4" for loss in ls],
+        ("optim.lr", "3e-4"): [loss for (_, lr), ls in GRID_2X2.items() if lr == "3e-4" for loss in ls],
+    }
+    assert list(got) == list(levels)  # numeric order of levels, factors as swept
+    for key, losses in levels.items():
+        assert got[key]["eval_loss mean"] == f"{mean(losses):.4f}"
+        assert got[key]["std"] == f"{std(losses):.4f}"
+        assert got[key]["n"] == "4"
+    # By hand: lora.r=8 -> 3.6, 3.7, 3.3, 3.4: mean 3.5, std sqrt(0.10/3).
+    assert got[("lora.r", "8")]["eval_loss mean"] == "3.5000"
+    assert got[("lora.r", "8")]["std"] == "0.1826"
+    assert got[("optim.lr", "3e-4")]["eval_loss mean"] == "3.2750"
+
+
+def test_report_files_and_plots(sweep_2x2):
+    md = (sweep_2x2 / "report.md").read_text()
+    for name in ("effects", "heatmap", "loss_curves"):
+        assert (sweep_2x2 / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](plots/{name}.png)" in md
+    assert not (sweep_2x2 / "plots" / "data_size.png").exists()  # data.n is not swept
+    html = (sweep_2x2 / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 3
+    assert "plots/" not in html  # nothing to fetch: the file opens offline
+
+
+def test_runs_csv_has_one_row_per_run(sweep_2x2):
+    import pandas as pd
+
+    frame = pd.read_csv(sweep_2x2 / "runs.csv")
+    assert len(frame) == 11
+    assert frame["status"].value_counts().to_dict() == {"ok": 8, "failed": 1, "running": 1, "not started": 1}
+    ok = frame[frame["status"] == "ok"]
+    assert sorted(ok["eval_loss"]) == sorted(x for losses in GRID_2X2.values() for x in losses)
+    assert set(frame["seed"].astype(str)) == {"1", "2", "3"}
+
+
+def test_unfinished_runs_are_listed_with_reasons(sweep_2x2):
+    md = (sweep_2x2 / "report.md").read_text()
+    rows = {r["run"].strip("`"): r for r in md_table(md, "## Failed and unfinished runs")}
+    failed = rows["lora.r=8,optim.lr=1e-4,seed=3"]
+    assert failed["status"] == "failed"
+    assert failed["reason"] == f"ValueError: loss is nan {ESCAPED}"
+    assert rows["lora.r=16,optim.lr=3e-4,seed=3"]["status"] == "running"
+    assert rows["lora.r=16,optim.lr=3e-4,seed=3"]["progress"].startswith("step ")
+    assert rows["lora.r=16,optim.lr=1e-4,seed=3"]["status"] == "not started"
+
+
+def test_reproducibility_lists_every_command_and_hash(sweep_2x2):
+    md = (sweep_2x2 / "report.md").read_text()
+    commands = md.split("### Commands", 1)[1]
+    for run_dir in sorted(p for p in sweep_2x2.iterdir() if p.is_dir() and p.name != "plots"):
+        if (run_dir / "manifest.json").exists():
+            manifest = __import__("json").loads((run_dir / "manifest.json").read_text())
+            assert manifest["command"] in commands
+            assert f"config_hash {manifest['config_hash']}" in commands
+    # The cell that never started has no manifest; its overrides still give a command.
+    assert "python -m ftsweep lora.r=16 optim.lr=1e-4 seed=3" in commands
+    assert "| transformers | `5.23.0` |" in md
+    assert "confounder" not in outside_code(md.split("## Reproducibility", 1)[1]).replace(
+        "is a confounder", ""
+    )
+
+
+def test_rebuilding_gives_identical_files(sweep_2x2, tmp_path):
+    # The sweep copied elsewhere and rebuilt: same bytes, so nothing depends on the clock,
+    # on absolute paths or on the order files come from the disk.
+    copy = tmp_path / "copied"
+    shutil.copytree(sweep_2x2, copy)
+    build_report([copy])
+    for name in ("report.md", "runs.csv", "plots/effects.png", "plots/heatmap.png", "plots/loss_curves.png"):
+        assert (copy / name).read_bytes() == (sweep_2x2 / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------ escaping
+
+
+def test_html_escapes_every_string_from_configs_and_data(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_sweep_json(sweep, f"id-{SCRIPT}", f"python -m ftsweep -m data.system=plain,'{SCRIPT}'", {"data.system": ["plain", SCRIPT]})
+    write_run(sweep, ["data.system=plain"], name="a", eval_loss=3.0)
+    write_run(sweep, [f"data.system='{SCRIPT}'"], name="b", eval_loss=3.2)
+    write_run(
+        sweep,
+        ["data.system=plain", "lora.r=4"],
+        name="c",
+        status="failed",
+        error={"type": f"Err{SCRIPT}", "message": f"{SCRIPT} & <b>bold</b>"},
+    )
+    build_report([sweep])
+    html = (sweep / "report.html").read_text()
+    assert SCRIPT not in html and "<b>bold</b>" not in html
+    assert ESCAPED in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert re.findall(r"<script", html, flags=re.I) == []
+    assert 'src="data:image/png;base64,' in html
+    # report.md: outside code it shows entities; GitHub renders them as text.
+    md = (sweep / "report.md").read_text()
+    assert SCRIPT not in outside_code(md)
+    assert ESCAPED in md
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def test_damaged_run_directories_are_reported_not_fatal(tmp_path):
+    sweep = tmp_path / "sweep"
+    good = write_run(sweep, ["lora.r=8"], eval_loss=3.0)
+    with open(good / "metrics.jsonl", "a") as fh:
+        fh.write('{"split": "train", "step": 9999, "loss": \n')  # cut by a kill
+        fh.write("not json at all\n")
+    no_summary = write_run(sweep, ["lora.r=16"], eval_loss=3.1, write_summary=False)
+    bad_summary = write_run(sweep, ["lora.r=32"], eval_loss=3.2)
+    (bad_summary / "summary.json").write_text('{"status": "ok", "eval_lo')
+    no_metrics = write_run(sweep, ["lora.r=64"], eval_loss=2.9)
+    (no_metrics / "metrics.jsonl").unlink()
+    write_run(sweep, ["lora.r=128"], hydra_only=True)
+    (sweep / "lora.r=128" / ".hydra" / "overrides.yaml").write_text("[unclosed")
+
+    build_report([sweep])
+    md = (sweep / "report.md").read_text()
+    problems = md.split("## Problems reading the run directories", 1)[1]
+    assert "metrics.jsonl: skipped 2 unreadable line(s) (line 19, 20)" in problems
+    assert "summary.json missing: status unknown" in problems
+    assert "summary.json unreadable" in problems
+    assert "overrides.yaml unreadable" in problems
+    rows = md_table(md, "## Runs")
+    assert rows[0]["lora.r"] == "`64`" and rows[0]["rank"] == "**★ 1**"  # no metrics.jsonl, summary fine
+    assert {r["status"] for r in rows} >= {"ok", "unknown"}
+
+
+def test_a_single_run_directory_is_a_sweep_of_one(tmp_path):
+    run = write_run(tmp_path / "outputs" / "2026-11-22", ["optim.lr=1e-4"], name="14-03-11", eval_loss=3.3, sweep_id=None)
+    path = build_report([run])
+    assert path == run / "report.md"
+    md = path.read_text()
+    assert "**1 runs** in 1 configurations: 1 ok." in md
+    assert "No parameter differs between the runs apart from the seed." in md
+    assert "## Effects" not in md
+    assert (run / "plots" / "loss_curves.png").exists()
+
+
+# ----------------------------------------------------------- several sweeps
+
+
+def test_two_sweeps_compare_with_a_sweep_column(tmp_path):
+    lora, dora = tmp_path / "lora", tmp_path / "dora"
+    write_sweep_json(lora, "lora-sweep", "python -m ftsweep -m lora.r=8,16", {"lora.r": ["8", "16"]})
+    write_sweep_json(dora, "dora-sweep", "python -m ftsweep -m lora=dora lora.r=8,16", {"lora.r": ["8", "16"]})
+    for r, loss in (("8", 3.4), ("16", 3.3)):
+        write_run(lora, [f"lora.r={r}"], eval_loss=loss)
+        write_run(dora, ["lora=dora", f"lora.r={r}"], eval_loss=loss - 0.1)
+    path = build_report([lora, dora])
+    assert path == lora / "compare" / "report.md"  # the LoRA sweep's own report is untouched
+    assert not (lora / "report.md").exists()
+    md = path.read_text()
+    rows = md_table(md, "## Runs")
+    assert [(r["sweep"], r["lora"], r["lora.r"]) for r in rows] == [
+        ("dora-sweep", "`dora`", "`16`"),
+        ("dora-sweep", "`dora`", "`8`"),
+        ("lora-sweep", "`lora`", "`16`"),
+        ("lora-sweep", "`lora`", "`8`"),
+    ]
+    effects = {r["parameter"] for r in md_table(md, "## Effects")}
+    assert effects == {"`lora`", "`lora.r`"}  # `lora` (from the configs) tells the sweeps apart
+
+    # Identical grids in two sweeps (say, two commits): only the sweep tells them apart.
+    again = tmp_path / "again"
+    write_sweep_json(again, "again", "python -m ftsweep -m lora.r=8,16", {"lora.r": ["8", "16"]})
+    for r, loss in (("8", 3.6), ("16", 3.5)):
+        write_run(again, [f"lora.r={r}"], eval_loss=loss, packages=PACKAGES | {"transformers": "5.22.0"})
+    md = build_report([lora, again], out_dir=tmp_path / "out").read_text()
+    effects = md_table(md, "## Effects")
+    assert [(r["parameter"], r["level"]) for r in effects][:2] == [("`sweep`", "`lora-sweep`"), ("`sweep`", "`again`")]
+    assert effects[0]["eval_loss mean"] == f"{mean([3.4, 3.3]):.4f}"
+    assert "transformers differs: 5.22.0 in 2 runs, 5.23.0 in 2 runs" in md
+
+
+def test_package_differences_are_flagged_as_confounders(tmp_path):
+    sweep = tmp_path / "sweep"
+    for r, version in (("8", "5.23.0"), ("16", "5.23.0"), ("32", "5.22.0"), ("64", "5.23.0")):
+        write_run(sweep, [f"lora.r={r}"], packages=PACKAGES | {"transformers": version})
+    md = build_report([sweep]).read_text()
+    assert "**Confounder:** transformers differs: 5.23.0 in 3 runs, 5.22.0 in 1 run" in md
+    assert "| torch | `2.13.0` |" in md
+
+
+# ------------------------------------------------- metrics, levels and views
+
+
+def test_task_metric_is_maximized_unless_told_otherwise(tmp_path):
+    sweep = tmp_path / "sweep"
+    for r, em in (("8", 0.25), ("16", 0.5), ("32", 0.375)):
+        write_run(sweep, [f"lora.r={r}"], task_metrics={"exact_match": em, "rougeL": em + 0.1})
+    md = build_report([sweep], metric="exact_match").read_text()
+    assert "higher is better (from its name)" in md
+    rows = md_table(md, "## Runs")
+    assert [r["lora.r"] for r in rows] == ["`16`", "`32`", "`8`"]
+    assert rows[0]["exact_match ↑"] == "**0.5000**"
+    assert rows[0]["rougeL"] == "0.6000"
+
+
+def test_levels_compare_as_numbers_and_sort_numerically(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8", "optim.lr=1e-4"], name="a", eval_loss=3.0)
+    write_run(sweep, ["lora.r=32", "optim.lr=0.0001"], name="b", eval_loss=3.1)  # the same lr
+    write_run(sweep, ["lora.r=16"], name="c", eval_loss=3.2)  # lr from its config: 0.0002
+    md = build_report([sweep]).read_text()
+    effects = md_table(md, "## Effects")
+    assert [(r["parameter"], r["level"]) for r in effects] == [
+        ("`lora.r`", "`8`"),
+        ("`lora.r`", "`16`"),
+        ("`lora.r`", "`32`"),
+        ("`optim.lr`", "`1e-4`"),
+        ("`optim.lr`", "`0.0002`"),
+    ]
+    assert effects[3]["n"] == "2"
+
+
+def test_data_size_curve_and_no_heatmap_for_three_factors(tmp_path):
+    sweep = tmp_path / "sweep"
+    for n in ("100", "1000"):
+        for r in ("8", "16"):
+            for lr in ("1e-4", "3e-4"):
+                write_run(sweep, [f"data.n={n}", f"lora.r={r}", f"optim.lr={lr}"], eval_loss=3.0 - len(n) * 0.1)
+    md = build_report([sweep]).read_text()
+    assert "](plots/data_size.png)" in md and (sweep / "plots" / "data_size.png").exists()
+    assert "heatmap" not in md and not (sweep / "plots" / "heatmap.png").exists()
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv, words in (
+        ([str(tmp_path / "missing")], "no such directory"),
+        ([str(not_a_dir)], "not a directory"),
+        ([str(empty)], "no run directories found"),
+    ):
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and "pass" in err
+
+
+def test_cli_rejects_a_metric_no_run_reports(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"])
+    assert cli([str(sweep), "--metric", "acuracy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval_loss" in err
+    assert not (sweep / "report.md").exists()
+
+
+def test_cli_writes_to_out_and_prints_the_path(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"], task_metrics={"accuracy": 0.5})
+    write_run(sweep, ["lora.r=16"], task_metrics={"accuracy": 0.75})
+    assert cli([str(sweep), "--out", str(tmp_path / "out"), "--metric", "accuracy", "--minimize"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == tmp_path / "out" / "report.md"
+    md = path.read_text()
+    assert [r["lora.r"] for r in md_table(md, "## Runs")] == ["`8`", "`16`"]
+    assert "Primary metric: `accuracy`, lower is better (as asked)." in md
+    assert (tmp_path / "out" / "runs.csv").exists() and (tmp_path / "out" / "report.html").exists()
+
+
+def test_import_and_build_never_load_torch(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"])
+    code = (
+        "import sys\n"
+        "from ftsweep.report import build_report\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'pandas', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        f"build_report([{str(sweep)!r}])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (sweep / "report.md").exists()
