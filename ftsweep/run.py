@@ -61,6 +61,18 @@ def peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bar and log lines are the console; library chatter goes."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (gradient_checkpointing_*)
+    warnings.filterwarnings("ignore", message=".*kernels.*")  # bitsandbytes on CPU
+    hf_logging.disable_progress_bar()  # "Loading weights" bars
+    hf_logging.set_verbosity_error()
+
+
 def _reset_globals(seed: int) -> None:
     """The basic launcher runs every job in one process: reset what would leak between them."""
     import torch
@@ -142,6 +154,7 @@ class Run:
         from ftsweep.tracking import Tracker
 
         cfg = self.cfg
+        _quiet_libraries()
         _reset_globals(int(cfg.seed))
 
         # 1. Model and tokenizer, quantized as the quant group says.
@@ -170,22 +183,29 @@ class Run:
                                     tags=[o for o in self.overrides if not o.startswith("hydra")], config=manifest.scrub(plain(cfg)),
                                     root=tracker_root)
 
-        # 5. Trainer.
-        args = training.training_arguments(cfg, self.dir, int(cfg.optim.micro_batch_size), int(cfg.optim.grad_accum))
-        trainer = training.SweepTrainer(
-            model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.val, data_collator=bundle.collator,
-            processing_class=tokenizer, nan_check=bool(cfg.train.nan_check), class_weights=bundle.class_weights,
-            optimizers=(adapters.optimizer(model, cfg.lora, cfg.optim), None),  # LoRA+ builds its own; None: Trainer's
-        )
-        self.trainer = trainer
-        if resume_from is not None:
-            _restore_token_counts(trainer, self.dir / artifacts.METRICS)
-        metrics_cb = training.MetricsCallback(self.emit, self.clock.elapsed)
-        metrics_cb.trainer = trainer
+        # 5. Trainer (rebuilt with half the micro batch if the first attempt runs out of GPU memory).
         eval_seconds = [0.0]
 
+        def build_trainer(micro_batch: int, grad_accum: int):
+            args = training.training_arguments(cfg, self.dir, micro_batch, grad_accum)
+            trainer = training.SweepTrainer(
+                model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.val, data_collator=bundle.collator,
+                processing_class=tokenizer, nan_check=bool(cfg.train.nan_check), class_weights=bundle.class_weights,
+                optimizers=(adapters.optimizer(model, cfg.lora, cfg.optim), None),  # LoRA+ builds its own; None: Trainer's
+            )
+            trainer.remove_callback(ProgressCallback)  # it also prints every log dict and a bar per evaluation
+            trainer.remove_callback(PrinterCallback)
+            metrics_cb = training.MetricsCallback(self.emit, self.clock.elapsed)
+            metrics_cb.trainer = trainer
+            trainer.add_callback(metrics_cb)
+            if cfg.train.progress:
+                trainer.add_callback(training.ProgressBar(self.name))
+            trainer.add_callback(training.EvalCallback(int(cfg.eval.every_n_steps), run_eval))
+            self.trainer = trainer
+            return trainer
+
         def run_eval(final: bool = False) -> dict:
-            watch = Stopwatch()
+            trainer, watch = self.trainer, Stopwatch()
             out = trainer.evaluate()
             record = {"split": "eval", "step": trainer.state.global_step, "epoch": round(float(trainer.state.epoch or 0), 4),
                       "tokens_seen": trainer.tokens_seen, "eval_loss": float(out["eval_loss"]),
@@ -197,14 +217,12 @@ class Run:
             self.emit(record)
             return record
 
-        trainer.add_callback(metrics_cb)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        if cfg.train.progress:
-            trainer.add_callback(training.ProgressBar(self.name))
-        trainer.add_callback(training.EvalCallback(int(cfg.eval.every_n_steps), run_eval))
+        micro, accum = int(cfg.optim.micro_batch_size), int(cfg.optim.grad_accum)
+        trainer = build_trainer(micro, accum)
+        if resume_from is not None:
+            _restore_token_counts(trainer, self.dir / artifacts.METRICS)
 
         # 6. Baseline, train, final evaluation.
         baseline = None
@@ -213,7 +231,26 @@ class Run:
         elif resume_from is not None:
             baseline = _baseline_from_log(self.dir / artifacts.METRICS)
         train_watch, eval_before = Stopwatch(), eval_seconds[0]
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        oom_retries = 0
+        while True:
+            try:
+                result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+                break
+            except torch.OutOfMemoryError:
+                if not cfg.train.oom_retry or oom_retries or micro == 1:
+                    raise
+                # Same effective batch: 8 micro x 2 accum = 4 micro x 4 accum = 16 sequences/step.
+                micro, accum, oom_retries = micro // 2, accum * 2, 1
+                log.warning("out of memory: retrying from the start with micro batch %d x accumulation %d", micro, accum)
+                del trainer
+                self.trainer = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
+                self.metrics.close()
+                self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=0)  # keep the baseline only
+                resume_from = None
+                trainer = build_trainer(micro, accum)
         # Evaluations inside the training loop are not training time.
         train_seconds = train_watch.elapsed() - (eval_seconds[0] - eval_before)
         final = run_eval(final=True)
@@ -239,6 +276,9 @@ class Run:
             train_seconds=round(train_seconds, 2),
             eval_seconds=round(eval_seconds[0], 2),
             peak_memory_bytes=peak_memory_bytes(),
+            oom_retries=oom_retries,
+            micro_batch_size=micro,
+            grad_accum=accum,
             dropped_examples=bundle.stats.get("dropped_examples", 0),
             skipped_records=bundle.stats.get("skipped_records", 0),
             truncated_examples=bundle.stats.get("truncated", 0),

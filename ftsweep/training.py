@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +24,17 @@ class SweepTrainer(Trainer):
         self.class_weights = class_weights
         self.tokens_seen = 0  # non-pad tokens fed to training
         self.tokens_total = 0  # all positions, padding included
-        self.step_token_window: list[tuple[float, int]] = []
+        # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
+        # so the retry path runs on machines without a GPU.
+        self.inject_oom = os.environ.get("FTSWEEP_INJECT_OOM") == "1"
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.inject_oom:
+            import torch
+
+            os.environ.pop("FTSWEEP_INJECT_OOM", None)  # once per process: the retry must succeed
+            self.inject_oom = False
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
         mask = inputs.get("attention_mask")
         if mask is not None:
             self.tokens_seen += int(mask.sum())
