@@ -18,7 +18,7 @@ import pytest
 from fixtures_report import GRID_2X2, PACKAGES, ROOT, write_2x2, write_run, write_sweep_json
 
 from ftsweep.report import build_report
-from ftsweep.report.__main__ import main as cli
+from ftsweep.report.__main__ import main as report_cli
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -352,7 +352,7 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         ([str(not_a_dir)], "not a directory"),
         ([str(empty)], "no run directories found"),
     ):
-        assert cli(argv) == 2
+        assert report_cli(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err and "pass" in err
 
@@ -360,7 +360,7 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 def test_cli_rejects_a_metric_no_run_reports(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["lora.r=8"])
-    assert cli([str(sweep), "--metric", "acuracy"]) == 2
+    assert report_cli([str(sweep), "--metric", "acuracy"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "eval_loss" in err
     assert not (sweep / "report.md").exists()
@@ -370,7 +370,7 @@ def test_cli_writes_to_out_and_prints_the_path(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["lora.r=8"], task_metrics={"accuracy": 0.5})
     write_run(sweep, ["lora.r=16"], task_metrics={"accuracy": 0.75})
-    assert cli([str(sweep), "--out", str(tmp_path / "out"), "--metric", "accuracy", "--minimize"]) == 0
+    assert report_cli([str(sweep), "--out", str(tmp_path / "out"), "--metric", "accuracy", "--minimize"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == tmp_path / "out" / "report.md"
     md = path.read_text()
