@@ -124,8 +124,8 @@ def ensure_tiny_model(home: Path | None = None) -> Path:
 
 def resolve_model_path(model_cfg) -> str:
     """The directory or hub id that from_pretrained reads."""
-    if model_cfg.get("builtin") == TINY_NAME:
-        return str(ensure_tiny_model())
+    if model_cfg.get("builtin") == TINY_NAME and str(model_cfg.name_or_path) == TINY_NAME:
+        return str(ensure_tiny_model())  # model.name_or_path=DIR on the tiny config loads a copy from DIR
     path = str(model_cfg.name_or_path)
     # "org/name" is a hub id unless such a directory exists here; "/x", "./x", "~/x" are paths.
     looks_local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()

@@ -1,0 +1,173 @@
+"""One run through the real CLI: QLoRA on the tiny model, the run directory, adapter reload, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST, REPO
+
+from ftsweep import artifacts
+
+SUMMARY_KEYS = {"status", "eval_loss", "baseline_eval_loss", "train_loss", "perplexity", "trainable_params",
+                "total_params", "tokens_per_second", "wall_seconds", "peak_memory_bytes", "config_hash"}
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = [p.parent for p in root.glob("outputs/*/*/summary.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory, tiny_model_dir):
+    """One QLoRA nf4 run with few steps, shared by the tests that read its files."""
+    from conftest import run_cli
+
+    cwd = tmp_path_factory.mktemp("qlora")
+    # lr 2e-3 so that 12 steps move the loss clearly; the default (3e-4, 150 steps) is what the README times.
+    proc = run_cli([*FAST, "optim.max_steps=12", "optim.lr=2e-3", "train.progress=true"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc, only_run_dir(cwd)
+
+
+def test_qlora_run_writes_an_ok_run_directory(qlora_run):
+    proc, run_dir = qlora_run
+    summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["status"] == "ok" and summary["error"] is None
+    assert summary["eval_loss"] < summary["baseline_eval_loss"]  # it learned something in 12 steps
+    assert summary["trainable_params"] == 32_768  # r=8 on all 7 linear layers x 2 blocks of the tiny model
+    assert summary["total_params"] > summary["trainable_params"]
+    assert summary["steps"] == 12 and summary["tokens_per_second"] > 0
+
+    # metrics.jsonl: baseline at step 0, evaluation every 3 steps, train records every 2 steps.
+    records = artifacts.read_metrics(run_dir / artifacts.METRICS)
+    eval_steps = [r["step"] for r in records if r["split"] == "eval"]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert eval_steps[0] == 0 and eval_steps[-1] == 12 and 3 in eval_steps
+    assert train_steps == sorted(set(train_steps)) and train_steps[:2] == [2, 4]
+    assert all(r["loss"] > 0 for r in records if r["split"] == "train")
+
+    # The manifest carries the resolved config and the same hash as the summary.
+    man = json.loads((run_dir / artifacts.MANIFEST).read_text())
+    assert man["config_hash"] == summary["config_hash"]
+    assert man["config"]["quant"]["name"] == "nf4" and man["config"]["lora"]["r"] == 8
+
+    # samples.jsonl: one greedy generation per held-out prompt asked for.
+    samples = [json.loads(x) for x in (run_dir / artifacts.SAMPLES).read_text().splitlines()]
+    assert len(samples) == 4 and {"prompt", "reference", "prediction", "exact_match"} <= samples[0].keys()
+    assert "exact_match" in summary["task_metrics"]
+
+    # Adapter in safetensors only; checkpoints pruned at the end.
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert not list((run_dir / "adapter").glob("*.bin"))
+    assert not (run_dir / artifacts.CHECKPOINTS).exists()
+
+    # Console: a progress bar while training, then one line with the numbers and the run directory.
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("ok | eval_loss") and str(run_dir.name) in last
+
+
+def test_adapter_reloads_with_plain_peft_in_a_fresh_process(qlora_run, tiny_model_dir):
+    _, run_dir = qlora_run
+    summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+    script = f"""
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from peft import PeftModel
+q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                       bnb_4bit_compute_dtype=torch.float32)
+base = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}, quantization_config=q)
+model = PeftModel.from_pretrained(base, {str(run_dir / 'adapter')!r}, is_trainable=True)
+print(type(base.model.layers[0].self_attn.q_proj.base_layer).__name__)
+print(sum(p.numel() for p in model.parameters() if p.requires_grad))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    linear_type, trainable = out.stdout.split()[-2:]
+    assert linear_type == "Linear4bit"
+    assert int(trainable) == summary["trainable_params"]
+
+
+def test_quant_none_run_is_ok(cli, tmp_path):
+    proc = cli([*FAST, "quant=none", "optim.max_steps=4", "eval.every_n_steps=4"])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((only_run_dir(tmp_path) / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "ok" and summary["eval_loss"] < summary["baseline_eval_loss"] + 0.05
+    man = json.loads((only_run_dir(tmp_path) / artifacts.MANIFEST).read_text())
+    assert man["config"]["quant"]["name"] == "none"
+
+
+def test_learned_tokens_are_exactly_the_response_and_end_token(tiny_model_dir):
+    """Label masking on the tiny model's chat template: decode the learned span and compare it to the response."""
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoTokenizer
+
+    from ftsweep import data
+    from ftsweep.cli import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["data.num_records=20", "data.val_size=4"])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bundle = data.prepare(cfg.data, cfg.task, tok, cfg.model)
+    records = data.read_records(cfg.data)
+    responses = {r["output"] for r in records}
+    for row in bundle.train:
+        ids, labels = row["input_ids"], row["labels"]
+        learned = [i for i, lab in zip(ids, labels) if lab != -100]
+        first = next(k for k, lab in enumerate(labels) if lab != -100)
+        end = first + len(learned)
+        # One contiguous learned span, whose labels are its own input ids; after it only the template's newline.
+        assert labels[first:end] == ids[first:end]
+        assert tok.decode(ids[end:]) == "\n"
+        text = tok.decode(learned)
+        assert text.endswith("<|im_end|>") and text[: -len("<|im_end|>")] in responses
+        # The prompt (everything before) ends with the assistant header, which is not learned.
+        assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_cfg_job_of_a_7b_model_prints_config_offline(cli):
+    proc = cli(["model=qwen2.5-7b-instruct", "--cfg", "job"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "name_or_path: Qwen/Qwen2.5-7B-Instruct" in proc.stdout
+    assert "quant_type: nf4" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["lora.rr=8"], "lora.rr"),
+        (["optim.lr=abc"], "optim.lr=abc"),
+        (["model=foo"], "model=foo"),
+        (["lora=nope"], "lora=nope"),
+        (["lora.r=-1"], "lora.r"),
+        (["data=alpaca"], "data.path"),
+        (["data=alpaca", "data.path=missing.json"], "missing.json"),
+        (["model.name_or_path=/nonexistent/model"], "/nonexistent/model"),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_claims_ok(cli, tmp_path, args, words):
+    proc = cli([*FAST, *args], timeout=120)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = [x for x in err.splitlines() if x.startswith("ftsweep: error:")]
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    for summary in tmp_path.glob("outputs/**/summary.json"):
+        assert json.loads(summary.read_text())["status"] != "ok"
+
+
+def test_configs_are_found_from_any_working_directory(tmp_path):
+    """The console script and `python -m` find conf/ wherever they start."""
+    elsewhere = tmp_path / "deep" / "dir"
+    elsewhere.mkdir(parents=True)
+    exe = Path(sys.executable).with_name("ftsweep")
+    for cmd in ([sys.executable, "-m", "ftsweep"], [str(exe)]):
+        proc = subprocess.run([*cmd, "--cfg", "job", "lora.r=16"], cwd=elsewhere, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "r: 16" in proc.stdout and "name: tiny" in proc.stdout
+    assert REPO.exists()
