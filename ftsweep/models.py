@@ -219,7 +219,24 @@ def load_model(model_cfg, quant_cfg, task_cfg, tokenizer, path: str | None = Non
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if qconfig is None and torch.cuda.is_available():
         model.to(device_map()[""])
+    if qconfig is not None:
+        keep_trainable_4bit_layout(model)
     return model
+
+
+def keep_trainable_4bit_layout(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weight
+    the first time it runs in eval mode without grad (our baseline evaluation)
+    and from then on computes it with gemv_4bit, which has no autograd kernel:
+    training after an evaluation would backpropagate wrong input gradients
+    through every frozen 4-bit layer. Keeping the training layout keeps one
+    numeric path for train and eval.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def count_params(model) -> tuple[int, int]:

@@ -62,3 +62,32 @@ def test_tiny_loads_quantized_through_from_pretrained(tiny_model_dir, bits, line
 def test_missing_local_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.name_or_path=.*no such directory"):
         models.resolve_model_path(_cfg(builtin=None, name_or_path=str(tmp_path / "nope")))
+
+
+def test_an_evaluation_does_not_change_4bit_training_gradients(tiny_model_dir):
+    """bitsandbytes repacks 4-bit weights for CPU inference after an eval pass; gradients must not change."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+
+    cfg = OmegaConf.create({"name": "tiny", "name_or_path": str(tiny_model_dir), "dtype": "float32", "trust_remote_code": False,
+                            "allow_pickle": False, "attn_implementation": "sdpa"})
+    quant = OmegaConf.create({"name": "nf4", "bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"})
+    task = OmegaConf.create({"name": "sft"})
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = tok(["The city is Oslo.", "The name is Ann."], return_tensors="pt", padding=True)
+
+    def grads(evaluate_first: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = get_peft_model(models.load_model(cfg, quant, task, tok), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        if evaluate_first:
+            model.eval()
+            with torch.no_grad():
+                model(**batch)
+        model.train()
+        out = model(**batch, labels=batch["input_ids"])
+        out.loss.backward()
+        # lora_A of the first layer only gets the right gradient if it flows back through the frozen 4-bit layers above.
+        return model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight.grad.clone()
+
+    assert torch.allclose(grads(False), grads(True), atol=1e-6)
