@@ -343,7 +343,7 @@ def describe(summary: dict, run_dir: Path) -> str:
     if summary.get("status") in ("ok", "skipped"):
         parts = [f"{summary['status']}", f"eval_loss {summary.get('eval_loss', float('nan')):.3f}"]
         if summary.get("baseline_eval_loss"):
-            parts.append(f"(baseline {summary['baseline_eval_loss']:.3f})")
+            parts[-1] += f" (baseline {summary['baseline_eval_loss']:.3f})"
         for k, v in (summary.get("task_metrics") or {}).items():
             parts.append(f"{k} {v:.3f}")
         if summary.get("tokens_per_second"):
