@@ -154,7 +154,8 @@ class ProgressBar(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.label, unit="step", dynamic_ncols=True, leave=False)
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.label, unit="step", dynamic_ncols=True, leave=False,
+                        disable=None)  # None: only on a terminal, so logs and CI output stay readable
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
