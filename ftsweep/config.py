@@ -203,8 +203,11 @@ class ConfigError(ValueError):
     """A config that cannot run. The message lists every problem, one per line."""
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check ranges and cross-field rules; raise ConfigError listing all problems."""
+def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
+    """Check ranges and cross-field rules; raise ConfigError listing all problems.
+
+    ``cuda`` (whether a CUDA GPU is visible) adds the device rules; None skips them.
+    """
     errors: list[str] = []
 
     def need(ok: bool, msg: str) -> None:
@@ -243,8 +246,24 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.eval.every_n_steps >= 0, f"eval.every_n_steps={cfg.eval.every_n_steps}: must be >= 0")
     for name in cfg.logger.backends:
         need(name in ("swanlab", "wandb"), f"logger.backends: unknown tracker {name!r}; choose swanlab or wandb")
+    if cuda is False:
+        errors.extend(cpu_problems(cfg))
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def cpu_problems(cfg: DictConfig) -> list[str]:
+    """Settings that only a CUDA GPU can run, each with the CPU alternative."""
+    problems = []
+    if str(cfg.optim.optimizer).startswith("paged_"):
+        problems.append(f"optim.optimizer={cfg.optim.optimizer}: paged optimizers need a CUDA GPU; use optim=adamw on CPU")
+    if cfg.model.get("attn_implementation") == "flash_attention_2":
+        problems.append("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use model.attn_implementation=sdpa on CPU")
+    if cfg.train.get("liger_kernel"):
+        problems.append("train.liger_kernel=true needs a CUDA GPU; set train.liger_kernel=false on CPU")
+    if cfg.train.get("tf32"):
+        problems.append("train.tf32=true needs an Ampere or newer GPU; set train.tf32=false on CPU")
+    return problems
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

@@ -123,7 +123,9 @@ class Run:
                         "resumed_from": resume_from.name if resume_from else None}
         self.write_summary()
         try:
-            validate(self.cfg)
+            import torch
+
+            validate(self.cfg, cuda=torch.cuda.is_available())
             with _sigterm_as_interrupt():
                 self._train_and_evaluate(resume_from)
         except KeyboardInterrupt as exc:
