@@ -9,6 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: the first example pays for imports, and CI machines are shared.
+settings.register_profile("ftsweep", deadline=None)
+settings.load_profile("ftsweep")
 
 # Offline everywhere, before anything imports transformers or a tracker.
 _HOME = Path(os.environ.get("FTSWEEP_TEST_HOME") or tempfile.mkdtemp(prefix="ftsweep-test-home-"))
