@@ -171,3 +171,22 @@ def test_configs_are_found_from_any_working_directory(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "r: 16" in proc.stdout and "name: tiny" in proc.stdout
     assert REPO.exists()
+
+
+@pytest.mark.slow
+def test_a_wheel_install_finds_its_configs(tmp_path):
+    """A non-editable install carries conf/ inside the package."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(REPO)], check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    *map(str, wheel_dir.glob("*.whl"))], check=True, capture_output=True, timeout=300)
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    code = "import ftsweep.cli as c; print(c.__file__); print(c.config_dir())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    module_file, conf = out.stdout.split()
+    assert module_file.startswith(str(target)) and conf == str(target / "ftsweep" / "conf")
+    proc = subprocess.run([sys.executable, "-m", "ftsweep", "--cfg", "job", "lora=lora"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "r: 8" in proc.stdout, proc.stderr
