@@ -72,6 +72,7 @@ class DataSchema:
     split: str = "train"
     format: str = "alpaca"  # alpaca, sharegpt, messages, multiple_choice, text
     columns: Dict[str, Any] = field(default_factory=dict)  # field renames, LLaMA-Factory style
+    roles: Dict[str, Any] = field(default_factory=dict)  # sharegpt/messages role names -> user, assistant, system
     template: Optional[str] = None  # null: tokenizer's chat template; or llama2, chatml, alpaca, custom
     system: Optional[str] = None  # default system prompt
     custom_template: Dict[str, Any] = field(default_factory=dict)

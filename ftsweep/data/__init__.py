@@ -1,9 +1,10 @@
-"""Data: read records, normalise them to conversations, render, tokenize with masks, split.
+"""Data: read records, normalise them, render with a template, tokenize with masks, split.
 
-    records (file / hub / synthetic) -> conversations -> (text, learn) segments
+    source (synthetic / file / hub) -> records -> examples (conversation or text+label)
+    -> held-out split + nested training subset -> (text, learn) segments
     -> input_ids + labels (prompt = -100) -> truncated -> train / val datasets
 
-``prepare`` is the one entry point the run uses.
+``prepare`` is the one entry point the run uses; ``preview`` shows its work.
 """
 
 from __future__ import annotations
@@ -14,43 +15,32 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftsweep.data import synthetic, templates
+from ftsweep.data import formats, sources, templates
+from ftsweep.data.formats import Example
+from ftsweep.data.sources import DataError, Record
 from ftsweep.data.tokenize import IGNORE, Collator, encode_segments, truncate
 
-
-class DataError(ValueError):
-    """Bad data: the message names the file, the record number and the field."""
+__all__ = ["Bundle", "DataError", "prepare", "read_records", "split", "fingerprint"]
 
 
 @dataclass
 class Bundle:
-    train: Any  # datasets.Dataset with input_ids, labels
+    train: Any  # datasets.Dataset with input_ids, labels (sft) or input_ids, label (classify)
     val: Any
     collator: Collator
     eval_prompts: list[dict]  # {"prompt": text, "reference": text} for generation metrics
     fingerprint: str  # hash of the records used (train + val)
     stats: dict = field(default_factory=dict)
     class_weights: list[float] | None = None  # classify: per-class loss weights
+    template: Any = None
 
 
 def read_records(data_cfg) -> list[dict]:
-    if data_cfg.source == "synthetic":
-        return synthetic.generate(int(data_cfg.num_records), list(data_cfg.synthetic_tasks))
-    path = data_cfg.path
-    with open(path, encoding="utf-8") as fh:
-        if str(path).endswith(".jsonl"):
-            return [json.loads(line) for line in fh if line.strip()]
-        return json.load(fh)
+    """The source's records as plain dicts (in file order)."""
+    return [r.fields for r in sources.read(data_cfg)]
 
 
-def to_messages(record: dict, system: str | None) -> list[dict]:
-    """An alpaca record as a conversation: system?, user (instruction + input), assistant (output)."""
-    user = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
-    messages = [{"role": "system", "content": record.get("system") or system}] if (record.get("system") or system) else []
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
-
-
-def split(records: list[dict], val_size: float, n: int | None, seed: int) -> tuple[list[dict], list[dict]]:
+def split(records: list, val_size: float, n: int | None, seed: int) -> tuple[list, list]:
     """Seeded shuffle; the first val_size records are held out, train is the first n of the rest.
 
     Because the order depends only on the seed, a smaller n is a prefix of a
@@ -58,7 +48,9 @@ def split(records: list[dict], val_size: float, n: int | None, seed: int) -> tup
     """
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
-    n_val = int(val_size) if val_size >= 1 else max(1, round(val_size * len(records)))
+    n_val = 0 if val_size == 0 else int(val_size) if val_size >= 1 else max(1, round(val_size * len(records)))
+    if n_val >= len(records):
+        raise DataError(f"data.val_size={val_size} holds out {n_val} of {len(records)} records, leaving none to train on; lower data.val_size")
     val = [records[i] for i in order[:n_val]]
     pool = [records[i] for i in order[n_val:]]
     if n is not None:
@@ -69,40 +61,117 @@ def split(records: list[dict], val_size: float, n: int | None, seed: int) -> tup
 
 
 def fingerprint(records: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
+def _normalise_all(records: list[Record], data_cfg, task_cfg, stats: dict) -> list[tuple[Record, Example]]:
+    """Check and normalise every record; with data.on_bad_record=skip, bad ones are counted and left out."""
+    out = []
+    for rec in records:
+        try:
+            out.append((rec, formats.normalise(rec, data_cfg, task_cfg)))
+        except DataError:
+            if data_cfg.on_bad_record != "skip":
+                raise
+            stats["skipped_records"] += 1
+    if not out:
+        raise DataError("every record was skipped as bad; check data.format and data.columns against the file")
+    return out
+
+
+def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg) -> tuple[dict | None, bool]:
+    """One example -> a row of token ids and labels (None when nothing learnable is left), and whether it was cut."""
+    max_length = int(data_cfg.max_length)
+    if task_cfg.name == "classify":
+        ids = tokenizer.encode(ex.text, add_special_tokens=True)
+        cut = len(ids) > max_length
+        return {"input_ids": ids[-max_length:], "label": ex.label}, cut  # keep the end: question and options
+    if ex.messages is None:  # text format: plain continuation, every token learned
+        segments = [(ex.text + (tokenizer.eos_token or ""), True)]
+    else:
+        segments = templates.render_segments(tokenizer, template, ex.messages)
+    ids, labels = encode_segments(tokenizer, segments, bool(data_cfg.train_on_prompt))
+    ids, labels, cut = truncate(ids, labels, max_length)
+    if all(lab == IGNORE for lab in labels):
+        return None, cut  # an all -100 row gives a NaN loss: dropped and counted
+    return {"input_ids": ids, "labels": labels}, cut
+
+
+def encode_all(examples: list[Example], tokenizer, template, data_cfg, task_cfg, stats: dict) -> list[dict]:
+    """Tokenize a list of examples (the step a tokenized-data cache would wrap)."""
+    rows = []
+    for ex in examples:
+        row, cut = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
+        stats["truncated"] += int(cut)
+        if row is None:
+            stats["dropped_examples"] += 1
+            continue
+        rows.append(row)
+    return rows
+
+
+def class_weights(labels: list[int], num_labels: int, given) -> list[float] | None:
+    """task.class_weights: null, a list, or auto = inverse label frequency, normalised to mean 1.
+
+    auto with counts (30, 10): weights ~ (1/30, 1/10) -> scaled so their mean is 1 -> (0.5, 1.5).
+    """
+    if given is None:
+        return None
+    if given != "auto":
+        weights = [float(w) for w in given]
+        if len(weights) != num_labels:
+            raise DataError(f"task.class_weights has {len(weights)} values for {num_labels} labels; give one per label or auto")
+        return weights
+    counts = [labels.count(k) for k in range(num_labels)]
+    inverse = [1.0 / c if c else 0.0 for c in counts]
+    scale = num_labels / sum(inverse)
+    return [round(w * scale, 6) for w in inverse]
 
 
 def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
     from datasets import Dataset
 
-    template = templates.resolve(data_cfg.template or (model_cfg.chat_template if model_cfg else None), tokenizer)
-    records = read_records(data_cfg)
-    train_records, val_records = split(records, float(data_cfg.val_size), data_cfg.n, int(data_cfg.shuffle_seed))
-    stats = {"records": len(records), "train_records": len(train_records), "val_records": len(val_records), "truncated": 0, "dropped_examples": 0}
+    stats = {"records": 0, "train_records": 0, "val_records": 0, "truncated": 0, "dropped_examples": 0, "skipped_records": 0}
+    template = None
+    if task_cfg.name != "classify" and data_cfg.format != "text":
+        name = data_cfg.template or (model_cfg.chat_template if model_cfg is not None else None)
+        template = templates.resolve(name, tokenizer, data_cfg.get("custom_template"))
 
-    def encode(recs: list[dict]) -> list[dict]:
-        rows = []
-        for rec in recs:
-            segments = templates.render_segments(tokenizer, template, to_messages(rec, data_cfg.system))
-            ids, labels = encode_segments(tokenizer, segments, bool(data_cfg.train_on_prompt))
-            ids, labels, cut = truncate(ids, labels, int(data_cfg.max_length))
-            stats["truncated"] += cut
-            if all(lab == IGNORE for lab in labels):
-                stats["dropped_examples"] += 1  # an all -100 row gives a NaN loss
-                continue
-            rows.append({"input_ids": ids, "labels": labels})
-        return rows
+    records = sources.read(data_cfg)
+    stats["records"] = len(records)
+    pairs = _normalise_all(records, data_cfg, task_cfg, stats)
+    if data_cfg.val_path:
+        val_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.val_path, split="validation"), data_cfg, task_cfg, stats)
+        train_pairs, _ = split(pairs, 0, data_cfg.n, int(data_cfg.shuffle_seed))  # the held-out set is the other file
+    else:
+        train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), data_cfg.n, int(data_cfg.shuffle_seed))
+    stats["train_records"], stats["val_records"] = len(train_pairs), len(val_pairs)
 
-    train_rows, val_rows = encode(train_records), encode(val_records)
-    eval_prompts = [
-        {"prompt": templates.render_prompt(tokenizer, template, to_messages(r, data_cfg.system)), "reference": r["output"]}
-        for r in val_records
-    ]
+    train_rows = encode_all([ex for _, ex in train_pairs], tokenizer, template, data_cfg, task_cfg, stats)
+    val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, stats)
+    if not train_rows:
+        raise DataError(f"no training example has a learnable token after rendering and truncation to data.max_length="
+                        f"{data_cfg.max_length}; raise data.max_length or check data.template")
+    if not val_rows:
+        raise DataError("no held-out example has a learnable token; raise data.val_size or data.max_length")
+
+    weights, eval_prompts = None, []
+    if task_cfg.name == "classify":
+        weights = class_weights([r["label"] for r in train_rows], int(task_cfg.num_labels), task_cfg.class_weights)
+        collator = Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of, label_key="label")
+    else:
+        collator = Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of)
+        for _, ex in val_pairs:
+            if ex.messages is not None:
+                eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages),
+                                     "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
     return Bundle(
         train=Dataset.from_list(train_rows),
         val=Dataset.from_list(val_rows),
-        collator=Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of),
+        collator=collator,
         eval_prompts=eval_prompts,
-        fingerprint=fingerprint(train_records + val_records),
+        fingerprint=fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs]),
         stats=stats,
+        class_weights=weights,
+        template=template,
     )

@@ -1,0 +1,68 @@
+"""mode=preview: what the model will see, before anything trains.
+
+    python -m ftsweep mode=preview data=alpaca data.path=train.json preview.k=3
+
+prints the first k rendered training examples with the learned span between
+markers, their token counts, and how many records were truncated, dropped or
+rejected; the check users otherwise do by decoding input_ids and labels by hand.
+"""
+
+from __future__ import annotations
+
+from ftsweep.data.tokenize import IGNORE
+
+LEARN_OPEN, LEARN_CLOSE = "[[", "]]"  # marks learned tokens in the printout
+
+
+def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """Decode an example, wrapping every run of learned tokens in [[ ]]."""
+    out, run, learning = [], [], False
+    for tok, lab in zip(input_ids, labels):
+        learn = lab != IGNORE
+        if learn != learning and run:
+            text = tokenizer.decode(run)
+            out.append(f"{LEARN_OPEN}{text}{LEARN_CLOSE}" if learning else text)
+            run = []
+        run.append(tok)
+        learning = learn
+    if run:
+        text = tokenizer.decode(run)
+        out.append(f"{LEARN_OPEN}{text}{LEARN_CLOSE}" if learning else text)
+    return "".join(out)
+
+
+def render(bundle, tokenizer, k: int, classify: bool) -> str:
+    lines = []
+    for i, row in enumerate(bundle.train.select(range(min(k, len(bundle.train))))):
+        ids = row["input_ids"]
+        if classify:
+            lines.append(f"--- example {i + 1}: {len(ids)} tokens, label {row['label']}")
+            lines.append(tokenizer.decode(ids))
+        else:
+            learned = sum(lab != IGNORE for lab in row["labels"])
+            lines.append(f"--- example {i + 1}: {len(ids)} tokens, {learned} learned (between {LEARN_OPEN} {LEARN_CLOSE})")
+            lines.append(marked_text(tokenizer, ids, row["labels"]))
+    lengths = [len(x) for x in bundle.train["input_ids"]]
+    s = bundle.stats
+    lines.append("---")
+    lines.append(f"records {s['records']}: {s['train_records']} train, {s['val_records']} held out; "
+                 f"truncated {s['truncated']}, dropped (nothing learnable) {s['dropped_examples']}, "
+                 f"rejected as bad {s['skipped_records']}")
+    lines.append(f"train tokens: {sum(lengths)} in {len(lengths)} examples, length min {min(lengths)} / "
+                 f"mean {sum(lengths) / len(lengths):.1f} / max {max(lengths)}")
+    if bundle.class_weights:
+        lines.append(f"class weights: {bundle.class_weights}")
+    return "\n".join(lines)
+
+
+def main(cfg) -> None:
+    from ftsweep import data, models
+    from ftsweep.config import validate
+    from ftsweep.run import _quiet_libraries
+
+    validate(cfg)
+    _quiet_libraries()
+    path = models.resolve_model_path(cfg.model)
+    tokenizer = models.load_tokenizer(cfg.model, path)
+    bundle = data.prepare(cfg.data, cfg.task, tokenizer, cfg.model)
+    print(render(bundle, tokenizer, int(cfg.preview.k), cfg.task.name == "classify"), flush=True)

@@ -1,0 +1,140 @@
+"""Where records come from: the built-in set, local files (JSON, JSONL, CSV, Parquet) or a hub dataset.
+
+Every record keeps its origin (file and 1-based record number) so that a bad
+one is reported where a person can find it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftsweep.data import synthetic
+
+
+class DataError(ValueError):
+    """Bad data: the message names the file, the record number and the field."""
+
+
+@dataclass
+class Record:
+    fields: dict
+    origin: str  # "train.jsonl: record 12" (1-based; for JSONL the line number)
+
+
+SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def source_kind(data_cfg, path: str | None) -> str:
+    if data_cfg.source == "synthetic":
+        return "synthetic"
+    if data_cfg.source not in ("auto", None):
+        return str(data_cfg.source)
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    if not Path(str(path)).exists() and "/" in str(path) and not str(path).startswith((".", "/", "~")):
+        return "hub"  # "org/name": a dataset id
+    raise DataError(f"data.path={path}: cannot tell the format from the suffix; use .json, .jsonl, .csv or .parquet, "
+                    "or set data.source=json|jsonl|csv|parquet|hub")
+
+
+def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Record]:
+    """All records of the source (or of ``path``, e.g. a separate validation file)."""
+    path = path if path is not None else data_cfg.path
+    kind = source_kind(data_cfg, path)
+    if kind == "synthetic":
+        recs = synthetic.generate(int(data_cfg.num_records), list(data_cfg.synthetic_tasks))
+        return [Record(r, f"synthetic: record {i + 1}") for i, r in enumerate(recs)]
+    if kind == "hub":
+        return _read_hub(data_cfg, str(path), split or data_cfg.split)
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise DataError(f"data.path={path}: no such file; point data.path at a JSON, JSONL, CSV or Parquet file")
+    name = file.name
+    if kind in ("json", "jsonl"):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
+        records = _parse_jsonl(text, name) if kind == "jsonl" else _parse_json(text, name)
+    elif kind == "csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(file, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{name}: not UTF-8 text; re-save the file as UTF-8") from None
+        records = [Record(row, f"{name}: record {i + 1}") for i, row in enumerate(frame.to_dict("records"))]
+    elif kind == "parquet":
+        import pandas as pd
+
+        frame = pd.read_parquet(file)
+        records = [Record(_plain(row), f"{name}: record {i + 1}") for i, row in enumerate(frame.to_dict("records"))]
+    else:
+        raise DataError(f"data.source={kind}: unknown source; choose auto, synthetic, json, jsonl, csv, parquet or hub")
+    if not records:
+        raise DataError(f"{name}: no records; the file is empty")
+    return records
+
+
+def _parse_jsonl(text: str, name: str) -> list[Record]:
+    out = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{name}: record {lineno} (line {lineno}) is not valid JSON ({exc.msg}); fix or remove that line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{name}: record {lineno} is a {type(obj).__name__}, not a JSON object")
+        out.append(Record(obj, f"{name}: record {lineno}"))
+    return out
+
+
+def _parse_json(text: str, name: str) -> list[Record]:
+    if not text.strip():
+        return []
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}: not valid JSON at line {exc.lineno} ({exc.msg}); a .json file holds one list of records "
+                        "(use .jsonl for one record per line)") from None
+    if isinstance(obj, dict):  # {"train": [...]} or {"data": [...]}
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{name}: expected a JSON list of records (or an object holding one list)")
+        obj = lists[0]
+    if not isinstance(obj, list):
+        raise DataError(f"{name}: expected a JSON list of records, found a {type(obj).__name__}")
+    out = []
+    for i, rec in enumerate(obj, start=1):
+        if not isinstance(rec, dict):
+            raise DataError(f"{name}: record {i} is a {type(rec).__name__}, not a JSON object")
+        out.append(Record(rec, f"{name}: record {i}"))
+    return out
+
+
+def _read_hub(data_cfg, dataset_id: str, split: str) -> list[Record]:
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(dataset_id, data_cfg.get("hub_config"), split=split)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id, unknown split: all the same advice
+        raise DataError(f"data.path={dataset_id}: could not load the hub dataset ({type(exc).__name__}); check the id and "
+                        "split, or download it and point data.path at a local file") from None
+    return [Record(_plain(r), f"{dataset_id}[{split}]: record {i + 1}") for i, r in enumerate(ds)]
+
+
+def _plain(row: dict) -> dict:
+    """Parquet / Arrow rows hold numpy arrays for lists: make them plain Python."""
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        if isinstance(v, list):
+            v = [x.tolist() if hasattr(x, "tolist") else (dict(x) if isinstance(x, dict) else x) for x in v]
+        out[k] = v
+    return out
