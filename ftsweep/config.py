@@ -83,6 +83,8 @@ class DataSchema:
     max_length: int = 512
     train_on_prompt: bool = False
     shuffle_seed: int = 0
+    shuffle: bool = True  # false: file order; train = the first n records, held out = the last val_size
+    instruction_as_system: bool = False  # alpaca: the instruction becomes the system message, the input the user turn
     on_bad_record: str = "error"  # error or skip
     pad_to_multiple_of: Optional[int] = None
     packing: bool = False  # padding-free batches (position ids restart per example)
@@ -129,6 +131,7 @@ class LoggerSchema:
 @dataclass
 class EvalSchema:
     every_n_steps: int = 50  # 0: only at step 0 and at the end
+    per_epoch: bool = False  # also evaluate at the end of every epoch
     at_start: bool = True  # baseline eval before any training
     num_samples: int = 32  # held-out prompts generated for task metrics
     batch_size: int = 16

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("ftsweep", "torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core", "omegaconf")
-_SECRET_NAME = re.compile(r"(token|secret|password|passwd|api[_-]?key|credential|auth)", re.I)
+# A name is secret when one of its parts is one of these words: HF_TOKEN, WANDB_API_KEY, access_token -
+# but not max_new_tokens or tokenizer.
+_SECRET_NAME = re.compile(r"(^|[_\-.])(token|secret|password|passwd|api[_\-]?key|credentials?|auth)($|[_\-.])", re.I)
 
 
 def package_versions() -> dict[str, str | None]:

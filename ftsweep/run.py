@@ -202,7 +202,7 @@ class Run:
             trainer.add_callback(metrics_cb)
             if cfg.train.progress:
                 trainer.add_callback(training.ProgressBar(self.name))
-            trainer.add_callback(training.EvalCallback(int(cfg.eval.every_n_steps), run_eval))
+            trainer.add_callback(training.EvalCallback(int(cfg.eval.every_n_steps), run_eval, bool(cfg.eval.get("per_epoch"))))
             self.trainer = trainer
             return trainer
 
@@ -212,7 +212,7 @@ class Run:
             record = {"split": "eval", "step": trainer.state.global_step, "epoch": round(float(trainer.state.epoch or 0), 4),
                       "tokens_seen": trainer.tokens_seen, "eval_loss": float(out["eval_loss"]),
                       "perplexity": evaluation.perplexity(float(out["eval_loss"]))}
-            if final:
+            if final or cfg.task.name == "classify":  # classification metrics are cheap: every evaluation has them
                 record.update(self._task_metrics(trainer, model, tokenizer, bundle))
             record["time"] = round(self.clock.elapsed(), 3)
             eval_seconds[0] += watch.elapsed()

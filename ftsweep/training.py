@@ -93,15 +93,29 @@ class MetricsCallback(TrainerCallback):
 
 
 class EvalCallback(TrainerCallback):
-    """Every eval.every_n_steps: evaluate held-out loss (Trainer's own eval is left off)."""
+    """Every eval.every_n_steps and/or at each epoch's end: evaluate (Trainer's own eval is left off).
 
-    def __init__(self, every: int, evaluate: Callable[[], None]):
+    The last step is left to the run's final evaluation, so no step is evaluated twice.
+    """
+
+    def __init__(self, every: int, evaluate: Callable[[], None], per_epoch: bool = False):
         self.every = every
         self.evaluate = evaluate
+        self.per_epoch = per_epoch
+        self.done_at = -1
+
+    def _maybe(self, state) -> None:
+        if state.global_step < state.max_steps and state.global_step != self.done_at:
+            self.done_at = state.global_step
+            self.evaluate()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self.evaluate()
+        if self.every and state.global_step % self.every == 0:
+            self._maybe(state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.per_epoch:
+            self._maybe(state)
 
 
 def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) -> TrainingArguments:

@@ -40,17 +40,21 @@ def read_records(data_cfg) -> list[dict]:
     return [r.fields for r in sources.read(data_cfg)]
 
 
-def split(records: list, val_size: float, n: int | None, seed: int) -> tuple[list, list]:
+def split(records: list, val_size: float, n: int | None, seed: int | None) -> tuple[list, list]:
     """Seeded shuffle; the first val_size records are held out, train is the first n of the rest.
 
     Because the order depends only on the seed, a smaller n is a prefix of a
-    larger one: data-size ablations compare nested subsets.
+    larger one: data-size ablations compare nested subsets. seed None keeps the
+    file order: train is the first n records, the held-out set the last val_size.
     """
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
     n_val = 0 if val_size == 0 else int(val_size) if val_size >= 1 else max(1, round(val_size * len(records)))
     if n_val >= len(records):
         raise DataError(f"data.val_size={val_size} holds out {n_val} of {len(records)} records, leaving none to train on; lower data.val_size")
+    if seed is None:
+        order = list(range(len(records) - n_val, len(records))) + list(range(len(records) - n_val))
+    else:
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
     val = [records[i] for i in order[:n_val]]
     pool = [records[i] for i in order[n_val:]]
     if n is not None:
@@ -140,11 +144,12 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
     records = sources.read(data_cfg)
     stats["records"] = len(records)
     pairs = _normalise_all(records, data_cfg, task_cfg, stats)
+    seed = int(data_cfg.shuffle_seed) if data_cfg.get("shuffle", True) else None
     if data_cfg.val_path:
         val_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.val_path, split="validation"), data_cfg, task_cfg, stats)
-        train_pairs, _ = split(pairs, 0, data_cfg.n, int(data_cfg.shuffle_seed))  # the held-out set is the other file
+        train_pairs, _ = split(pairs, 0, data_cfg.n, seed)  # the held-out set is the other file
     else:
-        train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), data_cfg.n, int(data_cfg.shuffle_seed))
+        train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), data_cfg.n, seed)
     stats["train_records"], stats["val_records"] = len(train_pairs), len(val_pairs)
 
     train_rows = encode_all([ex for _, ex in train_pairs], tokenizer, template, data_cfg, task_cfg, stats)

@@ -37,7 +37,7 @@ def normalise(record: Record, data_cfg, task_cfg) -> Example:
     get = _Getter(record, columns)
     classify = task_cfg.name == "classify"
     if fmt == "alpaca":
-        ex = Example(messages=_alpaca(get, data_cfg.system))
+        ex = Example(messages=_alpaca(get, data_cfg.system, bool(data_cfg.get("instruction_as_system"))))
     elif fmt in ("sharegpt", "messages"):
         ex = Example(messages=_conversation(get, fmt, {**DEFAULT_ROLES, **dict(data_cfg.get("roles") or {})}, data_cfg.system))
     elif fmt == "multiple_choice":
@@ -109,11 +109,16 @@ def _with_system(messages: list[dict], system: str | None) -> list[dict]:
     return messages
 
 
-def _alpaca(get: _Getter, default_system: str | None) -> list[dict]:
+def _alpaca(get: _Getter, default_system: str | None, instruction_as_system: bool = False) -> list[dict]:
     instruction = get.text("instruction", allow_empty=True)
     inp = get.text("input", required=False, allow_empty=True) or ""
     output = get.text("output")
     system = get.text("system", required=False, allow_empty=True) or default_system
+    if instruction_as_system:  # the instruction is the task description; the input is what the user says
+        if not inp.strip():
+            raise get.fail("input", "is empty, but data.instruction_as_system=true makes it the user turn", "give it text")
+        return [{"role": "system", "content": instruction}, {"role": "user", "content": inp, "instruction": inp, "input": ""},
+                {"role": "assistant", "content": output}]
     if not instruction.strip() and not inp.strip():
         raise get.fail("instruction", "is empty and so is the input", "give the record a prompt")
     messages = [{"role": "system", "content": system}] if system else []
