@@ -1,0 +1,222 @@
+"""Formats, sources, templates and masks, checked token by token on the tiny tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from ftsweep import data
+from ftsweep.data import templates
+from ftsweep.data.preview import marked_text
+from ftsweep.data.sources import DataError
+from ftsweep.data.tokenize import IGNORE
+from ftsweep.evaluation import classification_metrics
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def data_cfg(path, **kw):
+    base = dict(name="t", source="auto", path=str(path), format="alpaca", columns={}, roles={}, template=None, system=None,
+                custom_template={}, n=None, val_size=1, val_path=None, max_length=512, train_on_prompt=False, shuffle_seed=0,
+                shuffle=True, instruction_as_system=False, on_bad_record="error", pad_to_multiple_of=None, hub_config=None,
+                split="train")
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+SFT = OmegaConf.create({"name": "sft", "num_labels": None, "class_weights": None})
+
+
+def learned_spans(tok, row) -> list[str]:
+    """Decode each contiguous run of learned tokens."""
+    spans, cur = [], []
+    for t, lab in zip(row["input_ids"], row["labels"]):
+        if lab != IGNORE:
+            assert lab == t  # a learned label is its own token
+            cur.append(t)
+        elif cur:
+            spans.append(tok.decode(cur))
+            cur = []
+    if cur:
+        spans.append(tok.decode(cur))
+    return spans
+
+
+# ---- sources: the same records from every file type --------------------------------------
+
+RECORDS = [{"instruction": f"Say {i}.", "input": "", "output": f"{i} 你好"} for i in range(6)]
+
+
+@pytest.mark.parametrize("suffix", ["json", "jsonl", "csv", "parquet"])
+def test_every_file_type_gives_the_same_records(tmp_path, suffix):
+    import pandas as pd
+
+    path = tmp_path / f"d.{suffix}"
+    if suffix == "json":
+        path.write_text(json.dumps(RECORDS, ensure_ascii=False), encoding="utf-8")
+    elif suffix == "jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in RECORDS), encoding="utf-8")
+    elif suffix == "csv":
+        pd.DataFrame(RECORDS).to_csv(path, index=False)
+    else:
+        pd.DataFrame(RECORDS).to_parquet(path)
+    assert data.read_records(data_cfg(path)) == RECORDS
+
+
+def test_hub_id_offline_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="could not load the hub dataset.*local file"):
+        data.read_records(data_cfg("someone/some-dataset"))
+
+
+# ---- formats and templates: the learned spans are exactly the assistant turns ------------------
+
+def write(tmp_path, records, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+MULTI_TURN = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                                {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]}
+
+
+@pytest.mark.parametrize("template, before, ends", [(None, "", "<|im_end|>"), ("chatml", "", "<|im_end|>"),
+                                                    ("llama2", " ", " </s>"), ("alpaca", "", "<|im_end|>")])
+def test_multi_turn_learns_every_assistant_turn_and_nothing_else(tmp_path, tok, template, before, ends):
+    path = write(tmp_path, [MULTI_TURN, MULTI_TURN])
+    bundle = data.prepare(data_cfg(path, format="sharegpt", template=template), SFT, tok)
+    row = bundle.train[0]
+    # llama2 puts a space before the answer ("[/INST] Hello! </s>"): it belongs to the answer's first token.
+    assert learned_spans(tok, row) == [before + "Hello!" + ends, before + "4" + ends]
+    # The prompt of the held-out example is everything before the last assistant turn.
+    assert bundle.eval_prompts[0]["reference"] == "4"
+    assert "Hello!" in bundle.eval_prompts[0]["prompt"] and not bundle.eval_prompts[0]["prompt"].endswith("4")
+
+
+def test_alpaca_with_system_and_history(tmp_path, tok):
+    rec = {"instruction": "Name the city.", "input": "name=Ann; city=Oslo", "output": "Oslo", "system": "Be brief.",
+           "history": [["Who are you?", "A helper."]]}
+    bundle = data.prepare(data_cfg(write(tmp_path, [rec, rec])), SFT, tok)
+    row = bundle.train[0]
+    text = tok.decode(row["input_ids"])
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWho are you?")
+    assert "<|im_start|>user\nName the city.\nname=Ann; city=Oslo<|im_end|>" in text
+    assert learned_spans(tok, row) == ["A helper.<|im_end|>", "Oslo<|im_end|>"]
+
+
+def test_messages_format_with_role_map_and_column_map(tmp_path, tok):
+    rec = {"chat": [{"speaker": "customer", "text": "Price?"}, {"speaker": "agent", "text": "Ten."}]}
+    cfg = data_cfg(write(tmp_path, [rec, rec]), format="messages", columns={"messages": "chat", "role": "speaker", "content": "text"},
+                   roles={"customer": "user", "agent": "assistant"})
+    bundle = data.prepare(cfg, SFT, tok)
+    assert learned_spans(tok, bundle.train[0]) == ["Ten.<|im_end|>"]
+
+
+def test_custom_template_renders_markers_and_learns_the_output(tmp_path, tok):
+    rec = {"instruction": "Extract the date.", "input": "Met on 3 May.", "output": "3 May"}
+    cfg = data_cfg(write(tmp_path, [rec, rec]), template="custom", system="You extract.",
+                   custom_template={"system": "{content}\n", "user": "<|instruction|>\n{instruction}\n<|input|>\n{input}\n<|output|>\n",
+                                    "assistant": "{content}{eos}"})
+    bundle = data.prepare(cfg, SFT, tok)
+    row = bundle.train[0]
+    assert tok.decode(row["input_ids"]) == "You extract.\n<|instruction|>\nExtract the date.\n<|input|>\nMet on 3 May.\n<|output|>\n3 May<|im_end|>"
+    assert learned_spans(tok, row) == ["3 May<|im_end|>"]
+    assert bundle.eval_prompts[0]["prompt"].endswith("<|output|>\n")
+
+
+def test_train_on_prompt_learns_everything(tmp_path, tok):
+    bundle = data.prepare(data_cfg(write(tmp_path, [RECORDS[0], RECORDS[1]]), train_on_prompt=True), SFT, tok)
+    row = bundle.train[0]
+    assert all(lab != IGNORE for lab in row["labels"])
+
+
+def test_text_format_learns_the_whole_text(tmp_path, tok):
+    bundle = data.prepare(data_cfg(write(tmp_path, [{"text": "床前明月光"}, {"text": "疑是地上霜"}]), format="text"), SFT, tok)
+    assert learned_spans(tok, bundle.train[0])[0] in ("床前明月光<|im_end|>", "疑是地上霜<|im_end|>")
+
+
+def test_truncation_keeps_the_response_and_cuts_the_prompt_from_the_left(tmp_path, tok):
+    rec = {"instruction": "x" * 200, "input": "", "output": "short answer"}
+    bundle = data.prepare(data_cfg(write(tmp_path, [rec, rec]), max_length=64), SFT, tok)
+    row = bundle.train[0]
+    assert len(row["input_ids"]) == 64 and bundle.stats["truncated"] == 2
+    assert learned_spans(tok, row) == ["short answer<|im_end|>"]
+    assert tok.decode(row["input_ids"]).startswith("x")  # the start of the prompt went first
+
+
+def test_a_response_longer_than_max_length_is_cut_from_the_right(tmp_path, tok):
+    recs = [{"instruction": "q", "input": "", "output": "abcdefghijklmnopqrstuvwxyz"}] * 2
+    bundle = data.prepare(data_cfg(write(tmp_path, recs), max_length=10), SFT, tok)
+    row = bundle.train[0]
+    assert tok.decode(row["input_ids"]) == "abcdefghij" and learned_spans(tok, row) == ["abcdefghij"]
+    assert bundle.stats["truncated"] == 2 and bundle.stats["dropped_examples"] == 0
+
+
+def test_a_template_that_drops_the_answer_is_an_error(tmp_path, tok):
+    silent = "{%- for m in messages -%}{%- if m['role'] == 'user' -%}{{ m['content'] }}{%- endif -%}{%- endfor -%}"
+    templates.NAMED["silent"] = silent
+    try:
+        with pytest.raises(ValueError, match="nothing would be learned"):
+            data.prepare(data_cfg(write(tmp_path, [RECORDS[0], RECORDS[1]]), template="silent"), SFT, tok)
+    finally:
+        del templates.NAMED["silent"]
+
+
+def test_preview_marks_the_learned_span(tok):
+    ids = tok.encode("Q: hi A: yo", add_special_tokens=False)
+    labels = [IGNORE] * 9 + ids[9:]
+    assert marked_text(tok, ids, labels) == "Q: hi A: [[yo]]"
+
+
+# ---- subsets are nested, for any seed and sizes -------------------------------------------------
+
+@given(st.integers(0, 10_000), st.integers(1, 60), st.integers(1, 60), st.integers(1, 20))
+def test_smaller_subsets_are_prefixes_of_larger_ones(seed, a, b, n_val):
+    records = list(range(100))
+    small, large = sorted((a, b))
+    train_s, val_s = data.split(records, n_val, small, seed)
+    train_l, val_l = data.split(records, n_val, large, seed)
+    assert val_s == val_l  # the held-out set does not depend on n
+    assert train_l[:small] == train_s and not set(train_l) & set(val_l)
+
+
+def test_file_order_keeps_the_first_n(tmp_path):
+    train, val = data.split(list(range(10)), 2, 3, None)
+    assert train == [0, 1, 2] and val == [8, 9]
+
+
+# ---- classification ----------------------------------------------------------------------------
+
+def test_classification_metrics_match_a_hand_computed_confusion_matrix():
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    preds = [0, 1, 0, 1, 2, 2, 2, 0, 2, 1]
+    # confusion (rows true, cols predicted):  0: [2,1,0]  1: [0,1,1]  2: [1,1,3]
+    # precision per class: 0: 2/3, 1: 1/3, 2: 3/4   recall: 0: 2/3, 1: 1/2, 2: 3/5
+    p = [2 / 3, 1 / 3, 3 / 4]
+    r = [2 / 3, 1 / 2, 3 / 5]
+    f = [2 * a * b / (a + b) for a, b in zip(p, r)]
+    m = classification_metrics(preds, labels, 3)
+    assert m["accuracy"] == pytest.approx(6 / 10)
+    assert m["precision"] == pytest.approx(sum(p) / 3)
+    assert m["recall"] == pytest.approx(sum(r) / 3)
+    assert m["f1"] == pytest.approx(sum(f) / 3)
+
+
+def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, tok):
+    recs = [{"context": "c", "question": f"q{i}", "answers": ["a", "b", "c", "d"], "label": 0 if i < 6 else 1} for i in range(8)]
+    task = OmegaConf.create({"name": "classify", "num_labels": 4, "class_weights": [1, 2, 3, 4]})
+    bundle = data.prepare(data_cfg(write(tmp_path, recs), format="multiple_choice", val_size=0.25), task, tok)
+    row = bundle.train[0]
+    assert tok.decode(row["input_ids"]).endswith("Option A: a\nOption B: b\nOption C: c\nOption D: d")
+    assert bundle.class_weights == [1.0, 2.0, 3.0, 4.0]
+    # auto: counts (30, 10) -> inverse (1/30, 1/10) -> scaled to mean 1 -> (0.5, 1.5)
+    assert data.class_weights([0] * 30 + [1] * 10, 2, "auto") == [0.5, 1.5]
