@@ -58,13 +58,41 @@ def read_json(path: Path) -> dict | None:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-@]")
 
 
+SWEPT_KEYS_ENV = "FTSWEEP_SWEPT_KEYS"  # set by the sweep callback: the keys whose values vary in this sweep
+
+
+def split_overrides(override_dirname: str) -> list[str]:
+    """'a=1,b=[x,y],c=2' -> ['a=1', 'b=[x,y]', 'c=2']: commas inside brackets or quotes stay."""
+    items, depth, quote, cur = [], 0, None, ""
+    for ch in override_dirname:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    return [x for x in items + [cur] if x]
+
+
 def run_name(override_dirname: str) -> str:
     """A readable, filesystem-safe, stable directory name for a sweep cell.
 
-    Built from Hydra's override_dirname ("lora.r=8,optim.lr=0.0001"); path
-    separators and shell-special characters become "_", and very long names keep
-    a hash suffix so two cells never share a directory.
+    Built from Hydra's override_dirname ("lora.r=8,optim.lr=0.0001"), keeping
+    only the swept keys when the sweep callback has named them (fixed overrides
+    like optim.max_steps=50 are the same in every cell and say nothing). Path
+    separators and shell-special characters become "_", and very long names
+    keep a hash suffix so two cells never share a directory.
     """
+    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    if swept:
+        override_dirname = ",".join(i for i in split_overrides(override_dirname) if i.split("=", 1)[0].lstrip("+~") in swept)
     if not override_dirname:
         return "default"
     name = _UNSAFE.sub("_", override_dirname)

@@ -104,18 +104,22 @@ class EvalCallback(TrainerCallback):
         self.per_epoch = per_epoch
         self.done_at = -1
 
-    def _maybe(self, state) -> None:
+    def _maybe(self, state, control) -> None:
         if state.global_step < state.max_steps and state.global_step != self.done_at:
             self.done_at = state.global_step
+            # trainer.evaluate() logs, and logging clears control.should_log: without restoring it
+            # the train loss of this very step would never be written.
+            should_log = control.should_log
             self.evaluate()
+            control.should_log = should_log
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0:
-            self._maybe(state)
+            self._maybe(state, control)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.per_epoch:
-            self._maybe(state)
+            self._maybe(state, control)
 
 
 def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) -> TrainingArguments:

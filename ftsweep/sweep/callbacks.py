@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ftsweep.artifacts import SUMMARY, atomic_write_json, now_iso, read_json
+from ftsweep.artifacts import SUMMARY, SWEPT_KEYS_ENV, atomic_write_json, now_iso, read_json
 from ftsweep.sweep import outcome
 
 log = logging.getLogger("ftsweep.sweep")
@@ -49,14 +50,21 @@ class SweepCallback(Callback):
         }
         atomic_write_json(sweep_dir / "sweep.json", self.info)
         outcome.record_failed([])
+        # Run directories are named by what varies: the CLI's sweep overrides and the sweeper's own params.
+        swept = [k for k, v in self.info["grid"].items() if len(v) != 1]
+        swept += [str(k) for k in (config.hydra.sweeper.get("params") or {})]
+        os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(set(swept)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         counts = {"total": 0, "ok": 0, "failed": 0, "interrupted": 0, "running": 0, "skipped": 0}
         failed = []
+        started = getattr(self, "started", None)
         for summary_path in sorted(sweep_dir.glob(f"*/{SUMMARY}")):
             s = read_json(summary_path) or {}
             status = s.get("status", "running")
+            if status == "ok" and started and (s.get("finished_at") or "") < started:
+                status = "skipped"  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
             counts["total"] += 1
             counts[status] = counts.get(status, 0) + 1
             if status in ("failed", "interrupted", "running"):

@@ -1,0 +1,123 @@
+"""Sweeps through the real CLI: a grid, a bad cell, skip-finished, a widened grid, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+
+from ftsweep import artifacts
+
+pytestmark = pytest.mark.slow
+
+
+def summaries(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))}
+
+
+def digests(sweep: Path) -> dict[str, str]:
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(sweep.glob("*/summary.json"))}
+
+
+def test_a_bad_cell_fails_alone_and_the_sweep_exits_nonzero(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(["-m", "lora.r=8,-1", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 1
+    runs = summaries(sweep)
+    assert runs["lora.r=8"]["status"] == "ok"
+    bad = runs["lora.r=-1"]
+    assert bad["status"] == "failed" and bad["error"]["type"] == "ConfigError"
+    assert bad["error"]["message"] == "lora.r=-1: the rank must be >= 1 (e.g. lora.r=8)"
+    # The exit names the failed run; the report still exists and lists both runs.
+    assert "1 run(s) failed: lora.r=-1 (lora.r=-1: the rank must be >= 1" in proc.stderr
+    report = (sweep / "report.md").read_text()
+    assert "| `lora.r=-1` | failed | ConfigError: lora.r=-1: the rank must be" in report
+    info = json.loads((sweep / "sweep.json").read_text())
+    assert info["counts"]["ok"] == 1 and info["counts"]["failed"] == 1
+    assert info["failed_runs"] == [{"run": "lora.r=-1", "reason": "lora.r=-1: the rank must be >= 1 (e.g. lora.r=8)"}]
+
+
+def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ["-m", "lora.r=8,16", "optim.lr=1e-4,3e-4", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"]
+    first = cli(grid)
+    assert first.returncode == 0, first.stderr[-2000:]
+    names = sorted(summaries(sweep))
+    assert names == ["lora.r=16,optim.lr=0.0001", "lora.r=16,optim.lr=0.0003", "lora.r=8,optim.lr=0.0001", "lora.r=8,optim.lr=0.0003"]
+    before = digests(sweep)
+
+    start = time.monotonic()
+    again = cli(grid)
+    took = time.monotonic() - start
+    assert again.returncode == 0 and took < 30
+    assert digests(sweep) == before  # byte for byte
+    assert json.loads((sweep / "sweep.json").read_text())["counts"]["skipped"] == 4
+    assert again.stdout.count("skipped") >= 4
+
+    wider = cli(["-m", "lora.r=8,16,32", "optim.lr=1e-4,3e-4", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"])
+    assert wider.returncode == 0
+    after = digests(sweep)
+    assert {k: after[k] for k in before} == before and len(after) == 6
+    counts = json.loads((sweep / "sweep.json").read_text())["counts"]
+    assert counts["skipped"] == 4 and counts["ok"] == 2
+
+
+def start_run(run_dir: Path, cwd: Path, steps: int) -> subprocess.Popen:
+    args = [sys.executable, "-m", "ftsweep", *FAST, f"optim.max_steps={steps}", "train.save_steps=5", "train.logging_steps=1",
+            "eval.every_n_steps=10", "optim.micro_batch_size=2", f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_at(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
+    """SIGKILL the run once metrics.jsonl shows a train step >= step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists():
+            steps = [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"]
+            if steps and steps[-1] >= step:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before step {step}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("timed out waiting for the run")
+
+
+def test_runs_killed_at_random_steps_resume_without_lost_or_repeated_steps(tiny_model_dir, tmp_path):
+    """Fault injection: SIGKILL twice at random steps; every re-run resumes from the last checkpoint."""
+    run_dir, steps = tmp_path / "run", 40
+    metrics = run_dir / artifacts.METRICS
+    rng = random.Random(int(os.environ.get("FTSWEEP_FAULT_SEED", "7")))
+    kills = sorted(rng.sample(range(7, 34), 2))
+    resumed = []
+    for kill_step in kills:
+        proc = start_run(run_dir, tmp_path, steps)
+        kill_at(proc, metrics, kill_step)
+        summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+        assert summary["status"] == "running"  # a kill never leaves a summary that says ok
+        ckpts = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+        resumed.append(max(ckpts) if ckpts else None)
+    proc = start_run(run_dir, tmp_path, steps)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "ok" and summary["steps"] == steps
+    assert summary["resumed_from"] == f"checkpoint-{resumed[-1]}"
+    records = artifacts.read_metrics(metrics)
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    eval_steps = [r["step"] for r in records if r["split"] == "eval"]
+    assert train_steps == list(range(1, steps + 1))  # every step exactly once, in order
+    assert eval_steps == [0, 10, 20, 30, 40]
+    assert summary["baseline_eval_loss"] == records[0]["eval_loss"]
