@@ -120,7 +120,8 @@ class Run:
         if previous and previous.get("config_hash") != self.hash:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)  # another config's checkpoints
         self.summary = {"status": "running", "run_name": self.name, "config_hash": self.hash, "started_at": now_iso(),
-                        "resumed_from": resume_from.name if resume_from else None}
+                        "resumed_from": resume_from.name if resume_from else None,
+                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the device a GPU pool gave this run
         self.write_summary()
         try:
             import torch
