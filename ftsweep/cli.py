@@ -72,9 +72,18 @@ def app(cfg: DictConfig):
     else:
         print(describe(summary, run_dir), flush=True)
     # The Optuna sweeper optimizes what the job returns.
-    metric = cfg.get("hparams_search_metric") or "eval_loss"
+    return _objective(summary, cfg.get("hparams_search_metric") or "eval_loss")
+
+
+def _objective(summary: dict, metric: str) -> float:
+    """The value a search sweeper optimizes; a run without it scores the worst value for the direction."""
+    from hydra.core.hydra_config import HydraConfig
+
     value = summary.get(metric, (summary.get("task_metrics") or {}).get(metric))
-    return float(value) if isinstance(value, (int, float)) else float("inf")
+    if isinstance(value, (int, float)) and summary.get("status") in ("ok", "skipped"):
+        return float(value)
+    maximize = str(HydraConfig.get().sweeper.get("direction", "minimize")) == "maximize"
+    return float("-inf") if maximize else float("inf")
 
 
 def main() -> None:

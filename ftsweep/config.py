@@ -180,6 +180,7 @@ class RootSchema:
     project: str = "ftsweep"
     skip_finished: bool = True
     experiment: Optional[str] = None
+    hparams_search_metric: str = "eval_loss"  # what a search sweeper (hparams_search=optuna) optimizes
 
 
 GROUP_SCHEMAS = {
@@ -276,7 +277,7 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 # Keys that do not change what is trained: a run differing only in these is the same run.
-_HASH_IGNORED = ("logger", "train.progress", "mode", "skip_finished", "preview", "plan")
+_HASH_IGNORED = ("logger", "train.progress", "mode", "skip_finished", "preview", "plan", "hparams_search_metric")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
