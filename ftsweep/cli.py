@@ -61,6 +61,7 @@ def app(cfg: DictConfig):
 
         return preview.main(cfg)
 
+    from ftsweep import distributed
     from ftsweep.run import Run, describe
 
     from ftsweep.sweep import outcome
@@ -69,7 +70,7 @@ def app(cfg: DictConfig):
     if sweep is None and summary["status"] in ("failed", "interrupted"):
         # A single run: main() prints the one error line and exits non-zero.
         outcome.record_failed([(str(run_dir), (summary.get("error") or {}).get("message") or summary["status"])])
-    else:
+    elif distributed.is_main():
         print(describe(summary, run_dir), flush=True)
     # The Optuna sweeper optimizes what the job returns.
     return _objective(summary, cfg.get("hparams_search_metric") or "eval_loss")
@@ -94,6 +95,9 @@ def main() -> None:
     from ftsweep.errors import one_line
     from ftsweep.sweep import outcome
 
+    from ftsweep import distributed
+
+    sys.argv += distributed.launcher_overrides(sys.argv[1:])  # torchrun: one shared run directory
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line print
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftsweep import artifacts, manifest
+from ftsweep import artifacts, distributed, manifest
 from ftsweep.artifacts import MetricsLog, Stopwatch, atomic_write_json, now_iso, read_json
 from ftsweep.config import config_hash, plain, validate
 
@@ -97,11 +97,13 @@ class Run:
         self.metrics: MetricsLog | None = None
         self.tracker = None
         self.trainer = None
+        self.main = distributed.is_main()
 
     # ---- files -----------------------------------------------------------------
     def write_summary(self, **fields) -> None:
         self.summary.update(fields)
-        atomic_write_json(self.dir / artifacts.SUMMARY, self.summary)
+        if self.main:  # under torchrun only rank 0 writes the run directory
+            atomic_write_json(self.dir / artifacts.SUMMARY, self.summary)
 
     def emit(self, record: dict) -> None:
         """One metrics record: to metrics.jsonl first (never lost), then to trackers."""
@@ -111,13 +113,15 @@ class Run:
 
     # ---- the run -----------------------------------------------------------------
     def execute(self) -> dict:
+        distributed.init()
         previous = read_json(self.dir / artifacts.SUMMARY)
         if self.cfg.skip_finished and previous and previous.get("status") == "ok" and previous.get("config_hash") == self.hash:
             log.info("skip %s: finished ok with the same config (hash %s)", self.name, self.hash)
             return dict(previous, status="skipped", _previous_status="ok")
 
         resume_from = last_checkpoint(self.dir) if previous and previous.get("config_hash") == self.hash else None
-        if previous and previous.get("config_hash") != self.hash:
+        distributed.barrier()  # every rank has read the directory before rank 0 changes it
+        if previous and previous.get("config_hash") != self.hash and self.main:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)  # another config's checkpoints
         self.summary = {"status": "running", "run_name": self.name, "config_hash": self.hash, "started_at": now_iso(),
                         "resumed_from": resume_from.name if resume_from else None,
@@ -167,9 +171,10 @@ class Run:
         bundle = data.prepare(cfg.data, cfg.task, tokenizer, cfg.model)
         log.info("data: %d train / %d held-out examples (%s)", len(bundle.train), len(bundle.val),
                  ", ".join(f"{k} {v}" for k, v in bundle.stats.items() if k in ("truncated", "dropped_examples", "skipped_records")))
-        atomic_write_json(self.dir / artifacts.MANIFEST, manifest.build(
-            run_name=self.name, overrides=self.overrides, config=plain(cfg), config_hash=self.hash, seed=int(cfg.seed),
-            sweep=self.sweep, data_fingerprint=bundle.fingerprint, created_at=self.summary["started_at"]))
+        if self.main:
+            atomic_write_json(self.dir / artifacts.MANIFEST, manifest.build(
+                run_name=self.name, overrides=self.overrides, config=plain(cfg), config_hash=self.hash, seed=int(cfg.seed),
+                sweep=self.sweep, data_fingerprint=bundle.fingerprint, created_at=self.summary["started_at"]))
         base = models.load_model(cfg.model, cfg.quant, cfg.task, tokenizer, path)
         _, base_total = models.count_params(base)
         # 3. Adapter.
@@ -180,9 +185,9 @@ class Run:
         log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
         # 4. Tracker and metrics log: opened only once the run can train.
-        self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=_step_of(resume_from))
+        self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=_step_of(resume_from)) if self.main else NullLog()
         tracker_root = Path(self.sweep["dir"]) if self.sweep else self.dir
-        self.tracker = Tracker.open(cfg.logger, run_name=self.name, group=self.sweep["id"] if self.sweep else None,
+        self.tracker = None if not self.main else Tracker.open(cfg.logger, run_name=self.name, group=self.sweep["id"] if self.sweep else None,
                                     tags=[o for o in self.overrides if not o.startswith("hydra")], config=manifest.scrub(plain(cfg)),
                                     root=tracker_root)
 
@@ -222,7 +227,7 @@ class Run:
 
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        micro, accum = int(cfg.optim.micro_batch_size), int(cfg.optim.grad_accum)
+        micro, accum = int(cfg.optim.micro_batch_size), distributed.accumulation(int(cfg.optim.grad_accum), distributed.world_size())
         trainer = build_trainer(micro, accum)
         if resume_from is not None:
             _restore_token_counts(trainer, self.dir / artifacts.METRICS)
@@ -251,7 +256,7 @@ class Run:
                     torch.cuda.empty_cache()
                 shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
                 self.metrics.close()
-                self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=0)  # keep the baseline only
+                self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=0) if self.main else NullLog()  # keep the baseline only
                 resume_from = None
                 trainer = build_trainer(micro, accum)
         # Evaluations inside the training loop are not training time.
@@ -259,6 +264,9 @@ class Run:
         final = run_eval(final=True)
 
         # 7. Adapter (safetensors only) and summary.
+        if not self.main:
+            self.summary.update(status="ok")
+            return
         model.save_pretrained(self.dir / artifacts.ADAPTER, safe_serialization=True)
         evals = [r for r in artifacts.read_metrics(self.dir / artifacts.METRICS) if r.get("split") == "eval"]
         best = min(evals, key=lambda r: r["eval_loss"])
@@ -301,7 +309,7 @@ class Run:
             preds, labels = evaluation.predict_classes(trainer, bundle.val)
             return evaluation.classification_metrics(preds, labels, int(cfg.task.num_labels))
         prompts = bundle.eval_prompts[: int(cfg.eval.num_samples)]
-        if not prompts:
+        if not prompts or not self.main:  # generation needs no other rank: rank 0 alone writes samples
             return {}
         generation = dict(cfg.eval.generation)
         predictions = evaluation.generate(model, tokenizer, [p["prompt"] for p in prompts], generation, int(cfg.eval.batch_size))
@@ -320,6 +328,16 @@ class Run:
             trainer._save_checkpoint(trainer.model, trial=None)
         except Exception as exc:  # noqa: BLE001 - the last periodic checkpoint still serves
             log.warning("could not save a checkpoint on interrupt: %s", exc)
+
+
+class NullLog:
+    """metrics.jsonl stand-in for ranks other than 0."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _step_of(checkpoint: Path | None) -> int | None:

@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ftsweep import distributed
+
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or inf; the run stops rather than train on garbage."""
@@ -37,8 +39,9 @@ class SweepTrainer(Trainer):
             raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
         mask = inputs.get("attention_mask")
         if mask is not None:
-            self.tokens_seen += int(mask.sum())
-            self.tokens_total += mask.numel()
+            seen, total = distributed.total(int(mask.sum()), mask.numel())  # summed over ranks under torchrun
+            self.tokens_seen += seen
+            self.tokens_total += total
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.nan_check and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"training loss is {float(loss)} at step {self.state.global_step + 1}; lower optim.lr or check the data")
