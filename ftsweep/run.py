@@ -188,7 +188,7 @@ class Run:
         self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=_step_of(resume_from)) if self.main else NullLog()
         tracker_root = Path(self.sweep["dir"]) if self.sweep else self.dir
         self.tracker = None if not self.main else Tracker.open(cfg.logger, run_name=self.name, group=self.sweep["id"] if self.sweep else None,
-                                    tags=[o for o in self.overrides if not o.startswith("hydra")], config=manifest.scrub(plain(cfg)),
+                                    tags=_swept_tags(self.overrides), config=manifest.scrub(plain(cfg)),
                                     root=tracker_root)
 
         # 5. Trainer (rebuilt with half the micro batch if the first attempt runs out of GPU memory).
@@ -338,6 +338,13 @@ class NullLog:
 
     def close(self) -> None:
         pass
+
+
+def _swept_tags(overrides: list[str]) -> list[str]:
+    """Tracker tags: the values this cell's sweep varies (all overrides of a single run)."""
+    swept = [k for k in os.environ.get(artifacts.SWEPT_KEYS_ENV, "").split(",") if k]
+    tags = [o for o in overrides if not o.startswith("hydra")]
+    return [o for o in tags if o.split("=", 1)[0].lstrip("+~") in swept] if swept else tags
 
 
 def _step_of(checkpoint: Path | None) -> int | None:

@@ -1,0 +1,170 @@
+"""Trackers for real: SwanLab in local mode and W&B offline, one run per cell, read back from their own files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+
+from ftsweep import artifacts
+
+SECRET = "hf_test_secret_value_31415"
+ARGS = [*FAST, "optim.max_steps=4", "train.logging_steps=1", "eval.every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def tracked_sweep(tmp_path_factory, tiny_model_dir):
+    from conftest import run_cli
+
+    cwd = tmp_path_factory.mktemp("tracked")
+    sweep = cwd / "sweep"
+    env = {"HF_TOKEN": SECRET, "OPENAI_API_KEY": "sk-" + SECRET, "WANDB_MODE": "offline"}
+    proc = run_cli(["-m", "lora.r=4,8", *ARGS, "logger=swanlab_wandb", f"hydra.sweep.dir={sweep}"], cwd=cwd, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+def train_losses(run_dir: Path) -> int:
+    return sum(1 for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r["split"] == "train")
+
+
+def swanlab_runs(swanlog: Path) -> dict[str, dict]:
+    """Each local SwanLab run's start record and its scalar series, read with SwanLab's own record reader."""
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader
+
+    runs = {}
+    for path in swanlog.glob("run-*/run-*.swanlab"):
+        reader = DataStoreReader()
+        reader.open(path)
+        start, finish, series = None, None, {}
+        for blob in reader:
+            rec = Record()
+            rec.ParseFromString(blob)
+            kind = rec.WhichOneof("record_type")
+            if kind == "start":
+                start = rec.start
+            elif kind == "finish":
+                finish = rec.finish
+            elif kind == "scalar":
+                series.setdefault(rec.scalar.key, []).append(rec.scalar)
+        reader.close()
+        runs[start.name] = {"group": start.group, "tags": list(start.tags), "series": series, "finished": finish is not None}
+    return runs
+
+
+def wandb_runs(root: Path) -> dict[str, dict]:
+    """Each offline W&B run's run record and history rows (W&B's own protobuf, read with a leveldb-log reader)."""
+    from swanlab.converter.wb.wbdatastore import WBDataStoreReader
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    runs = {}
+    for path in root.glob("wandb/offline-run-*/run-*.wandb"):
+        reader = WBDataStoreReader()
+        reader.open(path)
+        run, history, exited = None, [], False
+        while (blob := reader.scan()) is not None:
+            rec = pb.Record()
+            rec.ParseFromString(blob)
+            kind = rec.WhichOneof("record_type")
+            if kind == "run":
+                run = rec.run
+            elif kind == "history":
+                history.append({"/".join(i.nested_key) if i.nested_key else i.key: json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "exit":
+                exited = True
+        reader.close()
+        config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        runs[run.display_name] = {"group": run.run_group, "tags": list(run.tags), "history": history, "config": config,
+                                  "exited": exited}
+    return runs
+
+
+@pytest.mark.slow
+def test_swanlab_local_has_one_run_per_cell_with_the_full_loss_series(tracked_sweep):
+    runs = swanlab_runs(tracked_sweep / "swanlog")
+    assert sorted(runs) == ["lora.r=4", "lora.r=8"]
+    for name, run in runs.items():
+        assert run["group"] == "_".join(tracked_sweep.parts[-2:])  # the sweep id
+        assert run["tags"] == [name]  # the swept value, not the fixed overrides
+        assert run["finished"]
+        assert len(run["series"]["train/loss"]) == train_losses(tracked_sweep / name) == 4
+        assert len(run["series"]["eval/eval_loss"]) == 3  # steps 0, 2, 4
+        assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second", "eval/perplexity"} <= set(run["series"])
+
+
+@pytest.mark.slow
+def test_wandb_offline_has_one_run_per_cell_grouped_by_sweep(tracked_sweep):
+    runs = wandb_runs(tracked_sweep / "wandb_runs")
+    assert sorted(runs) == ["lora.r=4", "lora.r=8"]
+    for name, run in runs.items():
+        assert run["group"] == "_".join(tracked_sweep.parts[-2:]) and run["tags"] == [name] and run["exited"]
+        losses = [h["train/loss"] for h in run["history"] if "train/loss" in h]
+        assert len(losses) == train_losses(tracked_sweep / name) == 4
+        assert run["config"]["lora"]["r"] == int(name.split("=")[1])  # the resolved config as a plain dict
+
+
+@pytest.mark.slow
+def test_no_secret_from_the_environment_is_written_anywhere(tracked_sweep):
+    leaked = [p for p in tracked_sweep.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_swanlab_watch_serves_both_runs(tracked_sweep):
+    port = free_port()
+    exe = Path(sys.executable).with_name("swanlab")
+    server = subprocess.Popen([str(exe), "watch", str(tracked_sweep / "swanlog"), "-h", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        project = None
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/project", timeout=2) as resp:
+                    project = json.loads(resp.read())["data"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert project is not None, "swanlab watch did not answer"
+        experiments = {e["name"]: e["id"] for e in project["experiments"]}
+        assert sorted(experiments) == ["lora.r=4", "lora.r=8"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/experiment/{experiments['lora.r=8']}/tag/train/loss") as resp:
+            series = json.loads(resp.read())["data"]
+        assert series["sum"] == 4
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    from hydra import compose, initialize_config_dir
+
+    from ftsweep import tracking
+    from ftsweep.cli import config_dir
+    from ftsweep.run import Run
+
+    def broken(self, metrics, step):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tracking.SwanLabBackend, "log", broken)
+    overrides = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab"]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    summary = Run(cfg, tmp_path / "run", "run", overrides, None).execute()
+    assert summary["status"] == "ok"
+    assert train_losses(tmp_path / "run") == 4  # metrics.jsonl is complete
+    warnings = [r.message for r in caplog.records if "tracker swanlab failed" in r.getMessage()]
+    assert len(warnings) == 1  # one warning, then the tracker is off for this run
