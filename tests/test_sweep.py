@@ -54,6 +54,11 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp
     names = sorted(summaries(sweep))
     assert names == ["lora.r=16,optim.lr=0.0001", "lora.r=16,optim.lr=0.0003", "lora.r=8,optim.lr=0.0001", "lora.r=8,optim.lr=0.0003"]
     before = digests(sweep)
+    # The 2x2 report: 4 ranked rows, the effect of each swept key, a heatmap and the loss curves.
+    report = (sweep / "report.md").read_text()
+    assert sum(line.startswith(("| **★ 1**", "| 2 |", "| 3 |", "| 4 |")) for line in report.splitlines()) == 4
+    assert "| `lora.r` | `8` |" in report and "| `optim.lr` | `0.0003` |" in report
+    assert {p.name for p in (sweep / "plots").glob("*.png")} == {"effects.png", "heatmap.png", "loss_curves.png"}
 
     start = time.monotonic()
     again = cli(grid)
