@@ -42,23 +42,49 @@ def resolve_targets(target_modules: Any, family: str, available: list[str] | Non
     return targets
 
 
-def peft_config(lora_cfg, task_name: str, targets):
-    from peft import LoraConfig, TaskType
+METHODS = ("lora", "loha", "lokr", "adalora", "ia3", "vera")
+
+
+def peft_config(lora_cfg, task_name: str, targets, total_steps: int | None = None):
+    """lora.method -> the PEFT config. LoRA variants (DoRA, rsLoRA, PiSSA, OLoRA, LoftQ, EVA) are LoRA knobs."""
+    from peft import AdaLoraConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, TaskType, VeraConfig
 
     task_type = TaskType.SEQ_CLS if task_name == "classify" else TaskType.CAUSAL_LM
-    return LoraConfig(
-        task_type=task_type,
-        r=int(lora_cfg.r),
-        lora_alpha=float(lora_cfg.alpha),
-        lora_dropout=float(lora_cfg.dropout),
-        target_modules=targets,
-        bias=lora_cfg.bias,
-        use_dora=bool(lora_cfg.use_dora),
-        use_rslora=bool(lora_cfg.use_rslora),
-        init_lora_weights=lora_cfg.init,
-        modules_to_save=list(lora_cfg.modules_to_save) if lora_cfg.modules_to_save else None,
-        **dict(lora_cfg.extra or {}),
-    )
+    method = str(lora_cfg.method)
+    extra = dict(lora_cfg.extra or {})
+    modules_to_save = list(lora_cfg.modules_to_save) if lora_cfg.modules_to_save else None
+    common = dict(task_type=task_type, target_modules=targets, modules_to_save=modules_to_save)
+    if method == "lora":
+        init = lora_cfg.init
+        if init == "loftq":
+            from peft import LoftQConfig
+
+            extra.setdefault("loftq_config", LoftQConfig(loftq_bits=4, loftq_iter=1))
+        if init == "eva":
+            from peft import EvaConfig
+
+            extra["eva_config"] = EvaConfig(**dict(extra.get("eva_config") or {}))
+        return LoraConfig(r=int(lora_cfg.r), lora_alpha=float(lora_cfg.alpha), lora_dropout=float(lora_cfg.dropout),
+                          bias=lora_cfg.bias, use_dora=bool(lora_cfg.use_dora), use_rslora=bool(lora_cfg.use_rslora),
+                          init_lora_weights=init, **common, **extra)
+    if method == "loha":
+        return LoHaConfig(r=int(lora_cfg.r), alpha=float(lora_cfg.alpha), rank_dropout=float(lora_cfg.dropout), **common, **extra)
+    if method == "lokr":
+        return LoKrConfig(r=int(lora_cfg.r), alpha=float(lora_cfg.alpha), rank_dropout=float(lora_cfg.dropout), **common, **extra)
+    if method == "adalora":
+        # AdaLoRA prunes ranks on a schedule over the whole run: it needs the number of steps up front.
+        extra.setdefault("init_r", int(lora_cfg.r) + 4)
+        return AdaLoraConfig(target_r=int(lora_cfg.r), lora_alpha=float(lora_cfg.alpha), lora_dropout=float(lora_cfg.dropout),
+                             total_step=int(total_steps or 1000), **common, **extra)
+    if method == "ia3":
+        if targets == "all-linear":
+            targets = ["k_proj", "v_proj", "down_proj"]
+        feedforward = [t for t in targets if t in ("down_proj", "up_proj", "gate_proj", "fc2")] if isinstance(targets, list) else None
+        return IA3Config(task_type=task_type, target_modules=targets, feedforward_modules=feedforward,
+                         modules_to_save=modules_to_save, **extra)
+    if method == "vera":
+        return VeraConfig(r=int(lora_cfg.r), vera_dropout=float(lora_cfg.dropout), **common, **extra)
+    raise ValueError(f"lora.method={method}: unknown; choose one of {', '.join(METHODS)}")
 
 
 def prepare_base(model, quant_cfg, gradient_checkpointing: bool):
@@ -78,19 +104,68 @@ def prepare_base(model, quant_cfg, gradient_checkpointing: bool):
     return model
 
 
-def apply(model, lora_cfg, quant_cfg, task_name: str, family: str, gradient_checkpointing: bool):
+def apply(model, lora_cfg, quant_cfg, task_name: str, family: str, gradient_checkpointing: bool, total_steps: int | None = None):
     from peft import get_peft_model
 
     targets = resolve_targets(lora_cfg.target_modules, family, linear_module_names(model))
     model = prepare_base(model, quant_cfg, gradient_checkpointing)
-    return get_peft_model(model, peft_config(lora_cfg, task_name, targets))
+    # EVA computes its init from data after wrapping (initialize); the wrap itself must not run it.
+    return get_peft_model(model, peft_config(lora_cfg, task_name, targets, total_steps),
+                          low_cpu_mem_usage=lora_cfg.init == "eva")
+
+
+def moves_base_weights(lora_cfg) -> bool:
+    """PiSSA and OLoRA subtract their initial adapter from the base weights."""
+    return lora_cfg.method == "lora" and (str(lora_cfg.init).startswith("pissa") or lora_cfg.init == "olora")
+
+
+def save_initial(model, lora_cfg, run_dir):
+    """Keep the initial adapter of PiSSA / OLoRA so the final one can be converted to fit the original base."""
+    if not moves_base_weights(lora_cfg):
+        return None
+    path = run_dir / "adapter_init"
+    config = model.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True  # reloading it must not rerun the SVD
+    model.save_pretrained(path, safe_serialization=True)
+    config.init_lora_weights = init
+    return path
+
+
+def save(model, adapter_dir, initial_adapter=None) -> None:
+    """The adapter in safetensors. PiSSA / OLoRA are converted to a plain LoRA of rank 2r that applies to the
+    original base (PEFT's path_initial_model_for_weight_conversion), so anyone can load it on the unmodified model."""
+    import shutil
+
+    if initial_adapter is None:
+        model.save_pretrained(adapter_dir, safe_serialization=True)
+        return
+    model.save_pretrained(adapter_dir, safe_serialization=True, path_initial_model_for_weight_conversion=str(initial_adapter))
+    shutil.rmtree(initial_adapter, ignore_errors=True)
 
 
 def initialize(model, lora_cfg, bundle, collator) -> None:
-    """Data-driven initialisations that need a pass over training data after wrapping."""
-    return None
+    """Data-driven initialisations that need a pass over training data after wrapping (EVA)."""
+    if lora_cfg.init != "eva":
+        return
+    import torch
+    from peft import initialize_lora_eva_weights
+
+    # A few batches of training data: EVA's SVD of the layer inputs sets each A (and redistributes ranks).
+    batches = [collator([bundle.train[i] for i in range(j, min(j + 8, len(bundle.train)))])
+               for j in range(0, min(len(bundle.train), 64), 8)]
+    device = next(p.device for p in model.parameters())
+    with torch.no_grad():
+        initialize_lora_eva_weights(model, dataloader=[{k: v.to(device) for k, v in b.items()} for b in batches],
+                                    show_progress_bar=False)
 
 
 def optimizer(model, lora_cfg, optim_cfg):
-    """An optimizer the adapter method needs (LoRA+), or None for the Trainer's own."""
-    return None
+    """LoRA+: B learns loraplus_lr_ratio times faster than A. None: the Trainer builds its own optimizer."""
+    if not lora_cfg.get("loraplus_lr_ratio"):
+        return None
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model=model, optimizer_cls=torch.optim.AdamW, lr=float(optim_cfg.lr),
+                                     loraplus_lr_ratio=float(lora_cfg.loraplus_lr_ratio),
+                                     weight_decay=float(optim_cfg.weight_decay))

@@ -248,6 +248,11 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
         need(T.num_labels is not None and T.num_labels >= 2, "task=classify needs task.num_labels >= 2")
     if L.init == "loftq":
         need(Q.bits == 16, "lora=loftq quantizes the base itself: use it with quant=none (LoftQ replaces QLoRA's nf4 load)")
+    if str(L.init).startswith("pissa"):
+        need(Q.bits == 16, f"lora={L.name}: PiSSA initializes from the full-precision weight; use quant=none "
+                           "(or lora=olora / lora=lora on a quantized base)")
+    if L.method in ("loha", "lokr"):
+        need(Q.bits == 16, f"lora={L.name}: PEFT's {L.method.upper()} layers cannot wrap bitsandbytes layers; use quant=none")
     need(cfg.eval.every_n_steps >= 0, f"eval.every_n_steps={cfg.eval.every_n_steps}: must be >= 0")
     for name in cfg.logger.backends:
         need(name in ("swanlab", "wandb"), f"logger.backends: unknown tracker {name!r}; choose swanlab or wandb")
@@ -266,6 +271,8 @@ def cpu_problems(cfg: DictConfig) -> list[str]:
         problems.append("model.attn_implementation=flash_attention_2 needs a CUDA GPU; use model.attn_implementation=sdpa on CPU")
     if cfg.train.get("liger_kernel"):
         problems.append("train.liger_kernel=true needs a CUDA GPU; set train.liger_kernel=false on CPU")
+    if cfg.lora.get("init") == "loftq":
+        problems.append("lora=loftq quantizes with CUDA kernels and needs a GPU; use lora=lora with quant=nf4 on CPU")
     if cfg.train.get("tf32"):
         problems.append("train.tf32=true needs an Ampere or newer GPU; set train.tf32=false on CPU")
     return problems

@@ -178,8 +178,10 @@ class Run:
         base = models.load_model(cfg.model, cfg.quant, cfg.task, tokenizer, path)
         _, base_total = models.count_params(base)
         # 3. Adapter.
-        model = adapters.apply(base, cfg.lora, cfg.quant, cfg.task.name, cfg.model.family, bool(cfg.train.gradient_checkpointing))
+        model = adapters.apply(base, cfg.lora, cfg.quant, cfg.task.name, cfg.model.family, bool(cfg.train.gradient_checkpointing),
+                               total_steps=training.total_steps(cfg, len(bundle.train)))
         adapters.initialize(model, cfg.lora, bundle, bundle.collator)  # data-driven inits (EVA, CorDA); no-op otherwise
+        initial_adapter = adapters.save_initial(model, cfg.lora, self.dir) if self.main else None  # PiSSA / OLoRA
         trainable, total = models.count_params(model)
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6))
         log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
@@ -267,7 +269,7 @@ class Run:
         if not self.main:
             self.summary.update(status="ok")
             return
-        model.save_pretrained(self.dir / artifacts.ADAPTER, safe_serialization=True)
+        adapters.save(model, self.dir / artifacts.ADAPTER, initial_adapter)
         evals = [r for r in artifacts.read_metrics(self.dir / artifacts.METRICS) if r.get("split") == "eval"]
         best = min(evals, key=lambda r: r["eval_loss"])
         task_metric_names = [k for k in final if k not in ("split", "step", "epoch", "tokens_seen", "eval_loss", "perplexity", "time")]

@@ -125,6 +125,14 @@ class EvalCallback(TrainerCallback):
             self._maybe(state, control)
 
 
+def total_steps(cfg, n_train: int) -> int:
+    """Optimizer steps of the run: max_steps, or epochs x ceil(examples / (micro x accum))."""
+    if cfg.optim.max_steps > 0:
+        return int(cfg.optim.max_steps)
+    per_step = int(cfg.optim.micro_batch_size) * int(cfg.optim.grad_accum)
+    return max(1, math.ceil(float(cfg.optim.epochs) * math.ceil(n_train / per_step)))
+
+
 def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) -> TrainingArguments:
     import torch
 
