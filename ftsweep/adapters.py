@@ -51,7 +51,11 @@ def peft_config(lora_cfg, task_name: str, targets, total_steps: int | None = Non
 
     task_type = TaskType.SEQ_CLS if task_name == "classify" else TaskType.CAUSAL_LM
     method = str(lora_cfg.method)
-    extra = dict(lora_cfg.extra or {})
+    from omegaconf import OmegaConf
+
+    extra = OmegaConf.to_container(lora_cfg.extra, resolve=True) if OmegaConf.is_config(lora_cfg.extra) else dict(lora_cfg.extra or {})
+    if lora_cfg.init != "eva":
+        extra.pop("eva_config", None)
     modules_to_save = list(lora_cfg.modules_to_save) if lora_cfg.modules_to_save else None
     common = dict(task_type=task_type, target_modules=targets, modules_to_save=modules_to_save)
     if method == "lora":

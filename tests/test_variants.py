@@ -63,6 +63,14 @@ def test_option_trains_and_its_adapter_reloads(tiny_model_dir, tmp_path, option,
         assert (option, quant) in REFUSED and REFUSED[(option, quant)] in summary["error"]["message"]
         return
     assert summary["trainable_params"] > 0 and 0 < summary["trainable_share"] < 1
+    # mode=plan counts the same trainable parameters from the config alone, on the meta device.
+    from ftsweep.plan import plan_cell
+
+    planned = plan_cell(cfg)["trainable_params"]
+    if option == "eva":  # EVA moves rank between layers from the data; the plan counts the uniform budget
+        assert abs(planned - summary["trainable_params"]) <= 0.5 * planned
+    else:
+        assert planned == summary["trainable_params"]
     # PiSSA and OLoRA are saved converted to a rank-2r LoRA of the original base: twice the parameters.
     factor = 2 if option in ("pissa", "olora") else 1
     assert reload_trainable(cfg, tmp_path / "run" / artifacts.ADAPTER) == factor * summary["trainable_params"]

@@ -73,6 +73,11 @@ class SweepCallback(Callback):
         info.update(finished_at=now_iso(), counts=counts, failed_runs=[{"run": n, "reason": r} for n, r in failed])
         atomic_write_json(sweep_dir / "sweep.json", info)
         outcome.record_failed(failed, sweep=True)
+        if config.get("mode") == "plan":
+            from ftsweep.plan import write_table
+
+            print(f"plan: {write_table(sweep_dir)}", flush=True)
+            return
         try:
             from ftsweep.report import build_report
 

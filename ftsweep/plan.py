@@ -1,0 +1,177 @@
+"""mode=plan: what each cell of a grid costs, before anything trains or downloads.
+
+    python -m ftsweep -m model=qwen2.5-7b-instruct lora.r=8,64 quant=nf4,none mode=plan plan.gpu_mem_gb=24
+
+The model is built from its config alone on the meta device (no weights): the
+model file's `arch:` facts for shipped models, the config.json of a local
+directory otherwise. The adapter is applied with the same PEFT config a run
+uses, so trainable parameters are PEFT's own count. Memory is an estimate,
+split into the base weights, the adapter's training state and activations:
+
+    base      quantized linear weights x bytes/param + the rest at its dtype
+    adapter   trainable x (4 weight + 4 grad + 8 AdamW moments) bytes     (fp32, as PEFT keeps adapters on k-bit bases)
+    activations  per layer and token, (8h + 4i) values saved for backward (attention in/outs, q/k/v, MLP gate/up/act)
+              x micro batch x max length x 2 bytes; with gradient checkpointing only each layer's input (h values)
+              is kept plus one layer recomputed; plus the logits and their gradient in fp32 (tokens x vocab x 8 bytes)
+    overhead  0.75 GiB for the CUDA context and allocator slack
+
+Each cell prints its line and writes plan.json into its directory; cells above
+plan.gpu_mem_gb are flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ftsweep.artifacts import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("ftsweep")
+
+GIB = 1024**3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
+OVERHEAD_BYTES = int(0.75 * GIB)
+
+
+def quantized_bytes_per_param(quant_cfg) -> float:
+    """Bytes per parameter of a quantized linear weight.
+
+    4-bit: 0.5 byte + one fp32 absmax per 64-weight block (4/64 = 0.0625); double quantization stores that absmax
+    in 8 bits plus an fp32 constant per 256 blocks: 1/64 + 4/(64 x 256) = 0.0159. 8-bit: 1 byte + an fp32 scale
+    per row (negligible).
+    """
+    if quant_cfg.bits == 4:
+        return 0.5 + (1 / 64 + 4 / (64 * 256) if quant_cfg.double_quant else 4 / 64)
+    if quant_cfg.bits == 8:
+        return 1.0
+    return 0.0  # not quantized
+
+
+def model_config(model_cfg):
+    """A transformers config for the model, without downloading anything."""
+    from transformers import AutoConfig
+
+    from ftsweep import models
+
+    arch = dict(model_cfg.arch or {})
+    if arch:
+        model_type = arch.pop("model_type")
+        return AutoConfig.for_model(model_type, **arch)
+    path = models.resolve_model_path(model_cfg)  # the tiny model is created locally; a local dir is read
+    return AutoConfig.from_pretrained(path, trust_remote_code=bool(model_cfg.trust_remote_code))
+
+
+def meta_model(model_cfg, task_cfg):
+    """The model's modules with no storage (meta device): shapes and counts only."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = model_config(model_cfg)
+    with torch.device("meta"):
+        if task_cfg.name == "classify":
+            config.num_labels = int(task_cfg.num_labels)
+            return AutoModelForSequenceClassification.from_config(config), config
+        return AutoModelForCausalLM.from_config(config), config
+
+
+def plan_cell(cfg) -> dict:
+    from omegaconf import OmegaConf
+    from peft import get_peft_model
+
+    from ftsweep import adapters, models, training
+
+    base, config = meta_model(cfg.model, cfg.task)
+    linear = {n for n, m in base.named_modules() if type(m).__name__ == "Linear" and n.split(".")[-1] not in ("lm_head", "score")}
+    quantizable = sum(p.numel() for n, p in base.named_parameters() if n.rsplit(".", 1)[0] in linear)
+    total = sum(p.numel() for p in base.parameters())
+
+    # Data-driven inits need weights or data; the parameter count does not depend on them.
+    lora_cfg = OmegaConf.merge(cfg.lora, {"init": True if cfg.lora.init in ("eva", "loftq") or str(cfg.lora.init).startswith(("pissa", "olora")) else cfg.lora.init})
+    targets = adapters.resolve_targets(lora_cfg.target_modules, cfg.model.family, adapters.linear_module_names(base))
+    n_train = int(cfg.data.n) if cfg.data.n else 1000
+    peft_model = get_peft_model(base, adapters.peft_config(lora_cfg, cfg.task.name, targets, training.total_steps(cfg, n_train)))
+    # AdaLoRA's rank counter (ranknum) is frozen in a real model, but PEFT leaves it requiring grad on the meta device.
+    for name, p in peft_model.named_parameters():
+        if ".ranknum." in name:
+            p.requires_grad_(False)
+    trainable, _ = models.count_params(peft_model)  # the run's own count
+
+    dtype_bytes = DTYPE_BYTES.get(str(cfg.model.dtype), 2)
+    q_bytes = quantized_bytes_per_param(cfg.quant)
+    # k-bit training upcasts the non-quantized rest (embeddings, norms, head) to fp32.
+    rest_bytes = 4 if (cfg.quant.bits in (4, 8) and cfg.quant.upcast_non_quantized) else dtype_bytes
+    if q_bytes:
+        base_bytes = quantizable * q_bytes + (total - quantizable) * rest_bytes
+    else:
+        base_bytes = total * dtype_bytes
+    optimizer_state = 2 if "8bit" in str(cfg.optim.optimizer) else 8  # two moments, fp32 or 8-bit
+    adapter_bytes = trainable * (4 + 4 + optimizer_state)
+
+    h = int(config.hidden_size)
+    i = int(getattr(config, "intermediate_size", 4 * h))
+    layers = int(config.num_hidden_layers)
+    tokens = int(cfg.optim.micro_batch_size) * int(cfg.data.max_length)
+    act = 2  # bf16/fp16 activations on GPU
+    per_layer = tokens * (8 * h + 4 * i) * act
+    if cfg.train.gradient_checkpointing:
+        activations = layers * tokens * h * act + per_layer
+    else:
+        activations = layers * per_layer
+    logits = tokens * int(getattr(config, "vocab_size", 0)) * 8 if cfg.task.name != "classify" else 0
+    activation_bytes = activations + logits
+
+    est = base_bytes + adapter_bytes + activation_bytes + OVERHEAD_BYTES
+    limit = float(cfg.plan.gpu_mem_gb)
+    return {
+        "model": cfg.model.name, "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
+        "total_params": int(total), "trainable_params": int(trainable), "trainable_share": round(trainable / total, 6),
+        "memory_gib": {"base_weights": round(base_bytes / GIB, 3), "adapter_grads_optimizer": round(adapter_bytes / GIB, 3),
+                       "activations": round(activation_bytes / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),
+                       "total": round(est / GIB, 3)},
+        "micro_batch_size": int(cfg.optim.micro_batch_size), "max_length": int(cfg.data.max_length),
+        "gradient_checkpointing": bool(cfg.train.gradient_checkpointing),
+        "gpu_mem_gb": limit, "fits": est / GIB <= limit,
+    }
+
+
+def describe(plan: dict, name: str) -> str:
+    m = plan["memory_gib"]
+    flag = "fits" if plan["fits"] else f"OVER {plan['gpu_mem_gb']:g} GiB"
+    return (f"plan {name}: {plan['trainable_params']:,} trainable of {plan['total_params']:,} params "
+            f"({100 * plan['trainable_share']:.3f}%) | memory ~{m['total']:.2f} GiB = base {m['base_weights']:.2f} "
+            f"+ adapter/grad/optim {m['adapter_grads_optimizer']:.2f} + activations {m['activations']:.2f} "
+            f"+ overhead {m['overhead']:.2f} | {flag}")
+
+
+def main(cfg, run_dir: Path, name: str) -> float:
+    import warnings
+
+    from ftsweep.config import validate
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames
+    validate(cfg)
+    plan = plan_cell(cfg)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(run_dir) / "plan.json", plan)
+    print(describe(plan, name), flush=True)
+    return float(plan["memory_gib"]["total"])
+
+
+def read_plans(sweep_dir: Path) -> list[dict]:
+    return [dict(json.loads(p.read_text()), run=p.parent.name) for p in sorted(Path(sweep_dir).glob("*/plan.json"))]
+
+
+def write_table(sweep_dir: Path) -> Path:
+    """plan.md: one row per cell, largest memory first, cells over the limit flagged."""
+    rows = sorted(read_plans(sweep_dir), key=lambda p: -p["memory_gib"]["total"])
+    lines = ["| cell | trainable | total params | base GiB | adapter+grad+optim GiB | activations GiB | total GiB | fits |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for p in rows:
+        m = p["memory_gib"]
+        lines.append(f"| `{p['run']}` | {p['trainable_params']:,} | {p['total_params']:,} | {m['base_weights']:.2f} | "
+                     f"{m['adapter_grads_optimizer']:.2f} | {m['activations']:.2f} | {m['total']:.2f} | "
+                     f"{'yes' if p['fits'] else '**no** (> ' + format(p['gpu_mem_gb'], 'g') + ' GiB)'} |")
+    path = Path(sweep_dir) / "plan.md"
+    atomic_write_text(path, "# Plan: parameters and estimated GPU memory per cell\n\n" + "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,41 @@
+"""mode=plan: parameters and memory per cell from configs alone, offline, for the shipped models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftsweep.plan import quantized_bytes_per_param
+
+
+def test_quantized_bytes_per_param_arithmetic():
+    class Q:
+        bits, double_quant = 4, True
+
+    assert quantized_bytes_per_param(Q) == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))
+    Q.double_quant = False
+    assert quantized_bytes_per_param(Q) == pytest.approx(0.5625)
+    Q.bits = 16
+    assert quantized_bytes_per_param(Q) == 0
+
+
+@pytest.mark.slow
+def test_plan_for_shipped_7b_models_offline(cli, tmp_path):
+    sweep = tmp_path / "plan"
+    proc = cli(["-m", "model=qwen2.5-7b-instruct,llama2-7b,yi-6b-chat", "quant=nf4,none", "mode=plan", "plan.gpu_mem_gb=12",
+                f"hydra.sweep.dir={sweep}"], timeout=300, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plans = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/plan.json")}
+    assert len(plans) == 6 and not list(sweep.glob("*/summary.json"))  # nothing trained
+    qwen = plans["model=qwen2.5-7b-instruct,quant=nf4"]
+    # Qwen2.5-7B: 7.62 B parameters; LoRA r=8 on all 7 linear layers of 28 blocks = 20,185,088 trainable.
+    assert qwen["total_params"] == 7_615_616_512 and qwen["trainable_params"] == 20_185_088
+    llama = plans["model=llama2-7b,quant=nf4"]
+    assert llama["total_params"] == 6_738_415_616 and llama["trainable_params"] == 19_988_480
+    for model in ("qwen2.5-7b-instruct", "llama2-7b", "yi-6b-chat"):
+        nf4, none = plans[f"model={model},quant=nf4"], plans[f"model={model},quant=none"]
+        assert nf4["memory_gib"]["base_weights"] < 0.6 * none["memory_gib"]["base_weights"]
+        assert nf4["fits"] and not none["fits"]  # bf16/fp16 7B bases do not fit in 12 GiB
+    table = (sweep / "plan.md").read_text()
+    assert table.count("**no**") == 3 and "model=llama2-7b,quant=none" in table
