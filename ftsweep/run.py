@@ -182,6 +182,8 @@ class Run:
                                total_steps=training.total_steps(cfg, len(bundle.train)))
         adapters.initialize(model, cfg.lora, bundle, bundle.collator)  # data-driven inits (EVA, CorDA); no-op otherwise
         initial_adapter = adapters.save_initial(model, cfg.lora, self.dir) if self.main else None  # PiSSA / OLoRA
+        # No KV cache while training: it is never reused, and packed batches need the forward pass without one.
+        model.config.use_cache = False
         trainable, total = models.count_params(model)
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6))
         log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)

@@ -38,10 +38,11 @@ class SweepTrainer(Trainer):
             self.inject_oom = False
             raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
         mask = inputs.get("attention_mask")
-        if mask is not None:
-            seen, total = distributed.total(int(mask.sum()), mask.numel())  # summed over ranks under torchrun
-            self.tokens_seen += seen
-            self.tokens_total += total
+        # Padded batches: real tokens are the attention mask's ones. Packed batches have no padding at all.
+        seen, total = (int(mask.sum()), mask.numel()) if mask is not None else (inputs["input_ids"].numel(),) * 2
+        seen, total = distributed.total(seen, total)  # summed over ranks under torchrun
+        self.tokens_seen += seen
+        self.tokens_total += total
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.nan_check and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"training loss is {float(loss)} at step {self.state.global_step + 1}; lower optim.lr or check the data")
@@ -167,6 +168,7 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
         remove_unused_columns=False,
         disable_tqdm=True,  # ProgressBar below draws the one bar we want
         dataloader_num_workers=0,
+        # Length grouping (transformers 5 name): batches of similar lengths, so less padding.
         train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
         save_only_model=False,
     )

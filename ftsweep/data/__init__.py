@@ -132,50 +132,82 @@ def class_weights(labels: list[int], num_labels: int, given) -> list[float] | No
     return [round(w * scale, 6) for w in inverse]
 
 
-def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
-    from datasets import Dataset
+def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
+    """Read, check, split and tokenize the whole source: the parent every data.n subset is cut from.
 
-    stats = {"records": 0, "train_records": 0, "val_records": 0, "truncated": 0, "dropped_examples": 0, "skipped_records": 0}
-    template = None
-    if task_cfg.name != "classify" and data_cfg.format != "text":
-        name = data_cfg.template or (model_cfg.chat_template if model_cfg is not None else None)
-        template = templates.resolve(name, tokenizer, data_cfg.get("custom_template"))
-
+    Train rows are in the seeded-shuffle order and carry "pos", their place in that order, so the
+    subset for data.n is the rows with pos < n: data-size sweeps share one tokenization.
+    """
+    stats = {"records": 0, "truncated": 0, "dropped_examples": 0, "skipped_records": 0}
     records = sources.read(data_cfg)
     stats["records"] = len(records)
     pairs = _normalise_all(records, data_cfg, task_cfg, stats)
     seed = int(data_cfg.shuffle_seed) if data_cfg.get("shuffle", True) else None
     if data_cfg.val_path:
         val_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.val_path, split="validation"), data_cfg, task_cfg, stats)
-        train_pairs, _ = split(pairs, 0, data_cfg.n, seed)  # the held-out set is the other file
+        train_pairs, _ = split(pairs, 0, None, seed)  # the held-out set is the other file
     else:
-        train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), data_cfg.n, seed)
-    stats["train_records"], stats["val_records"] = len(train_pairs), len(val_pairs)
+        train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), None, seed)
+    train_rows = []
+    for pos, (_, ex) in enumerate(train_pairs):
+        row, cut = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
+        train_rows.append(dict(row or {}, pos=pos, cut=int(cut), dropped=int(row is None)))
+    val_stats = {"truncated": 0, "dropped_examples": 0}
+    val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
+    eval_prompts = []
+    for _, ex in val_pairs:
+        if ex.messages is not None and template is not None:
+            eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages),
+                                 "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
+    return {"train": train_rows, "val": val_rows, "eval_prompts": eval_prompts, "stats": stats, "val_stats": val_stats,
+            "pool": len(train_pairs), "val_records": len(val_pairs),
+            "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
 
-    train_rows = encode_all([ex for _, ex in train_pairs], tokenizer, template, data_cfg, task_cfg, stats)
-    val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, stats)
-    if not train_rows:
+
+def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
+    from ftsweep.data import cache
+
+    template = None
+    if task_cfg.name != "classify" and data_cfg.format != "text":
+        name = data_cfg.template or (model_cfg.chat_template if model_cfg is not None else None)
+        template = templates.resolve(name, tokenizer, data_cfg.get("custom_template"))
+
+    parent = cache.tokenized(data_cfg, task_cfg, tokenizer, template, lambda: tokenize_source(data_cfg, task_cfg, tokenizer, template))
+    n = data_cfg.n
+    if n is not None and n > parent["pool"]:
+        raise DataError(f"data.n={n} is larger than the {parent['pool']} training records left after holding out "
+                        f"{parent['val_records']}; lower data.n")
+    chosen = parent["train"] if n is None else parent["train"].select(range(int(n)))  # rows are in pos order
+    stats = dict(parent["stats"], train_records=len(chosen), val_records=parent["val_records"])
+    stats["truncated"] = int(sum(chosen["cut"])) + parent["val_stats"]["truncated"]
+    stats["dropped_examples"] = int(sum(chosen["dropped"])) + parent["val_stats"]["dropped_examples"]
+    keep = [i for i, d in enumerate(chosen["dropped"]) if not d]
+    train = chosen.select(keep).remove_columns(["pos", "cut", "dropped"])
+    val = parent["val"]
+    if not len(train):
         raise DataError(f"no training example has a learnable token after rendering and truncation to data.max_length="
                         f"{data_cfg.max_length}; raise data.max_length or check data.template")
-    if not val_rows:
+    if not len(val):
         raise DataError("no held-out example has a learnable token; raise data.val_size or data.max_length")
+    # The data actually used: the source's records, which of them train (n) and which are held out.
+    data_fingerprint = fingerprint({"source": parent["fingerprint"], "n": n})
 
-    weights, eval_prompts = None, []
+    weights = None
     if task_cfg.name == "classify":
-        weights = class_weights([r["label"] for r in train_rows], int(task_cfg.num_labels), task_cfg.class_weights)
+        weights = class_weights(list(train["label"]), int(task_cfg.num_labels), task_cfg.class_weights)
         collator = Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of, label_key="label")
+    elif data_cfg.get("packing"):
+        from ftsweep.data.packing import PackingCollator
+
+        collator = PackingCollator()
     else:
         collator = Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of)
-        for _, ex in val_pairs:
-            if ex.messages is not None:
-                eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages),
-                                     "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
     return Bundle(
-        train=Dataset.from_list(train_rows),
-        val=Dataset.from_list(val_rows),
+        train=train,
+        val=val,
         collator=collator,
-        eval_prompts=eval_prompts,
-        fingerprint=fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs]),
+        eval_prompts=list(parent["eval_prompts"]),
+        fingerprint=data_fingerprint,
         stats=stats,
         class_weights=weights,
         template=template,

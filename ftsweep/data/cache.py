@@ -1,0 +1,111 @@
+"""Tokenize once per sweep: tokenized datasets on disk, keyed by everything that shapes them.
+
+    key = sha256(source content, tokenizer identity, template, max_length, task, format and split knobs)
+
+Runs 2..N of a sweep (and every data.n of a data-size sweep, which cuts its
+subset from the same parent) load the parent instead of reading, rendering and
+tokenizing again, and say so in their log. Entries live under
+$FTSWEEP_HOME/tokenized/<key> (FTSWEEP_TOKENIZED_CACHE=0 turns the cache off)
+and are written to a temporary directory first, then renamed, so a killed run
+never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ftsweep.data.sources import source_kind
+
+log = logging.getLogger("ftsweep")
+
+# Data knobs that change what the parent holds (data.n does not: subsets are cut after loading).
+DATA_KEYS = ("format", "columns", "roles", "system", "instruction_as_system", "template", "custom_template", "max_length",
+             "train_on_prompt", "shuffle", "shuffle_seed", "val_size", "on_bad_record", "source", "hub_config", "split",
+             "num_records", "synthetic_tasks")
+VERSION = 1  # bump when the tokenized layout changes
+
+
+def _file_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(Path(str(path)).expanduser(), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _source_identity(data_cfg, path) -> str | None:
+    if path is None:
+        return None
+    kind = source_kind(data_cfg, path)
+    if kind in ("synthetic", "hub"):
+        return f"{kind}:{path}"  # synthetic: its knobs are in DATA_KEYS; hub: the id (revision changes are not seen)
+    return _file_hash(path) if Path(str(path)).expanduser().is_file() else f"missing:{path}"
+
+
+def tokenizer_identity(tokenizer) -> dict:
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return {"class": type(tokenizer).__name__, "vocab": hashlib.sha256(vocab.encode()).hexdigest()[:16],
+            "chat_template": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest()[:16],
+            "special": [tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token]}
+
+
+def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else dict(data_cfg)
+    parts = {
+        "version": VERSION,
+        "source": _source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
+        "val_source": _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
+        "data": {k: data.get(k) for k in DATA_KEYS},
+        "task": {"name": task_cfg.name, "num_labels": task_cfg.get("num_labels")},
+        "tokenizer": tokenizer_identity(tokenizer),
+        "template": template if isinstance(template, (str, type(None))) else repr(template),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cache_root() -> Path:
+    from ftsweep.models import cache_home
+
+    return cache_home() / "tokenized"
+
+
+def tokenized(data_cfg, task_cfg, tokenizer, template, build: Callable[[], dict]) -> dict:
+    """The tokenized parent: loaded from the cache, or built by `build()` and stored."""
+    from datasets import Dataset, load_from_disk
+
+    key = cache_key(data_cfg, task_cfg, tokenizer, template)
+    entry = cache_root() / key
+    enabled = os.environ.get("FTSWEEP_TOKENIZED_CACHE", "1") != "0"
+    if enabled and (entry / "meta.json").exists():
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        log.info("tokenized data: cache hit %s", key)
+        return dict(meta, train=load_from_disk(str(entry / "train")), val=load_from_disk(str(entry / "val")))
+    log.info("tokenized data: cache miss %s, tokenizing", key)
+    parent = build()
+    parent["train"] = Dataset.from_list(parent["train"])
+    parent["val"] = Dataset.from_list(parent["val"])
+    if enabled:
+        _store(entry, parent)
+    return parent
+
+
+def _store(entry: Path, parent: dict) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+    try:
+        parent["train"].save_to_disk(str(tmp / "train"))
+        parent["val"].save_to_disk(str(tmp / "val"))
+        meta = {k: v for k, v in parent.items() if k not in ("train", "val")}
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, entry)  # atomic: another run may have stored the same entry meanwhile, either is fine
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # a cache that cannot be written only costs time
