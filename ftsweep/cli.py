@@ -69,7 +69,10 @@ def app(cfg: DictConfig):
     summary = Run(cfg, run_dir, name, overrides, sweep).execute()
     if sweep is None and summary["status"] in ("failed", "interrupted"):
         # A single run: main() prints the one error line and exits non-zero.
-        outcome.record_failed([(str(run_dir), (summary.get("error") or {}).get("message") or summary["status"])])
+        reason = (summary.get("error") or {}).get("message") or summary["status"]
+        if summary["status"] == "interrupted":
+            reason = f"run interrupted ({reason}); re-run the same command to resume from its last checkpoint"
+        outcome.record_failed([(str(run_dir), reason)])
     elif distributed.is_main():
         print(describe(summary, run_dir), flush=True)
     # The Optuna sweeper optimizes what the job returns.

@@ -70,6 +70,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (gradient_checkpointing_*)
     warnings.filterwarnings("ignore", message=".*kernels.*")  # bitsandbytes on CPU
     hf_logging.disable_progress_bar()  # "Loading weights" bars
+    import datasets
+
+    datasets.disable_progress_bars()  # "Saving the dataset" bars of the tokenized-data cache
     hf_logging.set_verbosity_error()
 
 

@@ -126,3 +126,28 @@ def test_runs_killed_at_random_steps_resume_without_lost_or_repeated_steps(tiny_
     assert train_steps == list(range(1, steps + 1))  # every step exactly once, in order
     assert eval_steps == [0, 10, 20, 30, 40]
     assert summary["baseline_eval_loss"] == records[0]["eval_loss"]
+
+
+def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_rerun_resumes(tiny_model_dir, tmp_path):
+    run_dir, steps = tmp_path / "run", 30
+    metrics = run_dir / artifacts.METRICS
+    proc = start_run(run_dir, tmp_path, steps)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        train = [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"] if metrics.exists() else []
+        if train and train[-1] >= 7:  # past the checkpoint at step 5, before the one at 10
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "interrupted" in err
+    summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "interrupted" and summary["error"]["type"] == "Interrupted"
+    saved = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert saved >= 7  # the interrupt saved where training stood, not only the periodic checkpoint at 5
+    again = start_run(run_dir, tmp_path, steps)
+    again.communicate(timeout=300)
+    summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "ok" and summary["resumed_from"] == f"checkpoint-{saved}"
+    train_steps = [r["step"] for r in artifacts.read_metrics(metrics) if r["split"] == "train"]
+    assert train_steps == list(range(1, steps + 1))
