@@ -188,7 +188,8 @@ class Run:
         # No KV cache while training: it is never reused, and packed batches need the forward pass without one.
         model.config.use_cache = False
         trainable, total = models.count_params(model)
-        self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6))
+        self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6),
+                           estimated_memory_bytes=_planned_memory(cfg))
         log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
         # 4. Tracker and metrics log: opened only once the run can train.
@@ -345,6 +346,17 @@ class NullLog:
 
     def close(self) -> None:
         pass
+
+
+def _planned_memory(cfg) -> int | None:
+    """mode=plan's GPU memory estimate for this cell, so the report can set it beside the measured peak."""
+    try:
+        from ftsweep import plan
+
+        return int(plan.plan_cell(cfg)["memory_gib"]["total"] * plan.GIB)
+    except Exception as exc:  # noqa: BLE001 - an estimate must never fail a run
+        log.debug("no memory estimate: %s", exc)
+        return None
 
 
 def _swept_tags(overrides: list[str]) -> list[str]:

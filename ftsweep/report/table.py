@@ -73,6 +73,7 @@ def columns(design: Design, metric: str) -> list[Column]:
         Column("tokens_per_second", "tokens/s", 0, spread=False),
         Column("wall_seconds", "wall time (s)", 1, spread=False),
         Column("peak_memory_bytes", "peak memory (GiB)", 2, spread=False, scale=2**30),
+        Column("estimated_memory_bytes", "planned GPU memory (GiB)", 2, spread=False, scale=2**30),
     ]
     if metric not in {c.key for c in cols}:
         cols.insert(0, Column(metric, metric, 4))
@@ -137,7 +138,7 @@ def runs_frame(design: Design, metric: str) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     # Counts stay integers in runs.csv (pandas would write 68224.0 next to a missing value).
-    for key in ("trainable_params", "peak_memory_bytes", "steps", "tokens_seen"):
+    for key in ("trainable_params", "peak_memory_bytes", "estimated_memory_bytes", "steps", "tokens_seen"):
         if key in frame and (frame[key].dropna() % 1 == 0).all():
             frame[key] = frame[key].astype("Int64")
     return frame
