@@ -39,7 +39,9 @@ class SweepCallback(Callback):
         previous = read_json(sweep_dir / "sweep.json") or {}
         self.info = {
             "id": "_".join(sweep_dir.resolve().parts[-2:]),
-            "command": "python -m ftsweep -m " + " ".join(overrides),
+            # Launcher and sweeper choices (hydra/launcher=gpu_pool ...) belong to the command too; the sweep dir does not.
+            "command": "python -m ftsweep -m " + " ".join(
+                [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode="))] + overrides),
             "overrides": overrides,
             "grid": _grid(overrides),
             "started_at": self.started,
