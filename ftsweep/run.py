@@ -169,6 +169,7 @@ class Run:
 
         # 1. Model and tokenizer, quantized as the quant group says.
         path = models.resolve_model_path(cfg.model)
+        _check_targets(cfg)  # on the model's config alone: a wrong target name fails before any weight loads
         tokenizer = models.load_tokenizer(cfg.model, path)
         # 2. Data: rendered, masked, split - before the model, so bad data fails fast.
         bundle = data.prepare(cfg.data, cfg.task, tokenizer, cfg.model)
@@ -346,6 +347,17 @@ class NullLog:
 
     def close(self) -> None:
         pass
+
+
+def _check_targets(cfg) -> None:
+    from ftsweep import adapters, plan
+
+    try:
+        skeleton, _ = plan.meta_model(cfg.model, cfg.task)
+    except Exception as exc:  # noqa: BLE001 - a config transformers cannot build offline: the real load will say why
+        log.debug("target check skipped: %s", exc)
+        return
+    adapters.resolve_targets(cfg.lora.target_modules, cfg.model.family, adapters.linear_module_names(skeleton))
 
 
 def _planned_memory(cfg) -> int | None:
