@@ -1,20 +1,22 @@
-"""Config schemas, their ConfigStore registration, and validation.
+"""Config schemas (types only), their registration, and validation.
 
-Every group of conf/ is typed by a dataclass here, so a typo'd key or a wrong
-type on the command line fails while Hydra composes, before anything loads.
-Values that types cannot check (ranges, cross-field rules) are checked by
-``validate``, which reports every problem at once.
-
-Defaults live in the YAML files, not here: a schema field's default is only
-what a YAML file that omits the key gets.
+One source of defaults: every default value lives in the YAML files under
+conf/, next to the comment that says what the knob does and what it trades.
+The dataclasses here hold types only (every field is MISSING), so the two can
+never disagree; tests/test_config_defaults.py checks that every option of
+every group composes with no field left unset. The root schema types each
+group node, so a typo'd key or a wrong type on the command line fails while
+Hydra composes, before anything loads. Values that types cannot check
+(ranges, cross-field rules) are checked by ``validate``, which reports every
+problem at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -24,142 +26,141 @@ MODES = ("train", "plan", "preview")
 @dataclass
 class ModelSchema:
     name: str = MISSING
-    name_or_path: str = MISSING  # hub id or local directory
-    builtin: Optional[str] = None  # "tiny": created locally, no download
-    family: str = "llama"  # selects target-module presets: llama, qwen2, yi, tiny
-    dtype: str = "bfloat16"  # weights of non-quantized layers: bfloat16, float16, float32, auto
-    trust_remote_code: bool = False  # runs code shipped with the model: opt in per model
-    allow_pickle: bool = False  # load .bin (pickle) weights; safetensors only unless set
-    attn_implementation: str = "sdpa"  # sdpa, eager, flash_attention_2
-    chat_template: Optional[str] = None  # named template that overrides the tokenizer's
-    # Architecture facts for offline planning (mode=plan) without downloading.
-    arch: Dict[str, Any] = field(default_factory=dict)
+    name_or_path: str = MISSING
+    builtin: Optional[str] = MISSING
+    family: str = MISSING
+    dtype: str = MISSING
+    trust_remote_code: bool = MISSING
+    allow_pickle: bool = MISSING
+    attn_implementation: str = MISSING
+    chat_template: Optional[str] = MISSING
+    arch: Dict[str, Any] = MISSING
 
 
 @dataclass
 class QuantSchema:
     name: str = MISSING
-    bits: int = 16  # 4, 8, or 16 (no quantization)
-    quant_type: str = "nf4"  # 4-bit data type: nf4 or fp4
-    double_quant: bool = True  # quantize the quantization constants too (~0.4 bit/param saved)
-    compute_dtype: str = "bfloat16"
-    upcast_non_quantized: bool = True  # prepare_model_for_kbit_training's fp32 upcast
+    bits: int = MISSING
+    quant_type: str = MISSING
+    double_quant: bool = MISSING
+    compute_dtype: str = MISSING
+    upcast_non_quantized: bool = MISSING
 
 
 @dataclass
 class LoraSchema:
     name: str = MISSING
-    method: str = "lora"  # PEFT method: lora, loha, lokr, adalora, ia3, vera
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: Any = "all-linear"  # preset (all-linear, attention, mlp) or a list of names
-    bias: str = "none"
-    use_dora: bool = False
-    use_rslora: bool = False
-    init: Any = True  # True, gaussian, pissa, olora, loftq, eva, ...
-    loraplus_lr_ratio: Optional[float] = None  # LoRA+: lr of B = ratio * lr of A
-    modules_to_save: Optional[list] = None
-    extra: Dict[str, Any] = field(default_factory=dict)  # method-specific PEFT kwargs
+    method: str = MISSING
+    r: int = MISSING
+    alpha: float = MISSING
+    dropout: float = MISSING
+    target_modules: Any = MISSING
+    bias: str = MISSING
+    use_dora: bool = MISSING
+    use_rslora: bool = MISSING
+    init: Any = MISSING
+    loraplus_lr_ratio: Optional[float] = MISSING
+    modules_to_save: Optional[List[Any]] = MISSING
+    extra: Dict[str, Any] = MISSING
 
 
 @dataclass
 class DataSchema:
     name: str = MISSING
-    source: str = "synthetic"  # synthetic, json, jsonl, csv, parquet, hub (or auto from path suffix)
-    path: Optional[str] = None
-    hub_config: Optional[str] = None
-    split: str = "train"
-    format: str = "alpaca"  # alpaca, sharegpt, messages, multiple_choice, text
-    columns: Dict[str, Any] = field(default_factory=dict)  # field renames, LLaMA-Factory style
-    roles: Dict[str, Any] = field(default_factory=dict)  # sharegpt/messages role names -> user, assistant, system
-    template: Optional[str] = None  # null: tokenizer's chat template; or llama2, chatml, alpaca, custom
-    system: Optional[str] = None  # default system prompt
-    custom_template: Dict[str, Any] = field(default_factory=dict)
-    n: Optional[int] = None  # training subset size: first n of a seeded shuffle (nested)
-    val_size: float = 0.1  # fraction (< 1) or count (>= 1) held out
-    val_path: Optional[str] = None
-    test_path: Optional[str] = None
-    max_length: int = 512
-    train_on_prompt: bool = False
-    shuffle_seed: int = 0
-    shuffle: bool = True  # false: file order; train = the first n records, held out = the last val_size
-    instruction_as_system: bool = False  # alpaca: the instruction becomes the system message, the input the user turn
-    on_bad_record: str = "error"  # error or skip
-    pad_to_multiple_of: Optional[int] = None
-    packing: bool = False  # padding-free batches (position ids restart per example)
-    group_by_length: bool = False
-    num_records: int = 2000  # synthetic only
-    synthetic_tasks: list = field(default_factory=lambda: ["extract", "reverse", "add"])
+    source: str = MISSING
+    path: Optional[str] = MISSING
+    hub_config: Optional[str] = MISSING
+    split: str = MISSING
+    format: str = MISSING
+    columns: Dict[str, Any] = MISSING
+    roles: Dict[str, Any] = MISSING
+    template: Optional[str] = MISSING
+    system: Optional[str] = MISSING
+    custom_template: Dict[str, Any] = MISSING
+    n: Optional[int] = MISSING
+    val_size: float = MISSING
+    val_path: Optional[str] = MISSING
+    test_path: Optional[str] = MISSING
+    max_length: int = MISSING
+    train_on_prompt: bool = MISSING
+    shuffle_seed: int = MISSING
+    shuffle: bool = MISSING
+    instruction_as_system: bool = MISSING
+    on_bad_record: str = MISSING
+    pad_to_multiple_of: Optional[int] = MISSING
+    packing: bool = MISSING
+    group_by_length: bool = MISSING
+    num_records: int = MISSING
+    synthetic_tasks: List[Any] = MISSING
 
 
 @dataclass
 class TaskSchema:
-    name: str = MISSING  # sft or classify
-    num_labels: Optional[int] = None
-    label_names: Optional[list] = None
-    class_weights: Any = None  # null, "auto" (inverse label frequency) or a list
-    metrics: list = field(default_factory=list)
+    name: str = MISSING
+    num_labels: Optional[int] = MISSING
+    label_names: Optional[List[Any]] = MISSING
+    class_weights: Any = MISSING
+    metrics: List[Any] = MISSING
 
 
 @dataclass
 class OptimSchema:
     name: str = MISSING
-    optimizer: str = "adamw_torch"  # any transformers optim name, e.g. paged_adamw_8bit
-    lr: float = 3e-4
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    micro_batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = -1  # > 0 overrides epochs
-    epochs: float = 1.0
-    max_grad_norm: float = 1.0
+    optimizer: str = MISSING
+    lr: float = MISSING
+    scheduler: str = MISSING
+    warmup_ratio: float = MISSING
+    warmup_steps: int = MISSING
+    weight_decay: float = MISSING
+    micro_batch_size: int = MISSING
+    grad_accum: int = MISSING
+    max_steps: int = MISSING
+    epochs: float = MISSING
+    max_grad_norm: float = MISSING
 
 
 @dataclass
 class LoggerSchema:
     name: str = MISSING
-    backends: list = field(default_factory=list)  # swanlab, wandb
-    mode: str = "local"  # local, offline, online, disabled
-    project: str = "${project}"
-    swanlab_dir: Optional[str] = None
-    wandb_dir: Optional[str] = None
+    backends: List[Any] = MISSING
+    mode: str = MISSING
+    project: str = MISSING
+    swanlab_dir: Optional[str] = MISSING
+    wandb_dir: Optional[str] = MISSING
 
 
 @dataclass
 class EvalSchema:
-    every_n_steps: int = 50  # 0: only at step 0 and at the end
-    per_epoch: bool = False  # also evaluate at the end of every epoch
-    at_start: bool = True  # baseline eval before any training
-    num_samples: int = 32  # held-out prompts generated for task metrics
-    batch_size: int = 16
-    generation: Dict[str, Any] = field(default_factory=dict)
+    every_n_steps: int = MISSING
+    per_epoch: bool = MISSING
+    at_start: bool = MISSING
+    num_samples: int = MISSING
+    batch_size: int = MISSING
+    generation: Dict[str, Any] = MISSING
 
 
 @dataclass
 class TrainSchema:
-    gradient_checkpointing: bool = True
-    logging_steps: int = 10
-    save_steps: int = 50
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False
-    tf32: bool = False
-    liger_kernel: bool = False
-    nan_check: bool = True
-    oom_retry: bool = True
-    progress: bool = True
+    gradient_checkpointing: bool = MISSING
+    logging_steps: int = MISSING
+    save_steps: int = MISSING
+    save_total_limit: int = MISSING
+    keep_checkpoints: bool = MISSING
+    tf32: bool = MISSING
+    liger_kernel: bool = MISSING
+    nan_check: bool = MISSING
+    oom_retry: bool = MISSING
+    progress: bool = MISSING
 
 
 @dataclass
 class PlanSchema:
-    gpu_mem_gb: float = 24.0
+    gpu_mem_gb: float = MISSING
 
 
 @dataclass
 class PreviewSchema:
-    k: int = 3
+    k: int = MISSING
 
 
 @dataclass
@@ -171,37 +172,27 @@ class RootSchema:
     task: TaskSchema = MISSING
     optim: OptimSchema = MISSING
     logger: LoggerSchema = MISSING
-    eval: EvalSchema = field(default_factory=EvalSchema)
-    train: TrainSchema = field(default_factory=TrainSchema)
-    plan: PlanSchema = field(default_factory=PlanSchema)
-    preview: PreviewSchema = field(default_factory=PreviewSchema)
-    mode: str = "train"
-    seed: int = 42
-    project: str = "ftsweep"
-    skip_finished: bool = True
-    experiment: Optional[str] = None
-    hparams_search_metric: str = "eval_loss"  # what a search sweeper (hparams_search=optuna) optimizes
-
-
-GROUP_SCHEMAS = {
-    "model": ModelSchema,
-    "quant": QuantSchema,
-    "lora": LoraSchema,
-    "data": DataSchema,
-    "task": TaskSchema,
-    "optim": OptimSchema,
-    "logger": LoggerSchema,
-}
+    eval: EvalSchema = MISSING
+    train: TrainSchema = MISSING
+    plan: PlanSchema = MISSING
+    preview: PreviewSchema = MISSING
+    mode: str = MISSING
+    seed: int = MISSING
+    project: str = MISSING
+    skip_finished: bool = MISSING
+    experiment: Optional[str] = MISSING
+    hparams_search_metric: str = MISSING
 
 
 def register() -> None:
-    """Store the schemas; conf/config.yaml and each group file name them in their defaults."""
+    """Store the root schema; conf/config.yaml names it first in its defaults list.
+
+    Only the root is stored: it types every group node, and a group schema
+    stored on its own would be listed by --help and selectable (lora=lora_schema).
+    """
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=RootSchema)
-    for group, schema in GROUP_SCHEMAS.items():
-        cs.store(group=group, name=f"{group}_schema", node=schema)
+    ConfigStore.instance().store(name="schema", node=RootSchema)
 
 
 class ConfigError(ValueError):
