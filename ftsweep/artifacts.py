@@ -1,6 +1,17 @@
-"""The run directory: file names, atomic writes, manifest, metrics log, summary.
+"""The run directory and the sweep directory: the one place that knows their files.
 
-Formats are described in docs/run-directory.md; the report reads only these files.
+Here, and nowhere else in the code:
+  - every file and folder name a run, a sweep, the report, the data cache or a
+    tool writes (other modules import the constants),
+  - the status vocabulary of summary.json,
+  - typed records of what manifest.json, summary.json, metrics.jsonl lines and
+    sweep.json hold,
+  - their readers and writers, and the one atomic write (temp file in the same
+    directory, fsync, rename) that every whole-file write goes through.
+
+docs/run-directory.md describes the same files for people;
+tests/test_run_directory_doc.py fails when the two disagree. Standard library
+only: the report, the CLI and Hydra's launcher plugin import this without torch.
 """
 
 from __future__ import annotations
@@ -8,52 +19,445 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, TypedDict
 
-MANIFEST = "manifest.json"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-SAMPLES = "samples.jsonl"
-ADAPTER = "adapter"
-CHECKPOINTS = "checkpoints"
+# ---- file names: a run directory -------------------------------------------------------------------
 
-STATUSES = ("running", "ok", "failed", "interrupted", "skipped")
+MANIFEST = "manifest.json"  # what was run, and on what
+METRICS = "metrics.jsonl"  # one line per logging step and per evaluation
+SUMMARY = "summary.json"  # the result and the status
+SAMPLES = "samples.jsonl"  # generations on held-out prompts (sft)
+ADAPTER = "adapter"  # folder: loads with PeftModel.from_pretrained
+ADAPTER_CONFIG = "adapter_config.json"  # inside adapter/ (written by PEFT): an adapter was saved
+CHECKPOINTS = "checkpoints"  # folder of the Trainer's checkpoints, for resume
+CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/ (named by transformers' Trainer)
+TRAINER_STATE = "trainer_state.json"  # inside a checkpoint, written last: a checkpoint holding it is complete
+RUN_LOG = "run.log"  # the console log; conf/hydra/job_logging/ftsweep.yaml names it too (a test keeps them equal)
+HYDRA_DIR = ".hydra"  # written by Hydra
+HYDRA_CONFIG = ".hydra/config.yaml"
+HYDRA_OVERRIDES = ".hydra/overrides.yaml"
+PLAN = "plan.json"  # mode=plan: the only file of a cell
+GENERATIONS = "generations.jsonl"  # python -m ftsweep.generate's default output, beside samples.jsonl
+GENERATION_METRICS_SUFFIX = ".metrics.json"  # generations.jsonl -> generations.metrics.json
+
+# ---- file names: a sweep directory -----------------------------------------------------------------
+
+SWEEP = "sweep.json"  # command, grid, start/end, counts
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+RUNS_CSV = "runs.csv"
+PLOTS = "plots"  # folder of the report's figures
+PLOT_EFFECTS = "effects.png"
+PLOT_HEATMAP = "heatmap.png"
+PLOT_DATA_SIZE = "data_size.png"
+PLOT_LOSS_CURVES = "loss_curves.png"
+PLOT_FILES = (PLOT_EFFECTS, PLOT_HEATMAP, PLOT_DATA_SIZE, PLOT_LOSS_CURVES)
+COMPARE = "compare"  # <first sweep>/compare/: the report of several sweeps
+PLAN_TABLE = "plan.md"  # mode=plan: one row per cell
+GPU_POOL_LOG = "gpu_pool.jsonl"  # hydra/launcher=gpu_pool: one line per job
+
+# ---- file names: outside run directories --------------------------------------------------------
+
+TOKENIZED = "tokenized"  # $FTSWEEP_HOME/tokenized/<key>/: the tokenized-data cache
+CACHE_META = "meta.json"  # inside a cache entry: everything but the datasets
+CACHE_TRAIN = "train"  # inside a cache entry: datasets.save_to_disk folders
+CACHE_VAL = "val"
+TINY_MARKER = "ftsweep.json"  # inside the built-in tiny model's folder: which builder made it
+EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was merged from
+
+# A directory is a run directory when it holds any of these.
+RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
+
+# ---- statuses --------------------------------------------------------------------------------------
+
+RUNNING = "running"  # written first; stays if the process is killed
+OK = "ok"
+FAILED = "failed"
+INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: a checkpoint was saved, the same command resumes
+SKIPPED = "skipped"  # skip_finished found the same config finished ok; summary.json is left alone
+STATUSES = (RUNNING, OK, FAILED, INTERRUPTED, SKIPPED)
+
+# The two the report assigns itself to a directory whose summary.json it cannot read.
+NOT_STARTED = "not started"  # only .hydra/: Hydra made the directory, the run never began
+UNKNOWN = "unknown"  # manifest or metrics but no readable status
+# Every status, in the order the report lists them.
+KNOWN_STATUSES = (OK, FAILED, INTERRUPTED, RUNNING, SKIPPED, NOT_STARTED, UNKNOWN)
+# A result to read (the console line, the search objective).
+HAS_RESULT = (OK, SKIPPED)
+# What sweep.json lists under failed_runs: a run that did not finish.
+UNFINISHED = (FAILED, INTERRUPTED, RUNNING)
+POOL_CRASHED = "crashed"  # gpu_pool.jsonl: the job's process died; other lines hold Hydra's JobStatus names
+
+
+# ---- typed records ------------------------------------------------------------------------------------
+# TypedDicts: the files stay plain JSON objects (dicts in code), the records name every field once.
+
+
+class ErrorInfo(TypedDict):
+    type: str  # exception class, or "Interrupted"
+    message: str  # one line
+
+
+class Summary(TypedDict, total=False):
+    """summary.json. Written `running` at start with the first five fields, then completed."""
+
+    status: str  # one of STATUSES
+    run_name: str
+    config_hash: str
+    started_at: str
+    resumed_from: str | None  # "checkpoint-40" when the run resumed
+    cuda_visible_devices: str | None  # the device a GPU pool gave the run
+    trainable_params: int
+    total_params: int
+    trainable_share: float
+    estimated_memory_bytes: int | None  # mode=plan's estimate for this cell
+    eval_loss: float
+    best_eval_loss: float
+    best_step: int
+    baseline_eval_loss: float | None
+    perplexity: float
+    train_loss: float
+    task_metrics: dict  # name -> value (exact_match, rougeL, bleu; accuracy, precision, recall, f1)
+    steps: int
+    tokens_seen: int
+    tokens_per_second: float | None
+    padding_efficiency: float | None
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_bytes: int
+    oom_retries: int
+    micro_batch_size: int
+    grad_accum: int
+    dropped_examples: int
+    skipped_records: int
+    truncated_examples: int
+    device: str  # "cuda" or "cpu"
+    finished_at: str
+    wall_seconds: float
+    error: ErrorInfo | None
+
+
+class SweepRef(TypedDict):
+    id: str
+    dir: str
+
+
+class GitState(TypedDict):
+    commit: str | None
+    dirty: bool | None
+
+
+class DeviceInfo(TypedDict):
+    type: str  # "cuda" or "cpu"
+    name: str
+    count: int
+    visible: str | None  # CUDA_VISIBLE_DEVICES
+
+
+class Manifest(TypedDict):
+    """manifest.json, written once the data is ready (ftsweep.manifest.build)."""
+
+    run_name: str
+    overrides: list  # as typed
+    command: str  # reproduces this run alone
+    config: dict  # resolved, secrets removed
+    config_hash: str
+    seed: int
+    sweep: SweepRef | None
+    git: GitState
+    packages: dict  # distribution name -> version (None when not installed)
+    python: str
+    platform: str
+    device: DeviceInfo
+    data_fingerprint: str | None
+    argv: list
+    created_at: str
+
+
+class TrainLine(TypedDict):
+    """A metrics.jsonl line with split "train": one per logging step."""
+
+    split: str
+    step: int
+    epoch: float
+    tokens_seen: int
+    loss: float
+    learning_rate: float
+    grad_norm: float | None
+    tokens_per_second: float | None
+    padding_efficiency: float | None
+    time: float  # seconds since the run started
+
+
+class EvalLine(TypedDict, total=False):
+    """A metrics.jsonl line with split "eval": one per evaluation (step 0: the baseline)."""
+
+    split: str
+    step: int
+    epoch: float
+    tokens_seen: int
+    eval_loss: float
+    perplexity: float
+    # Task metrics, where computed: sft's generation metrics at the final evaluation,
+    # classify's at every evaluation.
+    exact_match: float
+    rougeL: float
+    bleu: float
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    time: float
+
+
+MetricLine = TrainLine | EvalLine
+SPLIT_TRAIN, SPLIT_EVAL = "train", "eval"
+
+
+class FailedRun(TypedDict):
+    run: str  # the run directory's name
+    reason: str
+
+
+class SweepRecord(TypedDict):
+    """sweep.json, written at the start of a multirun and rewritten at its end."""
+
+    id: str  # <date>_<time>; also the tracker group
+    command: str
+    overrides: list
+    grid: dict  # key -> list of values as typed
+    started_at: str
+    finished_at: str | None  # null while running
+    counts: dict | None  # "total" and one count per status
+    failed_runs: list  # FailedRun records
+    previous_invocations: list  # command, started_at, finished_at, counts of earlier invocations
+
+
+class Sample(TypedDict):
+    """A samples.jsonl line (and a generations.jsonl line with a reference)."""
+
+    prompt: str
+    reference: str
+    prediction: str
+    exact_match: bool
+
+
+class PoolLine(TypedDict):
+    """A gpu_pool.jsonl line."""
+
+    job: int
+    overrides: list
+    device: str
+    start: float  # Unix time
+    end: float
+    status: str  # Hydra's JobStatus name, lower case, or POOL_CRASHED
+
+
+def new_counts() -> dict[str, int]:
+    """sweep.json's counts before the first run is counted."""
+    return {"total": 0, OK: 0, FAILED: 0, INTERRUPTED: 0, RUNNING: 0, SKIPPED: 0}
+
+
+# ---- the one atomic write ------------------------------------------------------------------------------
+
+
+def _publish(tmp: str | Path, path: str | Path) -> None:
+    os.replace(tmp, path)  # atomic on one file system: the old file or the new one, never half
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temp file in the same directory, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        # newline="\n": the same bytes on every platform (a rebuilt report is byte-identical).
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Fill a temp folder beside ``target``; on success rename it to ``target``.
+
+    A killed process never leaves half a folder at ``target``. When ``target``
+    appeared meanwhile (another process built the same thing, e.g. a cache entry
+    or the tiny model), its copy is kept and this one dropped: either is fine.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            _publish(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def json_text(obj: Any) -> str:
+    """A JSON file's text: indented, key order kept, UTF-8 as is."""
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n"
+
+
+def json_line(record: dict) -> str:
+    """A JSONL line. default=float turns numpy and torch scalars into numbers."""
+    return json.dumps(record, ensure_ascii=False, default=float) + "\n"
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json_text(obj))
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json_line(r) for r in rows))
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """One line at the end of a log that several writers append to (gpu_pool.jsonl)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json_line(record))
+
+
+# ---- readers -------------------------------------------------------------------------------------------
+
+
+def read_json(path: str | Path, problems: list[str] | None = None) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (said in ``problems`` if given)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        if problems is not None:
+            problems.append(f"{path.name} unreadable ({type(exc).__name__}: {exc})")
+        return None
+
+
+def read_json_object(path: str | Path, problems: list[str] | None = None) -> dict:
+    """Like read_json, but {} unless the file holds a JSON object."""
+    loaded = read_json(path, problems)
+    if loaded is not None and not isinstance(loaded, dict):
+        if problems is not None:
+            problems.append(f"{Path(path).name} does not hold a JSON object")
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def read_metrics(path: str | Path, problems: list[str] | None = None) -> list[dict]:
+    """The readable lines of metrics.jsonl (or any JSONL file), in file order.
+
+    A killed run can leave a half-written last line; that and any other line
+    that is not a JSON object is skipped (and counted in ``problems``), never fatal.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{path.name} unreadable ({type(exc).__name__}: {exc})")
+        return []
+    records, bad = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad.append(number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if bad and problems is not None:
+        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        problems.append(f"{path.name}: skipped {len(bad)} unreadable line(s) (line {shown})")
+    return records
+
+
+def read_summary(run_dir: str | Path, problems: list[str] | None = None) -> Summary | None:
+    """summary.json, or None when it is missing or holds no JSON object."""
+    return read_json_object(Path(run_dir) / SUMMARY, problems) or None  # type: ignore[return-value]
+
+
+def write_summary(run_dir: str | Path, summary: Summary | dict) -> None:
+    atomic_write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def read_manifest(run_dir: str | Path, problems: list[str] | None = None) -> Manifest | None:
+    return read_json_object(Path(run_dir) / MANIFEST, problems) or None  # type: ignore[return-value]
+
+
+def write_manifest(run_dir: str | Path, manifest: Manifest | dict) -> None:
+    atomic_write_json(Path(run_dir) / MANIFEST, manifest)
+
+
+def read_sweep(sweep_dir: str | Path, problems: list[str] | None = None) -> SweepRecord | None:
+    return read_json_object(Path(sweep_dir) / SWEEP, problems) or None  # type: ignore[return-value]
+
+
+def write_sweep(sweep_dir: str | Path, record: SweepRecord | dict) -> None:
+    atomic_write_json(Path(sweep_dir) / SWEEP, record)
+
+
+def write_samples(path: str | Path, rows: Iterable[Sample | dict]) -> None:
+    atomic_write_jsonl(path, rows)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return any((Path(path) / marker).is_file() for marker in RUN_MARKERS)
+
+
+def has_adapter(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / ADAPTER / ADAPTER_CONFIG).exists()
+
+
+def checkpoint_step(checkpoint: Path | None) -> int | None:
+    """checkpoints/checkpoint-40 -> 40."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else None
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    ckpts = [p for p in (Path(run_dir) / CHECKPOINTS).glob(CHECKPOINT_PREFIX + "*") if (p / TRAINER_STATE).exists()]
+    return max(ckpts, key=checkpoint_step, default=None)
+
+
+# ---- time ----------------------------------------------------------------------------------------------
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same directory, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
+# ---- run names -----------------------------------------------------------------------------------------
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-@]")
 
@@ -103,10 +507,13 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+# ---- the metrics log -----------------------------------------------------------------------------------
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per line, flushed per line.
 
-    On resume, lines at or after the resumed step are dropped first so that no
+    On resume, lines after the resumed step are dropped first so that no
     step appears twice.
     """
 
@@ -121,38 +528,17 @@ class MetricsLog:
 
     def _lines(self) -> list[str]:
         out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
             try:
-                json.loads(line)
-                out.append(line if line.endswith("\n") else line + "\n")
+                if isinstance(json.loads(line), dict):
+                    out.append(line if line.endswith("\n") else line + "\n")
             except ValueError:
                 pass  # a line cut by a kill
         return out
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
+        self._fh.write(json_line(record))
         self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    rows = []
-    try:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    except OSError:
-        pass
-    return rows
-
-
-class Stopwatch:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start

@@ -12,9 +12,30 @@ the same bytes.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
+
+from ftsweep import artifacts
+from ftsweep.artifacts import (
+    INTERRUPTED,
+    MANIFEST,
+    METRICS,
+    NOT_STARTED,
+    PLOT_DATA_SIZE,
+    PLOT_EFFECTS,
+    PLOT_FILES,
+    PLOT_HEATMAP,
+    PLOT_LOSS_CURVES,
+    PLOTS,
+    REPORT_HTML,
+    REPORT_MD,
+    RUNNING,
+    RUNS_CSV,
+    SKIPPED,
+    SUMMARY,
+    SWEEP,
+    UNKNOWN,
+)
 
 from . import effects as fx
 from . import plots, repro
@@ -33,7 +54,6 @@ from .table import (
     write_csv,
 )
 
-PLOTS = ("effects.png", "heatmap.png", "data_size.png", "loss_curves.png")
 MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
 
 
@@ -50,7 +70,7 @@ def build_report(
 def default_out_dir(sweeps: list[Sweep]) -> Path:
     """A single sweep (or run) gets its report inside it. Several sweeps get theirs in
     <first sweep>/compare/, so a comparison never overwrites a sweep's own report."""
-    return sweeps[0].path if len(sweeps) == 1 else sweeps[0].path / "compare"
+    return sweeps[0].path if len(sweeps) == 1 else sweeps[0].path / artifacts.COMPARE
 
 
 def available_metrics(runs: list[Run]) -> list[str]:
@@ -71,9 +91,9 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
     metric_col = next(c for c in columns(design, metric) if c.key == metric)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_dir = out_dir / "plots"
+    plot_dir = out_dir / PLOTS
     plot_dir.mkdir(exist_ok=True)
-    for name in PLOTS:  # a figure this build does not draw must not linger from an older one
+    for name in PLOT_FILES:  # a figure this build does not draw must not linger from an older one
         (plot_dir / name).unlink(missing_ok=True)
 
     title = "Ablation report: " + " vs ".join(design.sweeps)
@@ -86,10 +106,10 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
     blocks += _problems_section(sweeps, design)
     blocks += _repro_section(design, configs)
 
-    write_csv(frame, out_dir / "runs.csv")
-    _write(out_dir / "report.md", to_markdown(blocks))
-    _write(out_dir / "report.html", to_html(blocks, title, out_dir))
-    return out_dir / "report.md"
+    write_csv(frame, out_dir / RUNS_CSV)
+    artifacts.atomic_write_text(out_dir / REPORT_MD, to_markdown(blocks))
+    artifacts.atomic_write_text(out_dir / REPORT_HTML, to_html(blocks, title, out_dir))
+    return out_dir / REPORT_MD
 
 
 # ---------------------------------------------------------------- sections
@@ -122,7 +142,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     elif any(run.ok for run in design.runs):
         available = available_metrics(design.runs)
         lines.append(
-            [Code(metric), " is in no ok run's summary.json; available: ", *_join_code(available), "."]
+            [Code(metric), f" is in no ok run's {SUMMARY}; available: ", *_join_code(available), "."]
         )
     else:
         lines.append("No run finished ok, so nothing is ranked.")
@@ -133,12 +153,12 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         meta = sweep.meta
         found = len(sweep.runs)
         total = (meta.get("counts") or {}).get("total") if isinstance(meta.get("counts"), dict) else None
-        runs_text = f"{found}" + (f" of {total} in sweep.json" if isinstance(total, int) and total != found else "")
+        runs_text = f"{found}" + (f" of {total} in {SWEEP}" if isinstance(total, int) and total != found else "")
         finished = meta.get("finished_at") or ("not finished" if meta else "—")
         sweep_rows.append(
             [
                 Code(sweep.label),
-                Code(str(meta["command"])) if meta.get("command") else "no sweep.json" if not meta else "—",
+                Code(str(meta["command"])) if meta.get("command") else f"no {SWEEP}" if not meta else "—",
                 str(meta.get("started_at") or "—"),
                 str(finished),
                 runs_text,
@@ -196,33 +216,33 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
             parts += [", " if k else "", Code(name), f" {fmt(spread, metric_col)}"]
         blocks.append(Para(parts + ["."]))
     if any(e.stat.mean is not None for effect in effects for e in effect.levels):
-        plots.effects_plot(effects, metric, higher, plot_dir / "effects.png")
-        blocks.append(Image("plots/effects.png", f"Main effects on {metric}"))
+        plots.effects_plot(effects, metric, higher, plot_dir / PLOT_EFFECTS)
+        blocks.append(Image(f"{PLOTS}/{PLOT_EFFECTS}", f"Main effects on {metric}"))
 
     grid = fx.two_factor_grid(design, configs, metric)
     if grid is not None and any(s.mean is not None for s in grid.cells.values()):
-        plots.heatmap(grid, metric, higher, plot_dir / "heatmap.png")
+        plots.heatmap(grid, metric, higher, plot_dir / PLOT_HEATMAP)
         blocks += [
             Heading(3, f"{grid.rows.name} × {grid.cols.name}"),
-            Image("plots/heatmap.png", f"{metric} by {grid.rows.name} and {grid.cols.name}"),
+            Image(f"{PLOTS}/{PLOT_HEATMAP}", f"{metric} by {grid.rows.name} and {grid.cols.name}"),
         ]
 
     series = fx.data_size_series(design, configs, metric)
     if series:
         overall = next(e for e in effects if e.factor.name == fx.DATA_SIZE)
-        plots.data_size_plot(series, overall, metric, higher, plot_dir / "data_size.png")
-        blocks += [Heading(3, "Data size"), Image("plots/data_size.png", f"{metric} against data.n")]
+        plots.data_size_plot(series, overall, metric, higher, plot_dir / PLOT_DATA_SIZE)
+        blocks += [Heading(3, "Data size"), Image(f"{PLOTS}/{PLOT_DATA_SIZE}", f"{metric} against data.n")]
         if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
             blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))
     return blocks
 
 
 def _curves_section(design: Design, configs, plot_dir: Path) -> list[Block]:
-    if not plots.loss_curves(design, configs, plot_dir / "loss_curves.png"):
-        return [Heading(2, "Loss curves"), Para("No run logged a loss in metrics.jsonl.")]
+    if not plots.loss_curves(design, configs, plot_dir / PLOT_LOSS_CURVES):
+        return [Heading(2, "Loss curves"), Para(f"No run logged a loss in {METRICS}.")]
     return [
         Heading(2, "Loss curves"),
-        Image("plots/loss_curves.png", "Train and eval loss against step and tokens seen"),
+        Image(f"{PLOTS}/{PLOT_LOSS_CURVES}", "Train and eval loss against step and tokens seen"),
     ]
 
 
@@ -247,11 +267,11 @@ def _reason(run: Run) -> str:
         text = f"{error.get('type') or 'Error'}: {error.get('message') or ''}".strip()
         return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
     return {
-        "not started": "no summary.json or manifest.json: never started, or crashed before writing them",
-        "running": "summary.json still says running: in progress, or killed without a final summary",
-        "interrupted": "interrupted",
-        "skipped": str(run.summary.get("reason") or "skipped by the sweep"),
-        "unknown": "; ".join(run.problems) or "summary.json holds no status",
+        NOT_STARTED: f"no {SUMMARY} or {MANIFEST}: never started, or crashed before writing them",
+        RUNNING: f"{SUMMARY} still says running: in progress, or killed without a final summary",
+        INTERRUPTED: "interrupted",
+        SKIPPED: str(run.summary.get("reason") or "skipped by the sweep"),
+        UNKNOWN: "; ".join(run.problems) or f"{SUMMARY} holds no status",
     }.get(run.status, "no error recorded")
 
 
@@ -293,7 +313,7 @@ def _repro_section(design: Design, configs) -> list[Block]:
             rows.append([fact.name, Code(fact.describe()), flag])
         blocks += [
             Para(
-                "What the runs ran on, from their manifest.json. A fact that differs between runs "
+                f"What the runs ran on, from their {MANIFEST}. A fact that differs between runs "
                 "is a confounder: it, not the swept parameters, may explain a difference."
             ),
             Table(["fact", "value", "note"], rows),
@@ -304,7 +324,7 @@ def _repro_section(design: Design, configs) -> list[Block]:
                 Bullets([[Strong("Confounder:"), f" {f.name} differs: {f.describe()}"] for f in confounders])
             )
     if without:
-        blocks.append(Para(f"{without} run(s) have no manifest.json and are not in the comparison above."))
+        blocks.append(Para(f"{without} run(s) have no {MANIFEST} and are not in the comparison above."))
     dirty = repro.dirty_runs(design)
     if dirty:
         blocks.append(
@@ -327,13 +347,6 @@ def _join_code(names: list[str]) -> list:
     for k, name in enumerate(names):
         parts += [", " if k else "", Code(name)]
     return parts or ["none"]
-
-
-def _write(path: Path, text: str) -> None:
-    # Write then rename: a reader (or a crash) never sees half a report.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
 
 
 __all__ = ["ReportError", "available_metrics", "build_report", "default_out_dir", "write_report"]

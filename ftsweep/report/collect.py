@@ -14,17 +14,25 @@ A path given by the user is one of
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# A directory is a run directory when it holds any of these.
-RUN_MARKERS = ("summary.json", "manifest.json", ".hydra/overrides.yaml")
-
-# The statuses summary.json can hold, plus the two the report assigns itself.
-KNOWN_STATUSES = ("ok", "failed", "interrupted", "running", "skipped", "not started", "unknown")
+from ftsweep import artifacts
+from ftsweep.artifacts import (  # noqa: F401 - RUN_MARKERS, KNOWN_STATUSES, is_run_dir: read from here too
+    HYDRA_CONFIG,
+    HYDRA_OVERRIDES,
+    KNOWN_STATUSES,
+    MANIFEST,
+    METRICS,
+    NOT_STARTED,
+    OK,
+    RUN_MARKERS,
+    SUMMARY,
+    UNKNOWN,
+    is_run_dir,
+)
+from ftsweep.metrics import as_number, summary_value
 
 
 class ReportError(ValueError):
@@ -46,14 +54,11 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == OK
 
     def value(self, metric: str) -> float | None:
         """A finite number for ``metric`` from summary.json (top level or task_metrics)."""
-        raw = self.summary.get(metric)
-        if raw is None:
-            raw = (self.summary.get("task_metrics") or {}).get(metric)
-        return as_number(raw)
+        return summary_value(self.summary, metric)
 
     def config(self) -> dict[str, Any]:
         """The resolved config: manifest["config"], else .hydra/config.yaml (read on demand,
@@ -61,7 +66,7 @@ class Run:
         if self._config is None:
             cfg = self.manifest.get("config")
             if not isinstance(cfg, dict):
-                cfg = _read_yaml(self.path / ".hydra" / "config.yaml", self.problems)
+                cfg = _read_yaml(self.path / HYDRA_CONFIG, self.problems)
             self._config = cfg if isinstance(cfg, dict) else {}
         return self._config
 
@@ -73,17 +78,6 @@ class Sweep:
     meta: dict[str, Any]  # sweep.json, or {} when there is none
     runs: list[Run]
     problems: list[str] = field(default_factory=list)
-
-
-def as_number(raw: Any) -> float | None:
-    """JSON numbers only (bools are not metrics); NaN and inf count as missing."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None
-    return float(raw) if math.isfinite(raw) else None
-
-
-def is_run_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in RUN_MARKERS)
 
 
 def collect(paths: list[str | Path]) -> list[Sweep]:
@@ -108,8 +102,8 @@ def collect(paths: list[str | Path]) -> list[Sweep]:
 def read_sweep(path: Path) -> Sweep:
     problems: list[str] = []
     meta: dict[str, Any] = {}
-    if (path / "sweep.json").is_file():
-        loaded = _read_json(path / "sweep.json", problems)
+    if (path / artifacts.SWEEP).is_file():
+        loaded = artifacts.read_json(path / artifacts.SWEEP, problems)
         meta = loaded if isinstance(loaded, dict) else {}
     label = str(meta.get("id") or path.resolve().name)
 
@@ -119,37 +113,37 @@ def read_sweep(path: Path) -> Sweep:
         run_dirs = sorted((p for p in path.iterdir() if p.is_dir() and is_run_dir(p)), key=lambda p: p.name)
     if not run_dirs:
         raise ReportError(
-            f"{path}: no run directories found (a run directory holds summary.json, manifest.json "
-            f"or .hydra/overrides.yaml); pass a multirun/<date>/<time> or outputs/<date>/<time> folder"
+            f"{path}: no run directories found (a run directory holds {SUMMARY}, {MANIFEST} "
+            f"or {HYDRA_OVERRIDES}); pass a multirun/<date>/<time> or outputs/<date>/<time> folder"
         )
     return Sweep(path=path, label=label, meta=meta, runs=[read_run(d, label) for d in run_dirs], problems=problems)
 
 
 def read_run(path: Path, sweep: str) -> Run:
     problems: list[str] = []
-    summary = _read_json_dict(path / "summary.json", problems)
-    manifest = _read_json_dict(path / "manifest.json", problems)
-    metrics = _read_metrics(path / "metrics.jsonl", problems)
+    summary = artifacts.read_json_object(path / SUMMARY, problems)
+    manifest = artifacts.read_json_object(path / MANIFEST, problems)
+    metrics = artifacts.read_metrics(path / METRICS, problems)
 
-    overrides = _read_yaml(path / ".hydra" / "overrides.yaml", problems)
+    overrides = _read_yaml(path / HYDRA_OVERRIDES, problems)
     if not isinstance(overrides, list):
         overrides = manifest.get("overrides")
     if not isinstance(overrides, list):
         overrides = []
-        problems.append("no overrides found (.hydra/overrides.yaml and manifest.json both missing or unreadable)")
+        problems.append(f"no overrides found ({HYDRA_OVERRIDES} and {MANIFEST} both missing or unreadable)")
     overrides = [str(o) for o in overrides]
 
-    if (path / "summary.json").is_file():
-        status = str(summary.get("status") or "unknown").strip().lower()
-        if status == "unknown":
-            problems.append("summary.json holds no status")
-    elif (path / "manifest.json").is_file() or metrics:
+    if (path / SUMMARY).is_file():
+        status = str(summary.get("status") or UNKNOWN).strip().lower()
+        if status == UNKNOWN:
+            problems.append(f"{SUMMARY} holds no status")
+    elif (path / MANIFEST).is_file() or metrics:
         # summary.json is written "running" before anything else happens, so a run
         # that got as far as a manifest or metrics but has no summary lost it.
-        status = "unknown"
-        problems.append("summary.json missing: status unknown")
+        status = UNKNOWN
+        problems.append(f"{SUMMARY} missing: status unknown")
     else:
-        status = "not started"  # only .hydra: Hydra made the directory, the run never began
+        status = NOT_STARTED  # only .hydra: Hydra made the directory, the run never began
     return Run(
         path=path,
         name=path.resolve().name,
@@ -163,52 +157,6 @@ def read_run(path: Path, sweep: str) -> Run:
     )
 
 
-def _read_json(path: Path, problems: list[str]) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        problems.append(f"{path.name} unreadable ({type(exc).__name__}: {exc})")
-        return None
-
-
-def _read_json_dict(path: Path, problems: list[str]) -> dict[str, Any]:
-    loaded = _read_json(path, problems)
-    if loaded is not None and not isinstance(loaded, dict):
-        problems.append(f"{path.name} does not hold a JSON object")
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """The readable lines of metrics.jsonl. A killed run can leave a half-written last
-    line; that and any other bad line is skipped and counted, never fatal."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        problems.append(f"metrics.jsonl unreadable ({type(exc).__name__}: {exc})")
-        return []
-    records, bad = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            bad.append(number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            bad.append(number)
-    if bad:
-        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        problems.append(f"metrics.jsonl: skipped {len(bad)} unreadable line(s) (line {shown})")
-    return records
-
-
 def _read_yaml(path: Path, problems: list[str]) -> Any:
     if not path.is_file():
         return None
@@ -219,7 +167,7 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else ""
-        problems.append(f".hydra/{path.name} unreadable ({type(exc).__name__}: {first_line})")
+        problems.append(f"{artifacts.HYDRA_DIR}/{path.name} unreadable ({type(exc).__name__}: {first_line})")
         return None
 
 

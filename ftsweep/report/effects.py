@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ftsweep.artifacts import OK
+
 from .factors import Design, Factor, Level
 from .table import Configuration, Stat
 
@@ -42,7 +44,7 @@ class MainEffect:
 
 
 def main_effects(design: Design, frame: pd.DataFrame, metric: str) -> list[MainEffect]:
-    ok = frame[(frame["status"] == "ok") & frame[metric].notna()]
+    ok = frame[(frame["status"] == OK) & frame[metric].notna()]
     effects = []
     for factor in design.factors:
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.

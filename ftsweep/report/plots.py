@@ -24,6 +24,9 @@ from matplotlib.figure import Figure  # noqa: E402 - after selecting the backend
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import EngFormatter, NullFormatter, NullLocator  # noqa: E402
 
+from ftsweep import metrics  # noqa: E402
+from ftsweep.artifacts import METRICS, SPLIT_EVAL, SPLIT_TRAIN  # noqa: E402
+
 from .effects import Grid, MainEffect, Series  # noqa: E402
 from .factors import Design, Factor, Level  # noqa: E402
 from .table import Configuration, Stat  # noqa: E402
@@ -34,16 +37,8 @@ MAX_LINES = 10  # lines on the data-size plot that colours can still tell apart
 
 
 def metric_label(metric: str, maximize: bool) -> str:
-    name = metric.lower()
-    if "loss" in name:
-        unit = "nats/token, "
-    elif "bleu" in name:
-        unit = "0-100, "
-    elif any(k in name for k in ("accuracy", "f1", "exact_match", "rouge", "precision", "recall")):
-        unit = "0-1, "
-    else:
-        unit = ""
-    return f"{_safe(metric)} ({unit}{'higher' if maximize else 'lower'} is better)"
+    """The metric's name, its unit from the metric registry, and which way the report ranks it."""
+    return _safe(metrics.get(metric).axis_label(maximize))
 
 
 def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: Path) -> None:
@@ -178,10 +173,10 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     _margins(fig, left=0.8, right=0.25 + legend, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
     axes = fig.subplots(2, 2)
     panels = {
-        ("train", "step"): axes[0][0],
-        ("eval", "step"): axes[0][1],
-        ("train", "tokens_seen"): axes[1][0],
-        ("eval", "tokens_seen"): axes[1][1],
+        (SPLIT_TRAIN, "step"): axes[0][0],
+        (SPLIT_EVAL, "step"): axes[0][1],
+        (SPLIT_TRAIN, "tokens_seen"): axes[1][0],
+        (SPLIT_EVAL, "tokens_seen"): axes[1][1],
     }
     colors = _colors(len(configs))
     handles, labels, drawn, unfinished = [], [], False, False
@@ -192,7 +187,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
             style = "-" if run.ok else ":"
             unfinished |= not run.ok
             for (split, x_key), ax in panels.items():
-                y_key = "loss" if split == "train" else "eval_loss"
+                y_key = "loss" if split == SPLIT_TRAIN else "eval_loss"
                 points = sorted(
                     (r[x_key], r[y_key])
                     for r in run.metrics
@@ -205,7 +200,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
                     [p[1] for p in points],
                     style,
                     color=color,
-                    marker="o" if split == "eval" else None,
+                    marker="o" if split == SPLIT_EVAL else None,
                     markersize=3,
                     linewidth=1.3,
                     alpha=0.85,
@@ -221,12 +216,12 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     for (split, x_key), ax in panels.items():
         ax.set_title(f"{split} loss by {'optimizer step' if x_key == 'step' else 'tokens seen'}")
         ax.set_xlabel("optimizer step" if x_key == "step" else "tokens seen (non-pad training tokens)")
-        ax.set_ylabel(f"{split} loss (nats/token)")
+        ax.set_ylabel(f"{split} loss ({metrics.get('loss').unit})")
         if x_key == "tokens_seen":
             ax.xaxis.set_major_formatter(EngFormatter())
         ax.grid(True, alpha=0.3)
         if not ax.lines:
-            ax.text(0.5, 0.5, f"no {split} lines in metrics.jsonl", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no {split} lines in {METRICS}", ha="center", va="center", transform=ax.transAxes)
     title = "Loss curves"
     if unfinished:
         title += " (dotted: runs that did not finish ok)"

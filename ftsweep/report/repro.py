@@ -14,6 +14,8 @@ import shlex
 from collections import Counter
 from dataclasses import dataclass
 
+from ftsweep.artifacts import HYDRA_OVERRIDES, MANIFEST
+
 from .collect import Run
 from .factors import Design, format_value
 from .table import Configuration
@@ -111,7 +113,7 @@ def commands(design: Design, configs: list[Configuration]) -> list[Command]:
             if not isinstance(command, str) or not command.strip():
                 # No manifest: the run's own overrides still say what it was.
                 command = " ".join(["python -m ftsweep", *(shlex.quote(o) for o in run.overrides)])
-                parts.append("rebuilt from .hydra/overrides.yaml, no manifest.json")
+                parts.append(f"rebuilt from {HYDRA_OVERRIDES}, no {MANIFEST}")
             out.append(Command(run, " | ".join(parts), command))
     return out
 

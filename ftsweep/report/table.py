@@ -12,42 +12,26 @@ compute something else.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .collect import KNOWN_STATUSES
+from ftsweep import artifacts, metrics
+from ftsweep.artifacts import KNOWN_STATUSES, OK
+
 from .factors import SEED, Design, Level
 from .render import Code, Strong
 
-# Substrings of metric names, in the order they are tried, and whether higher is better.
-_DIRECTION_HINTS = (
-    ("loss", False),
-    ("perplexity", False),
-    ("ppl", False),
-    ("accuracy", True),
-    ("f1", True),
-    ("exact_match", True),
-    ("rouge", True),
-    ("bleu", True),
-    ("precision", True),
-    ("recall", True),
-)
-
 
 def maximizes(metric: str, maximize: bool | None) -> bool:
-    """--maximize/--minimize win; else the name decides; unknown names are minimized."""
-    if maximize is not None:
-        return maximize
-    name = metric.lower()
-    return next((higher for hint, higher in _DIRECTION_HINTS if hint in name), False)
+    """--maximize/--minimize win; else the metric registry decides; unknown names are minimized."""
+    return metrics.maximizes(metric, maximize)
 
 
 def direction_known(metric: str) -> bool:
-    return any(hint in metric.lower() for hint, _ in _DIRECTION_HINTS)
+    return metrics.known(metric)
 
 
 @dataclass(frozen=True)
@@ -59,33 +43,30 @@ class Column:
     scale: float = 1.0  # value shown = raw / scale
     thousands: bool = False
 
+    @classmethod
+    def of(cls, key: str) -> "Column":
+        """The column of a metric, as the metric registry describes it."""
+        m = metrics.get(key)
+        return cls(key, m.header, m.digits, spread=m.spread, scale=m.scale, thousands=m.thousands)
+
+
+# The runs table's fixed columns, in order; the run's task metrics go between the two.
+LEADING = ("eval_loss", "best_eval_loss", "perplexity")
+TRAILING = ("train_loss", "trainable_params", "tokens_per_second", "wall_seconds", "peak_memory_bytes", "estimated_memory_bytes")
+
 
 def columns(design: Design, metric: str) -> list[Column]:
     """Every column the runs table may show, in order; empty ones are dropped later."""
     task = sorted({k for run in design.runs for k in (run.summary.get("task_metrics") or {})})
-    cols = [
-        Column("eval_loss", "eval loss", 4),
-        Column("best_eval_loss", "best eval loss", 4),
-        Column("perplexity", "perplexity", 2),
-        *[Column(k, k, 2 if "bleu" in k.lower() else 4) for k in task],
-        Column("train_loss", "train loss", 4),
-        Column("trainable_params", "trainable params", 0, spread=False, thousands=True),
-        Column("tokens_per_second", "tokens/s", 0, spread=False),
-        Column("wall_seconds", "wall time (s)", 1, spread=False),
-        Column("peak_memory_bytes", "peak memory (GiB)", 2, spread=False, scale=2**30),
-        Column("estimated_memory_bytes", "planned GPU memory (GiB)", 2, spread=False, scale=2**30),
-    ]
+    cols = [Column.of(k) for k in (*LEADING, *task, *TRAILING)]
     if metric not in {c.key for c in cols}:
-        cols.insert(0, Column(metric, metric, 4))
+        cols.insert(0, Column.of(metric))
     return cols
 
 
 def fmt(value: float | None, col: Column) -> str:
     """Fixed formatting, so a rebuilt report is byte-identical."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    value = value / col.scale
-    return f"{value:,.{col.digits}f}" if col.thousands else f"{value:.{col.digits}f}"
+    return metrics.format_number(value, col.digits, col.scale, col.thousands)
 
 
 @dataclass
@@ -153,7 +134,7 @@ def configurations(design: Design, frame: pd.DataFrame, metric: str, maximize: b
     keys = [c.key for c in columns(design, metric)]
     index = {levels: g for g, levels in enumerate(groups)}
     frame = frame.assign(_config=[index[design.configuration(i)] for i in range(len(frame))])
-    ok = frame[frame["status"] == "ok"]
+    ok = frame[frame["status"] == OK]
     # pandas: mean and std (ddof=1) skip missing values; count says how many were there.
     agg = ok.groupby("_config")[keys].agg(["mean", "std", "count"]) if len(ok) else None
 
@@ -234,4 +215,4 @@ def table_rows(
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     # Floats are written with repr (shortest round-trip), so the file is deterministic.
-    frame.to_csv(path, index=False, lineterminator="\n")
+    artifacts.atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))

@@ -1,0 +1,160 @@
+"""The metric registry: for every number a run reports, which way is better, its unit and its digits.
+
+One entry per name a summary.json or metrics.jsonl line holds. The report's runs
+table (header, digits, ± std or not, GiB), its plots (axis labels), the search
+objective and the console line all read it, so a metric is described once.
+
+Direction:
+  MINIMIZE / MAXIMIZE  a quality metric: the report ranks by it that way unless told.
+  None                 a cost or a count (tokens/s, seconds, bytes, parameters): the
+                       report ranks by it only the way it is told (--maximize /
+                       --minimize), lower by default, and says it guessed.
+
+Names not in the registry are matched by family (any *loss*, rouge*, ...), in the
+order of FAMILIES; anything else is an unknown metric: no direction, 4 digits.
+
+Standard library only: the report and the CLI import this without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MINIMIZE = "minimize"
+MAXIMIZE = "maximize"
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    direction: str | None  # MINIMIZE, MAXIMIZE, or None for a cost / count
+    unit: str  # of the raw value: "nats/token", "0-1", "0-100", "tokens/s", "s", "bytes", "" (none)
+    digits: int  # decimals shown (after scaling)
+    header: str  # the runs table's column header
+    spread: bool = True  # the table shows mean ± std over seeds (quality) or the mean alone (cost)
+    scale: float = 1.0  # shown value = raw / scale (bytes -> GiB)
+    thousands: bool = False  # 136,448
+
+    @property
+    def maximize(self) -> bool:
+        """Higher is better. Unknown and cost metrics count as lower-is-better."""
+        return self.direction == MAXIMIZE
+
+    def format(self, value: float | None) -> str:
+        return format_number(value, self.digits, self.scale, self.thousands)
+
+    def axis_label(self, maximize: bool) -> str:
+        """'eval_loss (nats/token, lower is better)' - the direction as the report ranks it."""
+        unit = f"{self.unit}, " if self.unit else ""
+        return f"{self.name} ({unit}{'higher' if maximize else 'lower'} is better)"
+
+
+def format_number(value: float | None, digits: int, scale: float = 1.0, thousands: bool = False) -> str:
+    """Fixed formatting, so a rebuilt report is byte-identical; "—" when there is no number."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    value = value / scale
+    return f"{value:,.{digits}f}" if thousands else f"{value:.{digits}f}"
+
+
+def _quality(name: str, direction: str, unit: str, digits: int, header: str | None = None) -> Metric:
+    return Metric(name, direction, unit, digits, header or name)
+
+
+def _cost(name: str, unit: str, digits: int, header: str, **kw: Any) -> Metric:
+    return Metric(name, None, unit, digits, header, spread=False, **kw)
+
+
+NATS = "nats/token"
+SHARE = "0-1"
+
+REGISTRY: dict[str, Metric] = {m.name: m for m in (
+    # Held-out loss (mean cross-entropy over non-masked tokens) and what derives from it.
+    _quality("eval_loss", MINIMIZE, NATS, 4, "eval loss"),
+    _quality("best_eval_loss", MINIMIZE, NATS, 4, "best eval loss"),
+    _quality("baseline_eval_loss", MINIMIZE, NATS, 4, "baseline eval loss"),  # before training (step 0)
+    _quality("perplexity", MINIMIZE, "", 2),  # exp(eval_loss)
+    _quality("train_loss", MINIMIZE, NATS, 4, "train loss"),  # mean over the run
+    _quality("loss", MINIMIZE, NATS, 4, "train loss"),  # a metrics.jsonl train line
+    # sft: generations on held-out prompts against their references.
+    _quality("exact_match", MAXIMIZE, SHARE, 4),  # share of predictions equal to the reference (stripped)
+    _quality("rougeL", MAXIMIZE, SHARE, 4),  # mean ROUGE-L F1
+    _quality("bleu", MAXIMIZE, "0-100", 2),  # sacrebleu corpus BLEU
+    # classify: macro averages over all num_labels classes.
+    _quality("accuracy", MAXIMIZE, SHARE, 4),
+    _quality("precision", MAXIMIZE, SHARE, 4),
+    _quality("recall", MAXIMIZE, SHARE, 4),
+    _quality("f1", MAXIMIZE, SHARE, 4),
+    # Cost and size.
+    _cost("trainable_params", "params", 0, "trainable params", thousands=True),
+    _cost("total_params", "params", 0, "total params", thousands=True),
+    _cost("trainable_share", SHARE, 6, "trainable share"),
+    _cost("tokens_per_second", "tokens/s", 0, "tokens/s"),  # non-pad training tokens / training seconds
+    _cost("tokens_seen", "tokens", 0, "tokens seen", thousands=True),
+    _cost("steps", "steps", 0, "steps"),
+    _cost("padding_efficiency", SHARE, 4, "padding efficiency"),  # non-pad / all tokens fed
+    _cost("wall_seconds", "s", 1, "wall time (s)"),
+    _cost("train_seconds", "s", 1, "train time (s)"),
+    _cost("eval_seconds", "s", 1, "eval time (s)"),
+    _cost("peak_memory_bytes", "bytes", 2, "peak memory (GiB)", scale=GIB),
+    _cost("estimated_memory_bytes", "bytes", 2, "planned GPU memory (GiB)", scale=GIB),
+)}
+
+# Families of names not in the registry (rouge1, eval_accuracy, val_loss, sacrebleu, ...): the first
+# substring of the lower-cased name that matches decides direction, unit and digits.
+FAMILIES: tuple[tuple[str, str, str, int], ...] = (
+    ("loss", MINIMIZE, NATS, 4),
+    ("perplexity", MINIMIZE, "", 4),
+    ("ppl", MINIMIZE, "", 4),
+    ("accuracy", MAXIMIZE, SHARE, 4),
+    ("f1", MAXIMIZE, SHARE, 4),
+    ("exact_match", MAXIMIZE, SHARE, 4),
+    ("rouge", MAXIMIZE, SHARE, 4),
+    ("bleu", MAXIMIZE, "0-100", 2),
+    ("precision", MAXIMIZE, SHARE, 4),
+    ("recall", MAXIMIZE, SHARE, 4),
+)
+
+
+def get(name: str) -> Metric:
+    """The registry's entry for ``name``, else its family's, else an unknown metric."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    lower = name.lower()
+    for hint, direction, unit, digits in FAMILIES:
+        if hint in lower:
+            return Metric(name, direction, unit, digits, name)
+    return Metric(name, None, "", 4, name)
+
+
+def known(name: str) -> bool:
+    """Whether the registry or a family gives ``name`` a direction."""
+    return get(name).direction is not None
+
+
+def maximizes(name: str, maximize: bool | None = None) -> bool:
+    """An explicit choice wins; else the registry decides; unknown and cost metrics are minimized."""
+    return maximize if maximize is not None else get(name).maximize
+
+
+def as_number(raw: Any) -> float | None:
+    """JSON numbers only (bools are not metrics); NaN and inf count as missing."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    return float(raw) if math.isfinite(raw) else None
+
+
+def summary_value(summary: dict, name: str) -> float | None:
+    """A finite number for ``name`` from summary.json: top level, else task_metrics."""
+    raw = summary.get(name)
+    if raw is None:
+        raw = (summary.get("task_metrics") or {}).get(name)
+    return as_number(raw)
+
+
+def worst(maximize: bool) -> float:
+    """What a search objective scores a run without the metric: the worst value for the direction."""
+    return float("-inf") if maximize else float("inf")
