@@ -217,6 +217,8 @@ class EvalLine(TypedDict, total=False):
 
 
 MetricLine = TrainLine | EvalLine
+# The fields every eval line has; the rest of an eval line are task metrics.
+EVAL_LINE_FIELDS = ("split", "step", "epoch", "tokens_seen", "eval_loss", "perplexity", "time")
 SPLIT_TRAIN, SPLIT_EVAL = "train", "eval"
 
 
@@ -232,6 +234,7 @@ class SweepRecord(TypedDict):
     command: str
     overrides: list
     grid: dict  # key -> list of values as typed
+    swept: list  # the keys whose values vary: run directories and tracker tags are named by these
     started_at: str
     finished_at: str | None  # null while running
     counts: dict | None  # "total" and one count per status
@@ -462,49 +465,39 @@ class Stopwatch:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-@]")
 
 
-SWEPT_KEYS_ENV = "FTSWEEP_SWEPT_KEYS"  # set by the sweep callback: the keys whose values vary in this sweep
-
-
-def split_overrides(override_dirname: str) -> list[str]:
-    """'a=1,b=[x,y],c=2' -> ['a=1', 'b=[x,y]', 'c=2']: commas inside brackets or quotes stay."""
-    items, depth, quote, cur = [], 0, None, ""
-    for ch in override_dirname:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    return [x for x in items + [cur] if x]
-
-
-def run_name(override_dirname: str) -> str:
+def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
     """A readable, filesystem-safe, stable directory name for a sweep cell.
 
-    Built from Hydra's override_dirname ("lora.r=8,optim.lr=0.0001"), keeping
-    only the swept keys when the sweep callback has named them (fixed overrides
-    like optim.max_steps=50 are the same in every cell and say nothing). Path
-    separators and shell-special characters become "_", and very long names
-    keep a hash suffix so two cells never share a directory.
+    Built from the cell's overrides ("lora.r=8,optim.lr=0.0001", sorted as Hydra's
+    override_dirname sorts them). In a sweep only the swept keys count (fixed
+    overrides like optim.max_steps=50 are the same in every cell and say nothing);
+    elsewhere every override except the result-neutral ones. Path separators and
+    shell-special characters become "_", and very long names keep a hash suffix so
+    two cells never share a directory.
     """
-    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    from ftsweep import overrides as ovr
+    from ftsweep.config import RESULT_NEUTRAL_KEYS
+
+    lines = [o for o in overrides if not ovr.is_under(ovr.key(o), ("hydra",))]
     if swept:
-        override_dirname = ",".join(i for i in split_overrides(override_dirname) if i.split("=", 1)[0].lstrip("+~") in swept)
-    if not override_dirname:
+        lines = [o for o in lines if ovr.key(o) in swept]
+    else:
+        lines = [o for o in lines if not ovr.is_under(ovr.key(o), RESULT_NEUTRAL_KEYS)]
+    text = ",".join(sorted(lines))
+    if not text:
         return "default"
-    name = _UNSAFE.sub("_", override_dirname)
+    name = _UNSAFE.sub("_", text)
     if len(name) > 120:
         import hashlib
 
-        name = name[:100] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        name = name[:100] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
     return name
+
+
+def swept_keys(sweep_dir: str | Path | None) -> list[str] | None:
+    """The keys a sweep varies, as its sweep.json records them (None outside a sweep or before it is written)."""
+    record = read_sweep(sweep_dir) if sweep_dir else None
+    return list(record["swept"]) if record and record.get("swept") is not None else None
 
 
 # ---- the metrics log -----------------------------------------------------------------------------------

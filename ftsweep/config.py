@@ -274,14 +274,15 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
 
 
-# Keys that do not change what is trained: a run differing only in these is the same run.
-_HASH_IGNORED = ("logger", "train.progress", "mode", "skip_finished", "preview", "plan", "hparams_search_metric")
+# Keys that do not change what is trained. A run differing only in these is the same run: the same
+# config hash (so skip_finished skips it), no part of its directory name, and no factor in the report.
+RESULT_NEUTRAL_KEYS = ("logger", "train.progress", "mode", "skip_finished", "preview", "plan", "hparams_search_metric")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
     """Stable 12-hex-digit hash of everything that shapes the trained result."""
     data = plain(cfg) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
-    for key in _HASH_IGNORED:
+    for key in RESULT_NEUTRAL_KEYS:
         node = data
         *parents, leaf = key.split(".")
         for p in parents:

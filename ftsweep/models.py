@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ftsweep import artifacts
 
 TINY_NAME = "tiny"
 # Bump when the tiny model's shape or tokenizer changes: the cache is keyed by it.
@@ -107,18 +107,12 @@ def ensure_tiny_model(home: Path | None = None) -> Path:
     model = LlamaForCausalLM(config)
     torch.random.set_rng_state(state)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a temp dir beside the target and rename: a half-written model is never loaded.
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    try:
+    # Built in a temp dir beside the target and renamed: a half-written model is never loaded
+    # (another process that won the race keeps its copy, which is identical).
+    with artifacts.atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "ftsweep.json").write_text(json.dumps({"builtin": TINY_NAME, "version": TINY_VERSION}))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / artifacts.TINY_MARKER).write_text(json.dumps({"builtin": TINY_NAME, "version": TINY_VERSION}))
     return target
 
 
@@ -237,6 +231,21 @@ def keep_trainable_4bit_layout(model) -> None:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+
+
+def meta_model(model_cfg, task_cfg):
+    """The model's modules with no storage (meta device): shapes and counts only."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from ftsweep.plan import model_config  # the planner's facts: the arch: block, or the model's config.json
+
+    config = model_config(model_cfg)
+    with torch.device("meta"):
+        if task_cfg.name == "classify":
+            config.num_labels = int(task_cfg.num_labels)
+            return AutoModelForSequenceClassification.from_config(config), config
+        return AutoModelForCausalLM.from_config(config), config
 
 
 def count_params(model) -> tuple[int, int]:

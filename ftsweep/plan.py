@@ -25,7 +25,7 @@ import json
 import logging
 from pathlib import Path
 
-from ftsweep.artifacts import atomic_write_json, atomic_write_text
+from ftsweep.artifacts import PLAN, PLAN_TABLE, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("ftsweep")
 
@@ -62,26 +62,16 @@ def model_config(model_cfg):
     return AutoConfig.from_pretrained(path, trust_remote_code=bool(model_cfg.trust_remote_code))
 
 
-def meta_model(model_cfg, task_cfg):
-    """The model's modules with no storage (meta device): shapes and counts only."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    config = model_config(model_cfg)
-    with torch.device("meta"):
-        if task_cfg.name == "classify":
-            config.num_labels = int(task_cfg.num_labels)
-            return AutoModelForSequenceClassification.from_config(config), config
-        return AutoModelForCausalLM.from_config(config), config
-
-
-def plan_cell(cfg) -> dict:
+def plan_cell(cfg, base=None) -> dict:
+    """Counts and memory of one cell; ``base`` is the cell's meta-device model when the caller built it already."""
     from omegaconf import OmegaConf
     from peft import get_peft_model
 
     from ftsweep import adapters, models, training
 
-    base, config = meta_model(cfg.model, cfg.task)
+    if base is None:
+        base, _ = models.meta_model(cfg.model, cfg.task)
+    config = base.config
     linear = {n for n, m in base.named_modules() if type(m).__name__ == "Linear" and n.split(".")[-1] not in ("lm_head", "score")}
     quantizable = sum(p.numel() for n, p in base.named_parameters() if n.rsplit(".", 1)[0] in linear)
     total = sum(p.numel() for p in base.parameters())
@@ -147,19 +137,16 @@ def describe(plan: dict, name: str) -> str:
 def main(cfg, run_dir: Path, name: str) -> float:
     import warnings
 
-    from ftsweep.config import validate
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames
-    validate(cfg)
-    plan = plan_cell(cfg)
+    plan = plan_cell(cfg)  # the CLI validated cfg
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(run_dir) / "plan.json", plan)
+    atomic_write_json(Path(run_dir) / PLAN, plan)
     print(describe(plan, name), flush=True)
     return float(plan["memory_gib"]["total"])
 
 
 def read_plans(sweep_dir: Path) -> list[dict]:
-    return [dict(json.loads(p.read_text()), run=p.parent.name) for p in sorted(Path(sweep_dir).glob("*/plan.json"))]
+    return [dict(json.loads(p.read_text()), run=p.parent.name) for p in sorted(Path(sweep_dir).glob(f"*/{PLAN}"))]
 
 
 def write_table(sweep_dir: Path) -> Path:
@@ -172,6 +159,6 @@ def write_table(sweep_dir: Path) -> Path:
         lines.append(f"| `{p['run']}` | {p['trainable_params']:,} | {p['total_params']:,} | {m['base_weights']:.2f} | "
                      f"{m['adapter_grads_optimizer']:.2f} | {m['activations']:.2f} | {m['total']:.2f} | "
                      f"{'yes' if p['fits'] else '**no** (> ' + format(p['gpu_mem_gb'], 'g') + ' GiB)'} |")
-    path = Path(sweep_dir) / "plan.md"
+    path = Path(sweep_dir) / PLAN_TABLE
     atomic_write_text(path, "# Plan: parameters and estimated GPU memory per cell\n\n" + "\n".join(lines) + "\n")
     return path

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ftsweep import distributed
+from ftsweep import artifacts, distributed
+
+log = logging.getLogger("ftsweep")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -99,14 +103,24 @@ class MetricsCallback(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Every eval.every_n_steps and/or at each epoch's end: evaluate (Trainer's own eval is left off).
 
+    Every evaluation of the run (the baseline and the final one too) goes through ``now``,
+    which times it: evaluation inside the training loop is not training time.
     The last step is left to the run's final evaluation, so no step is evaluated twice.
     """
 
-    def __init__(self, every: int, evaluate: Callable[[], None], per_epoch: bool = False):
+    def __init__(self, every: int, evaluate: Callable[..., dict], per_epoch: bool = False):
         self.every = every
         self.evaluate = evaluate
         self.per_epoch = per_epoch
         self.done_at = -1
+        self.seconds = 0.0  # spent evaluating, baseline and final included
+
+    def now(self, final: bool = False) -> dict:
+        started = time.perf_counter()
+        try:
+            return self.evaluate(final=final)
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def _maybe(self, state, control) -> None:
         if state.global_step < state.max_steps and state.global_step != self.done_at:
@@ -114,8 +128,11 @@ class EvalCallback(TrainerCallback):
             # trainer.evaluate() logs, and logging clears control.should_log: without restoring it
             # the train loss of this very step would never be written.
             should_log = control.should_log
-            self.evaluate()
+            self.now()
             control.should_log = should_log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.done_at = -1  # a retry after an out-of-memory error starts again from step 0
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0:
@@ -124,6 +141,44 @@ class EvalCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.per_epoch:
             self._maybe(state, control)
+
+
+@dataclass
+class Fit:
+    trainer: "SweepTrainer"
+    output: Any  # transformers' TrainOutput
+    oom_retries: int
+    train_seconds: float  # wall time of trainer.train() less the evaluations inside it
+
+
+def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], evals: EvalCallback,
+        resume_from: Path | None, oom_retry: bool, on_retry: Callable[[], None]) -> Fit:
+    """Train; on a CUDA out-of-memory error retry once from step 0 with the same effective batch.
+
+    8 micro x 2 accum = 4 micro x 4 accum = 16 sequences/step: halving the micro batch halves
+    activation memory and keeps the optimisation the same. ``on_retry`` lets the run drop what
+    the failed attempt wrote (checkpoints, train lines) before ``rebuild`` makes the new trainer.
+    """
+    import torch
+
+    started, evals_before, retries = time.perf_counter(), evals.seconds, 0
+    while True:
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            seconds = time.perf_counter() - started - (evals.seconds - evals_before)
+            return Fit(trainer, output, retries, seconds)
+        except torch.OutOfMemoryError:
+            micro, accum = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
+            if not oom_retry or retries or micro == 1:
+                raise
+            micro, accum, retries = micro // 2, accum * 2, 1
+            log.warning("out of memory: retrying from the start with micro batch %d x accumulation %d", micro, accum)
+            del trainer
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            on_retry()
+            resume_from = None
+            trainer = rebuild(micro, accum)
 
 
 def total_steps(cfg, n_train: int) -> int:
@@ -141,7 +196,7 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
     warmup: float = o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio  # a float < 1 is a ratio
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / artifacts.CHECKPOINTS),
         per_device_train_batch_size=micro_batch,
         per_device_eval_batch_size=int(cfg.eval.batch_size),
         gradient_accumulation_steps=grad_accum,

@@ -3,8 +3,8 @@
     python -m ftsweep mode=preview data=alpaca data.path=train.json preview.k=3
 
 prints the first k rendered training examples with the learned span between
-markers, their token counts, and how many records were truncated, dropped or
-rejected; the check users otherwise do by decoding input_ids and labels by hand.
+markers, their token counts, how many records were truncated (and how: turns
+dropped, prompts cut, responses cut), dropped or rejected; the check users otherwise do by decoding input_ids and labels by hand.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def render(bundle, tokenizer, k: int, classify: bool) -> str:
     s = bundle.stats
     lines.append("---")
     lines.append(f"records {s['records']}: {s['train_records']} train, {s['val_records']} held out; "
-                 f"truncated {s['truncated']}, dropped (nothing learnable) {s['dropped_examples']}, "
-                 f"rejected as bad {s['skipped_records']}")
+                 f"dropped {s['dropped_examples']} (too long for a header and one learned token: "
+                 f"{s.get('dropped_too_long', 0)}), rejected as bad {s['skipped_records']}")
+    lines.append(f"truncated to data.max_length: {s['truncated']} examples; turns dropped {s.get('turns_dropped', 0)}, "
+                 f"prompts cut {s.get('prompts_cut', 0)}, responses cut {s.get('responses_cut', 0)}")
     lines.append(f"train tokens: {sum(lengths)} in {len(lengths)} examples, length min {min(lengths)} / "
                  f"mean {sum(lengths) / len(lengths):.1f} / max {max(lengths)}")
     if bundle.class_weights:
@@ -57,11 +59,9 @@ def render(bundle, tokenizer, k: int, classify: bool) -> str:
 
 def main(cfg) -> None:
     from ftsweep import data, models
-    from ftsweep.config import validate
-    from ftsweep.run import _quiet_libraries
+    from ftsweep import runtime
 
-    validate(cfg)
-    _quiet_libraries()
+    runtime.quiet_libraries()  # the CLI validated cfg
     path = models.resolve_model_path(cfg.model)
     tokenizer = models.load_tokenizer(cfg.model, path)
     bundle = data.prepare(cfg.data, cfg.task, tokenizer, cfg.model)

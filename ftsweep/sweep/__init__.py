@@ -1,1 +1,1 @@
-"""Sweep machinery: Hydra callbacks (sweep.json, report at the end), outcome, launchers."""
+"""Sweep machinery: Hydra callbacks (sweep.json, the report and the outcome at the end)."""

@@ -1,9 +1,8 @@
-"""Hydra callback for a multirun: sweep.json at start and end, the report, failed runs."""
+"""Hydra callback for a multirun: sweep.json at start and end, the report, the sweep's outcome."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,23 +10,46 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ftsweep.artifacts import SUMMARY, SWEPT_KEYS_ENV, atomic_write_json, now_iso, read_json
-from ftsweep.sweep import outcome
+from ftsweep import artifacts
+from ftsweep import overrides as ovr
+from ftsweep.artifacts import now_iso
 
 log = logging.getLogger("ftsweep.sweep")
 
 
-def _grid(overrides: list[str]) -> dict[str, list[str]]:
-    """'lora.r=8,16' -> {'lora.r': ['8', '16']} (sweep syntax kept as written when not a plain list)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+class SweepFailed(BaseException):
+    """Raised after the report is written when some cells did not finish ok; the CLI prints it and exits 1.
 
-    grid: dict[str, list[str]] = {}
-    for ov in OverridesParser.create().parse_overrides(overrides):
-        if ov.is_sweep_override():
-            grid[ov.get_key_element()] = [str(v) for v in ov.sweep_string_iterator()] if not ov.is_hydra_override() else []
-        else:
-            grid[ov.get_key_element()] = [ov.get_value_element_as_str()]
-    return grid
+    A BaseException, like KeyboardInterrupt: Hydra's callback dispatcher turns every Exception
+    into a warning, and the sweep's outcome must reach the CLI's exit code.
+    """
+
+    def __init__(self, failed: list[tuple[str, str]]):
+        self.failed = failed
+        super().__init__(f"{len(failed)} run(s) failed: " + "; ".join(f"{n} ({r})" for n, r in failed))
+
+
+def grid(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """'lora.r=8,16' -> ({'lora.r': ['8', '16']}, ['lora.r']): values as typed, and the swept keys.
+
+    A sweep whose values need the config tree to expand (glob over a group's options) is swept
+    with its values unknown here ([]); the end of the sweep fills them in from the run directories.
+    """
+    values: dict[str, list[str]] = {}
+    swept: list[str] = []
+    for text in overrides:
+        ov = ovr.parse(text)
+        name = ov.key_or_group
+        if not ov.is_sweep_override():
+            values[name] = [ovr.value(text)]
+            continue
+        try:
+            values[name] = [str(v) for v in ov.sweep_string_iterator()]
+        except Exception:  # noqa: BLE001 - glob() needs Hydra's config loader, which callbacks do not get
+            values[name] = []
+        if len(values[name]) != 1:
+            swept.append(name)
+    return values, swept
 
 
 class SweepCallback(Callback):
@@ -36,56 +58,71 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
         self.started = now_iso()
-        previous = read_json(sweep_dir / "sweep.json") or {}
+        previous = artifacts.read_sweep(sweep_dir) or {}
+        values, swept = grid(overrides)
+        # A search sweeper's own params vary too (hparams_search=optuna).
+        swept += [str(k) for k in (config.hydra.sweeper.get("params") or {}) if str(k) not in swept]
         self.info = {
             "id": "_".join(sweep_dir.resolve().parts[-2:]),
-            # Launcher and sweeper choices (hydra/launcher=gpu_pool ...) belong to the command too; the sweep dir does not.
+            # Launcher and sweeper choices (hydra/launcher=ray ...) belong to the command too; the sweep dir does not.
             "command": "python -m ftsweep -m " + " ".join(
                 [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode="))] + overrides),
             "overrides": overrides,
-            "grid": _grid(overrides),
+            "grid": values,
+            "swept": sorted(swept),
             "started_at": self.started,
             "finished_at": None,
             "counts": None,
             "failed_runs": [],
             "previous_invocations": previous.get("previous_invocations", []) + ([{k: previous.get(k) for k in ("command", "started_at", "finished_at", "counts")}] if previous else []),
         }
-        atomic_write_json(sweep_dir / "sweep.json", self.info)
-        outcome.record_failed([])
-        # Run directories are named by what varies: the CLI's sweep overrides and the sweeper's own params.
-        swept = [k for k, v in self.info["grid"].items() if len(v) != 1]
-        swept += [str(k) for k in (config.hydra.sweeper.get("params") or {})]
-        os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(set(swept)))
+        artifacts.write_sweep(sweep_dir, self.info)  # the jobs read "swept" from here to name themselves
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        counts = {"total": 0, "ok": 0, "failed": 0, "interrupted": 0, "running": 0, "skipped": 0}
-        failed = []
+        counts, failed = artifacts.new_counts(), []
         started = getattr(self, "started", None)
-        for summary_path in sorted(sweep_dir.glob(f"*/{SUMMARY}")):
-            s = read_json(summary_path) or {}
-            status = s.get("status", "running")
-            if status == "ok" and started and (s.get("finished_at") or "") < started:
-                status = "skipped"  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
+        for summary_path in sorted(sweep_dir.glob(f"*/{artifacts.SUMMARY}")):
+            s = artifacts.read_json(summary_path) or {}
+            status = s.get("status", artifacts.RUNNING)
+            if status == artifacts.OK and started and (s.get("finished_at") or "") < started:
+                status = artifacts.SKIPPED  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
             counts["total"] += 1
             counts[status] = counts.get(status, 0) + 1
-            if status in ("failed", "interrupted", "running"):
+            if status in artifacts.UNFINISHED:
                 failed.append((summary_path.parent.name, (s.get("error") or {}).get("message") or status))
         info = getattr(self, "info", {})
+        _fill_unknown_values(info, sweep_dir)
         info.update(finished_at=now_iso(), counts=counts, failed_runs=[{"run": n, "reason": r} for n, r in failed])
-        atomic_write_json(sweep_dir / "sweep.json", info)
-        outcome.record_failed(failed, sweep=True)
+        artifacts.write_sweep(sweep_dir, info)
         if config.get("mode") == "plan":
             from ftsweep.plan import write_table
 
             print(f"plan: {write_table(sweep_dir)}", flush=True)
-            return
-        try:
-            from ftsweep.report import build_report
+        else:
+            _report(sweep_dir)
+        if failed:
+            raise SweepFailed(failed)
 
-            path = build_report([sweep_dir])
-            print(f"report: {path}", flush=True)
-        except ImportError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a report problem must not hide the runs' results
-            print(f"ftsweep: the report could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+def _fill_unknown_values(info: dict, sweep_dir: Path) -> None:
+    """A glob() sweep's values, as the run directories' overrides show them."""
+    unknown = [k for k, v in (info.get("grid") or {}).items() if not v]
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / artifacts.HYDRA_OVERRIDES).exists()) if unknown else []:
+        import yaml
+
+        for text in yaml.safe_load((run_dir / artifacts.HYDRA_OVERRIDES).read_text()) or []:
+            name = ovr.key(text)
+            if name in unknown and ovr.value(text) not in info["grid"][name]:
+                info["grid"][name].append(ovr.value(text))
+
+
+def _report(sweep_dir: Path) -> None:
+    try:
+        from ftsweep.report import build_report
+
+        print(f"report: {build_report([sweep_dir])}", flush=True)
+    except ImportError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a report problem must not hide the runs' results
+        print(f"ftsweep: the report could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)

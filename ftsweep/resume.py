@@ -1,0 +1,58 @@
+"""What a re-run of a cell does: skip it, resume it from a checkpoint, or start it afresh.
+
+The decision is a pure function of what the run directory already holds (the
+previous summary, the newest complete checkpoint) and the new config's hash,
+so it is tested without training. What a resumed run restores from its own
+metrics.jsonl (token counts, the baseline) lives here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftsweep import artifacts
+
+SKIP = "skip"  # finished ok with the same config: summary.json is left alone
+RESUME = "resume"  # same config, a complete checkpoint exists: training continues from it
+FRESH = "fresh"  # nothing to continue: train from step 0
+
+
+@dataclass(frozen=True)
+class Start:
+    action: str  # SKIP, RESUME or FRESH
+    checkpoint: Path | None = None  # the checkpoint a RESUME continues from
+    discard_checkpoints: bool = False  # checkpoints/ belong to another config: remove them first
+
+
+def decide(previous: dict | None, config_hash: str, skip_finished: bool, checkpoint: Path | None) -> Start:
+    """The one rule for a cell that may have run before.
+
+    Same config (equal hash) and finished ok: skip when skip_finished. Same config with
+    a checkpoint: resume. A different config never reuses anything of the old one.
+    """
+    same_config = previous is not None and previous.get("config_hash") == config_hash
+    if same_config and skip_finished and previous.get("status") == artifacts.OK:
+        return Start(SKIP)
+    if same_config and checkpoint is not None:
+        return Start(RESUME, checkpoint)
+    return Start(FRESH, discard_checkpoints=previous is not None and not same_config)
+
+
+def token_counts(metrics: list[dict]) -> tuple[int, int] | None:
+    """(tokens seen, all tokens fed) at the last train line, so tokens/s and padding
+    efficiency after a resume count the steps before it too. All tokens = seen / efficiency."""
+    train = [r for r in metrics if r.get("split") == "train"]
+    if not train:
+        return None
+    seen = int(train[-1].get("tokens_seen") or 0)
+    efficiency = train[-1].get("padding_efficiency") or 1.0
+    return seen, int(seen / efficiency)
+
+
+def baseline(metrics: list[dict]) -> float | None:
+    """The held-out loss before training: the eval line at step 0."""
+    for r in metrics:
+        if r.get("split") == "eval" and r.get("step") == 0:
+            return r["eval_loss"]
+    return None

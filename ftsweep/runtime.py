@@ -1,0 +1,69 @@
+"""What a process needs around a run: quiet libraries, seeded state, signals, memory readings.
+
+The basic launcher runs every job of a sweep in one process, so anything
+global (random state, CUDA memory statistics, signal handlers) is set per run
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import warnings
+from contextlib import contextmanager
+
+
+def quiet_libraries() -> None:
+    """Our own progress bar and log lines are the console; library chatter goes."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (gradient_checkpointing_*)
+    warnings.filterwarnings("ignore", message=".*kernels.*")  # bitsandbytes on CPU: nothing a user can act on
+    hf_logging.disable_progress_bar()  # "Loading weights" bars
+    hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()  # "Saving the dataset" bars of the tokenized-data cache
+
+
+def reset_globals(seed: int) -> None:
+    """Seed every generator and start CUDA memory statistics afresh for this run."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the run."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals stay with whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def peak_memory_bytes() -> int:
+    """Peak GPU memory allocated by this process, or on CPU its peak resident set."""
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
