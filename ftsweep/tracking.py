@@ -11,10 +11,28 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ftsweep.tracking")
+
+# One colour per sweep cell, by the cell's index (SwanLab's own preset palette, which its cloud mode also
+# assigns by index). Left to itself, local mode draws a random colour from Python's global `random`,
+# which the run has just seeded: every cell of a sweep would get the same one.
+PALETTE = ["#528d59", "#587ad2", "#c24d46", "#9cbe5d", "#6ebad3", "#dfb142", "#6d4ba4", "#8cc5b7",
+           "#892d58", "#40877c", "#d0703c", "#d47694", "#e3b292", "#b15fbb", "#905f4a", "#989fa3"]
+
+# metrics.jsonl key -> chart name. Keys not listed keep their name (task metrics: eval/accuracy, ...).
+TRAIN_NAMES = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "tokens_per_second": "tokens_per_second",
+               "padding_efficiency": "padding_efficiency", "epoch": "epoch", "tokens_seen": "tokens_seen"}
+EVAL_NAMES = {"eval_loss": "loss", "perplexity": "perplexity"}
+# Bookkeeping of an eval record that the train series already chart (epoch, tokens) or that is no metric.
+EVAL_SKIP = {"split", "step", "time", "epoch", "tokens_seen"}
+# Summary fields that are the last point of a chart: the run's summary does not repeat them.
+SUMMARY_AS_CHART = {"eval_loss": "eval/loss", "perplexity": "eval/perplexity"}
+# Summary fields that are text, kept as they are; every other field must be a finite number.
+SUMMARY_TEXT = ("status",)
 
 
 def _clean(metrics: dict) -> dict[str, float]:
@@ -22,28 +40,90 @@ def _clean(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def _value(v: Any) -> Any:
+    """A config value a tracker table can show: scalars as they are, anything else as text."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)) and all(x is None or isinstance(x, (bool, int, float, str)) for x in v):
+        return list(v)
+    return str(v)
+
+
+def flatten(config: dict, first: list[str] = (), prefix: str = "") -> dict[str, Any]:
+    """Nested config -> one level of dotted keys (`lora.r: 8`), the keys in `first` leading.
+
+    Trackers show a nested group as one JSON blob (`[object Object]` on SwanLab's run card); flat keys are
+    table columns a sweep can be compared by. A key in `first` may name a leaf (`lora.r`) or a group chosen on
+    the command line (`lora=dora`: its `lora.name` leads).
+    """
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, path: str) -> None:
+        for k, v in node.items():
+            key = f"{path}{k}"
+            if isinstance(v, dict) and v:
+                walk(v, key + ".")
+            else:
+                flat[key] = _value(v)
+
+    walk(config, prefix)
+    lead = []
+    for key in first:
+        key = prefix + key
+        for candidate in (key, key + ".name"):
+            if candidate in flat and candidate not in lead:
+                lead.append(candidate)
+                break
+    return {k: flat[k] for k in lead} | {k: v for k, v in flat.items() if k not in lead}
+
+
+def swept_keys(tags: list[str]) -> list[str]:
+    """`lora.r=8` -> `lora.r`: the tags are the cell's swept overrides."""
+    return [t.split("=", 1)[0].lstrip("+~") for t in tags if "=" in t]
+
+
+def cell_index(run_name: str) -> int:
+    """The cell's position in its sweep (Hydra's job number); a run outside Hydra hashes its name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return int(HydraConfig.get().job.num)
+    except Exception:  # noqa: BLE001 - no Hydra, or a job config without a number
+        pass
+    return zlib.crc32(run_name.encode())
+
+
+def colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
 class SwanLabBackend:
     name = "swanlab"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color):
         import swanlab
 
         self.swanlab = swanlab
-        self.run = swanlab.init(project=project, experiment_name=run_name, group=group, tags=tags, config=config,
-                                mode=mode, logdir=str(logdir))
+        # SwanLab stores a None config value as {}: spell it as Hydra does.
+        config = {k: "null" if v is None else v for k, v in config.items()}
+        self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
+                                mode=mode, log_dir=str(logdir))
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
 
     def finish(self, summary: dict) -> None:
-        self.run.log({f"summary/{k}": v for k, v in summary.items()})
+        # SwanLab has no run summary: the values join the config, so the experiment table has them as columns
+        # (a value logged as a metric would be a chart with one point).
+        self.run.config.update({f"summary.{k}": v for k, v in summary.items()})
         self.swanlab.finish()
 
 
 class WandbBackend:
     name = "wandb"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color):
         import wandb
 
         if mode == "local":
@@ -73,17 +153,22 @@ class Tracker:
 
     def __init__(self, backends: list[Any]):
         self.backends = backends
+        self.last: dict[str, float] = {}  # chart name -> its last value, so the summary does not repeat it
+        self.eval_charts: set[str] | None = None  # the metrics every evaluation has, known from the first
 
     @classmethod
-    def open(cls, logger_cfg, *, run_name: str, group: str | None, tags: list[str], config: dict, root: Path) -> "Tracker":
+    def open(cls, logger_cfg, *, run_name: str, group: str | None, tags: list[str], config: dict, root: Path,
+             index: int | None = None) -> "Tracker":
         backends = []
         if logger_cfg.mode == "disabled":
             return cls([])
+        flat = flatten(config, swept_keys(tags))
+        color = colour(cell_index(run_name) if index is None else index)
         for name in logger_cfg.backends:
             logdir = root / ("swanlog" if name == "swanlab" else "wandb_runs")
             try:
                 backends.append(BACKENDS[name](project=logger_cfg.project, run_name=run_name, group=group, tags=tags,
-                                               config=config, mode=logger_cfg.mode, logdir=logdir))
+                                               config=flat, mode=logger_cfg.mode, logdir=logdir, color=color))
             except Exception as exc:  # not installed, no network, bad key: train anyway
                 log.warning("tracker %s could not start (%s: %s); training goes on, metrics.jsonl is complete",
                             name, type(exc).__name__, exc)
@@ -96,15 +181,40 @@ class Tracker:
             log.warning("tracker %s failed on %s (%s: %s); it is switched off for this run", backend.name, what, type(exc).__name__, exc)
             self.backends = [b for b in self.backends if b is not backend]
 
+    @staticmethod
+    def chart_names(record: dict) -> dict[str, float]:
+        """A metrics.jsonl record -> {chart name: value}: `train/loss`, `train/lr`, `eval/loss`, `eval/accuracy`."""
+        values = _clean(record)
+        if record.get("split") == "eval":
+            return {"eval/" + EVAL_NAMES.get(k, k): v for k, v in values.items() if k not in EVAL_SKIP}
+        return {"train/" + TRAIN_NAMES.get(k, k): v for k, v in values.items() if k not in ("step", "time")}
+
     def log(self, record: dict) -> None:
         step = int(record.get("step", 0))
-        prefix = "eval/" if record.get("split") == "eval" else "train/"
-        metrics = {prefix + k: v for k, v in _clean(record).items() if k not in ("step", "time")}
+        metrics = self.chart_names(record)
+        if record.get("split") == "eval":
+            # A metric only the final evaluation computes (generation metrics of a causal LM) would be a chart
+            # with one point: it goes to the summary instead.
+            if self.eval_charts is None:
+                self.eval_charts = set(metrics)
+            metrics = {k: v for k, v in metrics.items() if k in self.eval_charts}
+        self.last.update(metrics)
         for b in list(self.backends):
             self._guard(b, "log", b.log, metrics, step)
 
+    def summary_values(self, summary: dict) -> dict[str, Any]:
+        """The run's end values that no chart already ends with: numbers, and the status as text."""
+        fields = {k: v for k, v in summary.items() if k != "task_metrics"} | dict(summary.get("task_metrics") or {})
+        values: dict[str, Any] = {k: fields[k] for k in SUMMARY_TEXT if isinstance(fields.get(k), str)}
+        for k, v in _clean(fields).items():
+            chart = SUMMARY_AS_CHART.get(k, f"eval/{k}")
+            if chart in self.last and self.last[chart] == v:
+                continue  # the chart's last point is this value
+            values[k] = v
+        return values
+
     def finish(self, summary: dict) -> None:
-        values = _clean({k: v for k, v in summary.items() if k != "task_metrics"} | dict(summary.get("task_metrics") or {}))
+        values = self.summary_values(summary)
         for b in list(self.backends):
             self._guard(b, "finish", b.finish, values)
         self.backends = []

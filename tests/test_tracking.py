@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FAST
 
 from ftsweep import artifacts
@@ -26,7 +28,7 @@ def tracked_sweep(tmp_path_factory, tiny_model_dir):
     cwd = tmp_path_factory.mktemp("tracked")
     sweep = cwd / "sweep"
     env = {"HF_TOKEN": SECRET, "OPENAI_API_KEY": "sk-" + SECRET, "WANDB_MODE": "offline"}
-    proc = run_cli(["-m", "lora.r=4,8", *ARGS, "logger=swanlab_wandb", f"hydra.sweep.dir={sweep}"], cwd=cwd, env=env)
+    proc = run_cli(["-m", "lora.r=4,8", "optim.lr=1e-4,3e-4", *ARGS, "logger=swanlab_wandb", f"hydra.sweep.dir={sweep}"], cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep
 
@@ -44,7 +46,7 @@ def swanlab_runs(swanlog: Path) -> dict[str, dict]:
     for path in swanlog.glob("run-*/run-*.swanlab"):
         reader = DataStoreReader()
         reader.open(path)
-        start, finish, series = None, None, {}
+        start, finish, series, configs = None, None, {}, 0
         for blob in reader:
             rec = Record()
             rec.ParseFromString(blob)
@@ -56,7 +58,9 @@ def swanlab_runs(swanlog: Path) -> dict[str, dict]:
             elif kind == "scalar":
                 series.setdefault(rec.scalar.key, []).append(rec.scalar)
         reader.close()
-        runs[start.name] = {"group": start.group, "tags": list(start.tags), "series": series, "finished": finish is not None}
+        config = yaml.safe_load((path.parent / "files" / "config.yaml").read_text())
+        runs[start.name] = {"group": start.group, "tags": list(start.tags), "series": series, "finished": finish is not None,
+                            "color": start.color, "config": config}
     return runs
 
 
@@ -69,7 +73,7 @@ def wandb_runs(root: Path) -> dict[str, dict]:
     for path in root.glob("wandb/offline-run-*/run-*.wandb"):
         reader = WBDataStoreReader()
         reader.open(path)
-        run, history, exited = None, [], False
+        run, history, exited, summary = None, [], False, {}
         while (blob := reader.scan()) is not None:
             rec = pb.Record()
             rec.ParseFromString(blob)
@@ -78,37 +82,74 @@ def wandb_runs(root: Path) -> dict[str, dict]:
                 run = rec.run
             elif kind == "history":
                 history.append({"/".join(i.nested_key) if i.nested_key else i.key: json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "summary":
+                summary.update({"/".join(i.nested_key) if i.nested_key else i.key: json.loads(i.value_json)
+                                for i in rec.summary.update})
             elif kind == "exit":
                 exited = True
         reader.close()
         config = {u.key: json.loads(u.value_json) for u in run.config.update}
         runs[run.display_name] = {"group": run.run_group, "tags": list(run.tags), "history": history, "config": config,
-                                  "exited": exited}
+                                  "exited": exited, "summary": summary}
     return runs
+
+
+CELLS = ["lora.r=4,optim.lr=0.0001", "lora.r=4,optim.lr=0.0003", "lora.r=8,optim.lr=0.0001", "lora.r=8,optim.lr=0.0003"]
 
 
 @pytest.mark.slow
 def test_swanlab_local_has_one_run_per_cell_with_the_full_loss_series(tracked_sweep):
     runs = swanlab_runs(tracked_sweep / "swanlog")
-    assert sorted(runs) == ["lora.r=4", "lora.r=8"]
+    assert sorted(runs) == CELLS
     for name, run in runs.items():
         assert run["group"] == "_".join(tracked_sweep.parts[-2:])  # the sweep id
-        assert run["tags"] == [name]  # the swept value, not the fixed overrides
+        assert run["tags"] == name.split(",")  # the swept values, not the fixed overrides
         assert run["finished"]
         assert len(run["series"]["train/loss"]) == train_losses(tracked_sweep / name) == 4
-        assert len(run["series"]["eval/eval_loss"]) == 3  # steps 0, 2, 4
-        assert {"train/learning_rate", "train/grad_norm", "train/tokens_per_second", "eval/perplexity"} <= set(run["series"])
+        assert len(run["series"]["eval/loss"]) == 3  # steps 0, 2, 4
+        assert {"train/lr", "train/grad_norm", "train/tokens_per_second", "eval/perplexity"} <= set(run["series"])
+        # Short names, one chart per metric: no summary charts, no eval/eval_loss, no eval copy of train bookkeeping.
+        ours = {k: v for k, v in run["series"].items() if not k.startswith("__swanlab__")}  # SwanLab's system monitor
+        assert not [k for k in ours if k.startswith("summary") or k.count("/") != 1 or "eval_" in k]
+        assert not {"eval/epoch", "eval/tokens_seen"} & set(ours)
+        # Generation metrics exist only at the final evaluation: summary values, not one-point charts.
+        assert all(len(points) > 1 for points in ours.values()), {k: len(v) for k, v in ours.items()}
+
+
+@pytest.mark.slow
+def test_swanlab_runs_of_a_sweep_have_distinct_colours_and_flat_config_with_swept_keys_first(tracked_sweep):
+    runs = swanlab_runs(tracked_sweep / "swanlog")
+    assert len({run["color"] for run in runs.values()}) == 4
+    db = sqlite3.connect(tracked_sweep / "swanlog" / "runs.swanlab")  # what the dashboard draws with
+    assert len({light for (light,) in db.execute("select light from experiment")}) == 4
+    db.close()
+    for name, run in runs.items():
+        config = run["config"]
+        r, lr = (v.split("=")[1] for v in name.split(","))
+        assert config["lora.r"]["value"] == int(r) and config["optim.lr"]["value"] == float(lr)
+        assert sorted(config, key=lambda k: config[k]["sort"])[:2] == ["lora.r", "optim.lr"]  # swept keys first
+        assert not [k for k, v in config.items() if isinstance(v["value"], dict)]  # no nested group
+        # The summary joins the config (no run summary in SwanLab); eval_loss is the last point of eval/loss.
+        assert config["summary.status"]["value"] == "ok"
+        assert config["summary.baseline_eval_loss"]["value"] > 0 and "summary.exact_match" in config
+        assert "summary.eval_loss" not in config
 
 
 @pytest.mark.slow
 def test_wandb_offline_has_one_run_per_cell_grouped_by_sweep(tracked_sweep):
     runs = wandb_runs(tracked_sweep / "wandb_runs")
-    assert sorted(runs) == ["lora.r=4", "lora.r=8"]
+    assert sorted(runs) == CELLS
     for name, run in runs.items():
-        assert run["group"] == "_".join(tracked_sweep.parts[-2:]) and run["tags"] == [name] and run["exited"]
+        assert run["group"] == "_".join(tracked_sweep.parts[-2:]) and run["tags"] == name.split(",") and run["exited"]
         losses = [h["train/loss"] for h in run["history"] if "train/loss" in h]
         assert len(losses) == train_losses(tracked_sweep / name) == 4
-        assert run["config"]["lora"]["r"] == int(name.split("=")[1])  # the resolved config as a plain dict
+        r, lr = (v.split("=")[1] for v in name.split(","))
+        assert run["config"]["lora.r"] == int(r) and run["config"]["optim.lr"] == float(lr)  # flat keys
+        summary = run["summary"]
+        assert summary["eval/loss"] == artifacts.read_json(tracked_sweep / name / artifacts.SUMMARY)["eval_loss"]
+        assert "best_eval_loss" in summary and "exact_match" in summary and summary["status"] == "ok"
+        # No value under two names.
+        assert not {"eval_loss", "eval/eval_loss", "perplexity", "summary/eval_loss"} & set(summary)
 
 
 @pytest.mark.slow
@@ -140,8 +181,15 @@ def test_swanlab_watch_serves_both_runs(tracked_sweep):
                 time.sleep(0.2)
         assert project is not None, "swanlab watch did not answer"
         experiments = {e["name"]: e["id"] for e in project["experiments"]}
-        assert sorted(experiments) == ["lora.r=4", "lora.r=8"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/experiment/{experiments['lora.r=8']}/tag/train/loss") as resp:
+        assert sorted(experiments) == CELLS
+        # The colour each run is drawn in, and its config as the run table shows it.
+        assert len({e["light"] for e in project["experiments"]}) == 4
+        for e in project["experiments"]:
+            r, lr = (v.split("=")[1] for v in e["name"].split(","))
+            assert e["config"]["lora.r"]["value"] == int(r) and e["config"]["optim.lr"]["value"] == float(lr)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/experiment/{experiments[CELLS[0]]}") as resp:
+            assert json.loads(resp.read())["data"]["config"]["lora.r"]["value"] == 4
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/experiment/{experiments[CELLS[-1]]}/tag/train/loss") as resp:
             series = json.loads(resp.read())["data"]
         assert series["sum"] == 4
     finally:
