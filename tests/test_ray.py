@@ -1,0 +1,98 @@
+"""hydra/launcher=ray on CPU with GPUs declared to Ray: each cell its own device, never more cells than slots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import FAST
+
+from hydra_plugins.ftsweep_launchers.ray_cells import forwarded_env
+
+# Two optimizer steps, no evaluation or samples: a cell is mostly its process start.
+TINY = [*FAST, "optim.max_steps=2", "eval.every_n_steps=0", "eval.at_start=false", "eval.num_samples=0",
+        "data.num_records=40"]
+
+
+def pool_lines(sweep):
+    return [json.loads(line) for line in (sweep / "gpu_pool.jsonl").read_text().splitlines()]
+
+
+def most_at_once(lines):
+    """The largest number of cells running at one moment (a cell is running from its start to its end)."""
+    return max(sum(1 for k in lines if k["start"] <= j["start"] < k["end"]) for j in lines)
+
+
+@pytest.mark.slow
+def test_each_cell_gets_its_own_gpu_a_failing_cell_does_not_stop_the_pool_and_a_rerun_skips(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    # Ray hands out the devices this shell made visible, as it would on a machine with GPUs 7 and 9.
+    env = {"CUDA_VISIBLE_DEVICES": "7,9"}
+    cmd = ["-m", "lora.r=4,8,16,-1", "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=2", *TINY,
+           f"hydra.sweep.dir={sweep}"]
+    proc = cli(cmd, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 run(s) failed: lora.r=-1 (lora.r=-1: the rank must be >= 1" in proc.stderr
+
+    lines = pool_lines(sweep)
+    assert sorted(j["job"] for j in lines) == [0, 1, 2, 3]
+    assert {j["device"] for j in lines} == {"7", "9"}  # both GPUs used, each cell exactly one of them
+    # Never more than 2 cells at once, and never two on one GPU.
+    assert most_at_once(lines) <= 2
+    for j in lines:
+        running = [k for k in lines if k["start"] <= j["start"] < k["end"]]
+        assert len({k["device"] for k in running}) == len(running)
+    for j in lines:
+        r = next(o for o in j["overrides"] if o.startswith("lora.r=")).split("=")[1]
+        summary = json.loads((sweep / f"lora.r={r}" / "summary.json").read_text())
+        assert summary["cuda_visible_devices"] == j["device"]
+        assert summary["status"] == ("failed" if r == "-1" else "ok")
+    report = (sweep / "report.md").read_text()
+    assert all(f"lora.r={r}" in report for r in (4, 8, 16))
+    counts = json.loads((sweep / "sweep.json").read_text())["counts"]
+    assert counts["ok"] == 3 and counts["failed"] == 1
+
+    # The same command again: the finished cells are skipped with their files untouched, the bad one fails
+    # again, and the report is rebuilt.
+    before = {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8, 16)}
+    (sweep / "report.md").unlink()
+    proc = cli(cmd, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8, 16)} == before
+    counts = json.loads((sweep / "sweep.json").read_text())["counts"]
+    assert counts["skipped"] == 3 and counts["failed"] == 1
+    assert (sweep / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_half_a_gpu_per_cell_puts_two_cells_on_one_gpu(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(["-m", "seed=1,2,3", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
+                "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = pool_lines(sweep)
+    assert len(lines) == 3 and {j["device"] for j in lines} == {"0"}
+    assert most_at_once(lines) == 2  # 1 GPU x 2 cells per GPU, and the pool used both slots
+    for seed in (1, 2, 3):
+        summary = json.loads((sweep / f"seed={seed}" / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["cuda_visible_devices"] == "0"
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (["hydra.launcher.gpus_per_cell=1.5"], "gpus_per_cell=1.5: a share above 1 must be a whole number"),
+    (["hydra.launcher.gpus_per_cell=-1"], "gpus_per_cell must be >= 0"),
+    (["hydra.launcher.address=auto", "hydra.launcher.ray.init.num_gpus=2"],
+     "hydra.launcher.ray.init.num_gpus only applies to a Ray started here, not to address=auto"),
+])
+def test_bad_launcher_knobs_fail_in_one_line_before_ray_starts(cli, tmp_path, knobs, message):
+    proc = cli(["-m", "lora.r=4,8", "hydra/launcher=ray", *knobs, *TINY, f"hydra.sweep.dir={tmp_path / 's'}"], timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ftsweep: error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert not list((tmp_path / "s").glob("*/summary.json"))  # no cell ran
+
+
+def test_cells_get_this_shells_settings_but_not_its_secrets():
+    env = {"FTSWEEP_HOME": "/data/ftsweep", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_API_KEY": "k",
+           "HF_TOKEN": "t", "SWANLAB_API_KEY": "s", "PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"}
+    assert forwarded_env(env) == {"FTSWEEP_HOME": "/data/ftsweep", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
