@@ -1,14 +1,26 @@
-"""ftsweep against the tutorial way, on the same data, steps and effective batch; and a sweep's overhead.
+"""ftsweep's default, the tutorial way and TRL's SFTTrainer, side by side in one run; and a default sweep's overhead.
 
-    python bench/speed.py                 # tiny model, 800 mixed-length records, max_length 512, 100 steps of 8
-    python bench/speed.py --steps 80 --model-dir /models/Qwen2.5-0.5B-Instruct
+    python bench/speed.py                     # 3 rounds: tiny model, 400 mixed-length records, max_length 512, 40 steps x 4
+    python bench/speed.py --rounds 1 --steps 20 --no-sweep
+    python bench/speed.py --variants          # also ftsweep with data.group_by_length=true and with data.packing=true
+    python bench/speed.py --model-dir /models/Qwen2.5-0.5B-Instruct
 
-Prints, for the tutorial-style script (bench/tutorial_baseline.py: every example
-padded to max_length, tokenized in the run) and for ftsweep with dynamic
-padding, length grouping and padding-free packing: train seconds, real (non-pad)
-tokens per second, and padding efficiency (real / all tokens processed). Then
-runs a 4-cell sweep and prints how much of its wall time went outside the runs'
-train + eval time, and whether runs 2..4 loaded the tokenized data from the cache.
+Every setup trains the same 4-bit nf4 base with LoRA r=8 on all linear layers,
+on the same records, steps, micro batch and learning rate, each in a fresh
+process: the tutorial way (bench/tutorial_baseline.py: Trainer + PEFT, every
+example padded to max_length), TRL's SFTTrainer with its defaults
+(bench/trl_baseline.py: dynamic padding, completion-only loss) and
+`python -m ftsweep` with its defaults. A round runs each once, in that order;
+each round starts with an empty ftsweep home, so no round reads another's
+tokenized-data cache. Prints every round, then the medians and ftsweep's
+speedup over each. Train seconds are the training loop alone; process seconds
+are the whole command, start to exit (ftsweep's include its baseline and final
+evaluation and sample generation, which the other two do not do).
+
+Then runs the default 4-cell sweep (`python -m ftsweep -m lora.r=8,16
+optim.lr=1e-4,3e-4`, built-in model and data, logger=none) and prints the share
+of its wall time spent outside training: evaluation and generation, each run's
+setup (imports, model load, data), and the sweep's own start and report.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["river", "stone", "cloud", "maple", "ocean", "garden", "candle", "tiger", "piano", "lemon", "robot", "apple"]
+TUTORIAL, TRL, DEFAULT = "tutorial (Trainer+PEFT, pad to max_length)", "TRL SFTTrainer (defaults)", "ftsweep default"
 
 
 def write_data(path: Path, n: int, max_chars: int, seed: int = 0) -> None:
@@ -41,76 +55,113 @@ def write_data(path: Path, n: int, max_chars: int, seed: int = 0) -> None:
             while sum(len(w) + 1 for w in words) < length:
                 words.append(rng.choice(WORDS))
             target = rng.choice(WORDS)
-            text = " ".join(words)
-            fh.write(json.dumps({"instruction": f"How many times does '{target}' occur?", "input": text,
+            fh.write(json.dumps({"instruction": f"How many times does '{target}' occur?", "input": " ".join(words),
                                  "output": f"It occurs {words.count(target)} times."}) + "\n")
 
 
-def ftsweep(args: list[str], cwd: Path, env: dict) -> tuple[float, Path]:
+def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ftsweep", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"ftsweep failed: {proc.stderr[-2000:]}")
-    return wall, cwd
+        sys.exit(f"bench/speed.py: {' '.join(cmd[:4])} ... failed:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def baseline(script: str, model_dir: str, data: Path, args, env: dict, cwd: Path) -> dict:
+    seconds, out = timed([sys.executable, str(ROOT / "bench" / script), model_dir, str(data), "--steps", str(args.steps),
+                          "--micro", str(args.micro), "--max-length", str(args.max_length)], env, cwd)
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"train_s": r["train_seconds"], "process_s": seconds, "tokens_per_s": r["tokens_real"] / r["train_seconds"]}
+
+
+def ftsweep(overrides: list[str], env: dict, cwd: Path, run_dir: Path) -> dict:
+    seconds, _ = timed([sys.executable, "-m", "ftsweep", *overrides, f"hydra.run.dir={run_dir}"], env, cwd)
+    s = json.loads((run_dir / "summary.json").read_text())
+    return {"train_s": s["train_seconds"], "process_s": seconds, "tokens_per_s": s["tokens_per_second"],
+            "padding_efficiency": s.get("padding_efficiency"), "summary": s}
+
+
+def default_sweep(work: Path, env: dict) -> None:
+    """The README's first sweep with every default: how much of its wall time is not training."""
+    sweep = work / "default_sweep"
+    wall, _ = timed([sys.executable, "-m", "ftsweep", "-m", "lora.r=8,16", "optim.lr=1e-4,3e-4", "logger=none",
+                     "train.progress=false", f"hydra.sweep.dir={sweep}"], dict(env, FTSWEEP_HOME=str(work / "home-sweep")), work)
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    train = sum(r["train_seconds"] for r in runs)
+    evals = sum(r["eval_seconds"] for r in runs)
+    setup = sum(r["wall_seconds"] for r in runs) - train - evals
+    rest = wall - sum(r["wall_seconds"] for r in runs)
+    pct = lambda x: f"{x:.1f} s ({100 * x / wall:.1f}%)"  # noqa: E731
+    print(f"\nDefault 4-run sweep (python -m ftsweep -m lora.r=8,16 optim.lr=1e-4,3e-4 logger=none): wall {wall:.1f} s, "
+          f"{len(runs)} runs of {runs[0].get('steps')} steps")
+    print(f"  training            {pct(train)}")
+    print(f"  outside training    {pct(wall - train)}")
+    print(f"    eval + generation {pct(evals)}  (baseline, periodic and final eval, sample generation)")
+    print(f"    run setup         {pct(setup)}  (imports, model load, data, adapter, saving)")
+    print(f"    sweep start/end   {pct(rest)}  (Python and Hydra start, the report)")
+    for r in runs:
+        print(f"    {r['run_name']}: wall {r['wall_seconds']:.1f} s, train {r['train_seconds']:.1f} s, "
+              f"eval {r['eval_seconds']:.1f} s")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--micro", type=int, default=8)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--micro", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--records", type=int, default=800)
+    p.add_argument("--records", type=int, default=400)
+    p.add_argument("--variants", action="store_true", help="also ftsweep with length grouping and with packing")
+    p.add_argument("--no-sweep", action="store_true", help="skip the default sweep's overhead measurement")
     p.add_argument("--model-dir", help="a local model directory (default: the built-in tiny model)")
     args = p.parse_args()
 
     from ftsweep.models import ensure_tiny_model
 
-    model_dir = args.model_dir or str(ensure_tiny_model())
     work = Path(tempfile.mkdtemp(prefix="ftsweep-bench-"))
     data = work / "mixed.jsonl"
     write_data(data, args.records, max_chars=int(args.max_length * 0.9))
-    env = dict(os.environ, FTSWEEP_HOME=str(work / "home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    model = ["model=tiny"] if not args.model_dir else [f"model.name_or_path={model_dir}"]
-    common = [*model, "data=alpaca", f"data.path={data}", "data.val_size=32", f"data.max_length={args.max_length}",
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    common = ["data=alpaca", f"data.path={data}", "data.val_size=32", f"data.max_length={args.max_length}",
               f"optim.max_steps={args.steps}", f"optim.micro_batch_size={args.micro}", "optim.grad_accum=1",
-              "logger=none", "eval.at_start=false", "eval.every_n_steps=0", "eval.num_samples=0", "train.progress=false",
-              "train.save_steps=100000"]
-    print(f"model {model_dir}; {args.records} records of mixed length, max_length {args.max_length}; "
-          f"{args.steps} steps x {args.micro} sequences; {os.cpu_count()} CPU cores")
+              "optim.lr=3e-4", "logger=none", "train.progress=false"]
+    setups = [(DEFAULT, [])]
+    if args.variants:
+        setups += [("ftsweep, data.group_by_length=true", ["data.group_by_length=true", "data.packing=false"]),
+                   ("ftsweep, data.packing=true", ["data.packing=true"])]
+    print(f"{args.records} records of mixed length, max_length {args.max_length}; {args.steps} steps x {args.micro} "
+          f"sequences; {args.rounds} rounds; {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
 
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "tutorial_baseline.py"), model_dir, str(data),
-                           "--steps", str(args.steps), "--micro", str(args.micro), "--max-length", str(args.max_length)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"tutorial baseline failed: {proc.stderr[-2000:]}")
-    base = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = [("tutorial (pad to max_length)", base["train_seconds"], base["wall_seconds"], base["tokens_real"] / base["train_seconds"],
-             base["padding_efficiency"])]
-    results = {}
-    for label, extra in (("ftsweep, dynamic padding", []), ("ftsweep, length grouping", ["data.group_by_length=true"]),
-                         ("ftsweep, padding-free packing", ["data.packing=true"])):
-        out = work / label.split(", ")[1].replace(" ", "_")
-        wall, _ = ftsweep([*common, *extra, f"hydra.run.dir={out}"], work, env)
-        s = json.loads((out / "summary.json").read_text())
-        results[label] = s
-        rows.append((label, s["train_seconds"], wall, s["tokens_per_second"], s["padding_efficiency"]))
+    results: dict[str, list[dict]] = {}
+    for rnd in range(1, args.rounds + 1):
+        home = work / f"home-{rnd}"  # an empty ftsweep home per round: no tokenized-data cache from an earlier round
+        model_dir = args.model_dir or str(ensure_tiny_model(home))
+        model = [f"model.name_or_path={model_dir}"] if args.model_dir else ["model=tiny"]
+        renv = dict(env, FTSWEEP_HOME=str(home))
+        results.setdefault(TUTORIAL, []).append(baseline("tutorial_baseline.py", model_dir, data, args, renv, work))
+        results.setdefault(TRL, []).append(baseline("trl_baseline.py", model_dir, data, args, renv, work))
+        for label, extra in setups:
+            run_dir = work / f"round{rnd}" / label.replace(" ", "_").replace(",", "").replace("=", "-")
+            results.setdefault(label, []).append(ftsweep([*model, *common, *extra], renv, work, run_dir))
+        print(f"round {rnd}: " + "; ".join(f"{k}: train {v[-1]['train_s']:.1f} s, process {v[-1]['process_s']:.1f} s"
+                                           for k, v in results.items()), flush=True)
 
-    print(f"\n| setup | train s | wall s | real tokens/s | padding efficiency | train-time speedup vs tutorial |")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("train_s", "process_s", "tokens_per_s")}
+           for k, v in results.items()}
+    d = med[DEFAULT]
+    print(f"\nMedian of {args.rounds} round(s):\n")
+    print("| setup | train s | process s | real tokens/s (train) | ftsweep default speedup, train | ftsweep default speedup, process |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label, train_s, wall, tps, eff in rows:
-        print(f"| {label} | {train_s:.1f} | {wall:.1f} | {tps:.0f} | {eff:.3f} | {base['train_seconds'] / train_s:.2f}x |")
+    for k, m in med.items():
+        print(f"| {k} | {m['train_s']:.1f} | {m['process_s']:.1f} | {m['tokens_per_s']:.0f} | "
+              f"{m['train_s'] / d['train_s']:.2f}x | {m['process_s'] / d['process_s']:.2f}x |")
+    s = results[DEFAULT][-1]["summary"]
+    print(f"\nftsweep default chose: padding efficiency {s.get('padding_efficiency')}, "
+          + ", ".join(f"{k} {s[k]}" for k in ("packing", "gradient_checkpointing") if k in s))
 
-    # A 4-cell sweep: how much of its wall time is not training or evaluating.
-    sweep = work / "sweep"
-    wall, _ = ftsweep(["-m", "lora.r=4,8", "optim.lr=1e-4,3e-4", *common, "data.group_by_length=true",
-                       f"hydra.sweep.dir={sweep}"], work, env)
-    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    inside = sum(s["train_seconds"] + s["eval_seconds"] for s in summaries)
-    logs = [p.read_text() for p in sorted(sweep.glob("*/run.log"), key=lambda p: p.stat().st_mtime)]
-    hits = sum("tokenized data: cache hit" in log for log in logs[1:])
-    print(f"\n4-run sweep: wall {wall:.1f} s, train+eval {inside:.1f} s, outside {wall - inside:.1f} s "
-          f"({100 * (wall - inside) / wall:.1f}% of wall); runs 2..4 loading tokenized data from the cache: {hits}/3")
+    if not args.no_sweep:
+        default_sweep(work, env)
 
 
 if __name__ == "__main__":
