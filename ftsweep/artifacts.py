@@ -61,6 +61,8 @@ PLOT_FILES = (PLOT_EFFECTS, PLOT_HEATMAP, PLOT_DATA_SIZE, PLOT_LOSS_CURVES)
 COMPARE = "compare"  # <first sweep>/compare/: the report of several sweeps
 PLAN_TABLE = "plan.md"  # mode=plan: one row per cell
 GPU_POOL_LOG = "gpu_pool.jsonl"  # hydra/launcher=gpu_pool: one line per job
+SWANLOG = "swanlog"  # folder: SwanLab's local runs of every cell (logger=swanlab)
+WANDB_DIR = "wandb_runs"  # folder: W&B's offline runs of every cell (logger=wandb)
 
 # ---- file names: outside run directories --------------------------------------------------------
 
@@ -73,6 +75,15 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 
 # A directory is a run directory when it holds any of these.
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
+
+# Every name above, grouped as docs/run-directory.md shows them (its test reads these).
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, ADAPTER, ADAPTER_CONFIG, CHECKPOINTS, CHECKPOINT_PREFIX,
+                 TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
+                 GENERATION_METRICS_SUFFIX)
+SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
+                   SWANLOG, WANDB_DIR)
+OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, TINY_MARKER, EXPORT_INFO)
+FOLDERS = (ADAPTER, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL)
 
 # ---- statuses --------------------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ against the adapter on the 4-bit base it differs by the quantization error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ftsweep import infer
+from ftsweep import artifacts, infer
 
 PROG = "python -m ftsweep.export"
 
@@ -47,7 +46,7 @@ def merge(run_dir: str | Path, dtype: str = "float32"):
                                  "compute_dtype": dtype, "upcast_non_quantized": False})
     base = models.load_model(OmegaConf.merge(cfg.model, {"dtype": dtype}), no_quant, cfg.task, tokenizer,
                              models.resolve_model_path(cfg.model))
-    model = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter"))
+    model = PeftModel.from_pretrained(base, str(Path(run_dir) / artifacts.ADAPTER))
     return model.merge_and_unload(), tokenizer, cfg
 
 
@@ -63,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         merged.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
-        (out / "ftsweep_export.json").write_text(json.dumps({"run_dir": str(Path(args.run_dir).resolve()),
-                                                             "dtype": args.dtype, "merged_from_quant": cfg.quant.name}, indent=2))
+        artifacts.atomic_write_json(out / artifacts.EXPORT_INFO, {"run_dir": str(Path(args.run_dir).resolve()),
+                                                                  "dtype": args.dtype, "merged_from_quant": cfg.quant.name})
         print(f"merged model written to {out}", flush=True)
         return 0
 

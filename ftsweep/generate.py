@@ -18,7 +18,6 @@ eval.batch_size (batch composition changes padding, which can flip a near-tie).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -93,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from ftsweep import artifacts, evaluation
 
-        out = Path(args.out) if args.out else Path(args.run_dir) / "generations.jsonl"
-        artifacts.atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out = Path(args.out) if args.out else Path(args.run_dir) / artifacts.GENERATIONS
+        artifacts.atomic_write_jsonl(out, rows)
         if args.prompt:
             for row in rows:
                 print(row["prediction"], flush=True)
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             names = list(cfg.task.get("metrics") or ["exact_match", "rougeL", "bleu"])
             metrics = evaluation.generation_metrics([r["prediction"] for r in scored], [r["reference"] for r in scored], names)
             print(f"metrics on {len(scored)} reference(s): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-            artifacts.atomic_write_json(out.with_suffix(".metrics.json"), {
+            artifacts.atomic_write_json(out.with_suffix(artifacts.GENERATION_METRICS_SUFFIX), {
                 "run_dir": str(Path(args.run_dir).resolve()), "run_name": run.name,
                 "config_hash": manifest.get("config_hash"), "adapter": not args.base_only,
                 "file": str(args.file) if args.file else None, "records": len(rows), "references": len(scored),

@@ -36,7 +36,7 @@ class UsageError(Exception):
 def _best_run(sweep_dir: Path) -> Path | None:
     """The sweep's run with an adapter and the lowest eval_loss (else any run with an adapter)."""
     runs = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and (p / artifacts.MANIFEST).exists()]
-    with_adapter = [p for p in runs if (p / artifacts.ADAPTER / "adapter_config.json").exists()]
+    with_adapter = [p for p in runs if artifacts.has_adapter(p)]
 
     def loss(p: Path) -> float:
         s = artifacts.read_json(p / artifacts.SUMMARY) or {}
@@ -63,12 +63,12 @@ def check_run_dir(run_dir: str | Path, need_adapter: bool = True) -> dict:
     summary = artifacts.read_json(path / artifacts.SUMMARY)
     manifest = artifacts.read_json(path / artifacts.MANIFEST)
     status = (summary or {}).get("status")
-    if status == "failed":
+    if status == artifacts.FAILED:
         err = summary.get("error") or {}
         raise UsageError(f"{path}: the run failed ({err.get('type')}: {err.get('message')}), so it has no adapter; "
                          f"fix that and {_rerun_hint(manifest)}")
     if manifest is None:
-        if (path / "sweep.json").exists() or any((p / artifacts.MANIFEST).exists() for p in path.iterdir() if p.is_dir()):
+        if (path / artifacts.SWEEP).exists() or any((p / artifacts.MANIFEST).exists() for p in path.iterdir() if p.is_dir()):
             best = _best_run(path)
             example = f", e.g. {best} (lowest eval_loss)" if best else ""
             raise UsageError(f"{path} is a sweep directory, not a run; pass one of its run directories{example}")
@@ -77,14 +77,14 @@ def check_run_dir(run_dir: str | Path, need_adapter: bool = True) -> dict:
         raise UsageError(f"{path} is not a run directory (no {artifacts.MANIFEST}); {RUN_DIR_HINT}")
     if not isinstance(manifest.get("config"), dict):
         raise UsageError(f"{path / artifacts.MANIFEST} has no \"config\" (written by an older ftsweep?); {_rerun_hint(manifest)}")
-    if need_adapter and not (path / artifacts.ADAPTER / "adapter_config.json").exists():
-        if status == "interrupted":
+    if need_adapter and not artifacts.has_adapter(path):
+        if status == artifacts.INTERRUPTED:
             why = "the run was interrupted before it saved an adapter; resume it with the same command"
             raise UsageError(f"{path}: {why}: {manifest.get('command') or 'python -m ftsweep ...'}")
-        if status == "running":
+        if status == artifacts.RUNNING:
             raise UsageError(f"{path}: no adapter yet (status: running: still training, or killed); "
                              f"wait for it to finish or {_rerun_hint(manifest)}")
-        raise UsageError(f"{path}: adapter/ is missing (status: {status or 'unknown'}; deleted or copied without it?); "
+        raise UsageError(f"{path}: {artifacts.ADAPTER}/ is missing (status: {status or 'unknown'}; deleted or copied without it?); "
                          f"{_rerun_hint(manifest)}")
     return manifest
 

@@ -16,11 +16,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ftsweep import artifacts
+from ftsweep.artifacts import CACHE_META, CACHE_TRAIN, CACHE_VAL
 from ftsweep.data.sources import source_kind
 
 log = logging.getLogger("ftsweep")
@@ -75,7 +75,7 @@ def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
 def cache_root() -> Path:
     from ftsweep.models import cache_home
 
-    return cache_home() / "tokenized"
+    return cache_home() / artifacts.TOKENIZED
 
 
 def tokenized(data_cfg, task_cfg, tokenizer, template, build: Callable[[], dict]) -> dict:
@@ -85,10 +85,10 @@ def tokenized(data_cfg, task_cfg, tokenizer, template, build: Callable[[], dict]
     key = cache_key(data_cfg, task_cfg, tokenizer, template)
     entry = cache_root() / key
     enabled = os.environ.get("FTSWEEP_TOKENIZED_CACHE", "1") != "0"
-    if enabled and (entry / "meta.json").exists():
-        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    if enabled and (entry / CACHE_META).exists():
+        meta = json.loads((entry / CACHE_META).read_text(encoding="utf-8"))
         log.info("tokenized data: cache hit %s", key)
-        return dict(meta, train=load_from_disk(str(entry / "train")), val=load_from_disk(str(entry / "val")))
+        return dict(meta, train=load_from_disk(str(entry / CACHE_TRAIN)), val=load_from_disk(str(entry / CACHE_VAL)))
     log.info("tokenized data: cache miss %s, tokenizing", key)
     parent = build()
     parent["train"] = Dataset.from_list(parent["train"])
@@ -99,13 +99,12 @@ def tokenized(data_cfg, task_cfg, tokenizer, template, build: Callable[[], dict]
 
 
 def _store(entry: Path, parent: dict) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+    # Built beside the entry and renamed: another run may have stored the same entry meanwhile, either is fine.
     try:
-        parent["train"].save_to_disk(str(tmp / "train"))
-        parent["val"].save_to_disk(str(tmp / "val"))
-        meta = {k: v for k, v in parent.items() if k not in ("train", "val")}
-        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, entry)  # atomic: another run may have stored the same entry meanwhile, either is fine
+        with artifacts.atomic_dir(entry) as tmp:
+            parent["train"].save_to_disk(str(tmp / CACHE_TRAIN))
+            parent["val"].save_to_disk(str(tmp / CACHE_VAL))
+            meta = {k: v for k, v in parent.items() if k not in ("train", "val")}
+            (tmp / CACHE_META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a cache that cannot be written only costs time
+        pass  # a cache that cannot be written only costs time

@@ -18,6 +18,7 @@ from pathlib import Path
 from ftsweep import artifacts
 from ftsweep.artifacts import (
     INTERRUPTED,
+    KNOWN_STATUSES,
     MANIFEST,
     METRICS,
     NOT_STARTED,
@@ -37,9 +38,11 @@ from ftsweep.artifacts import (
     UNKNOWN,
 )
 
+from ftsweep.metrics import as_number
+
 from . import effects as fx
 from . import plots, repro
-from .collect import KNOWN_STATUSES, ReportError, Run, Sweep, as_number, collect
+from .collect import ReportError, Run, Sweep, collect
 from .factors import Design, build_design
 from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, to_html, to_markdown
 from .table import (
@@ -269,7 +272,7 @@ def _reason(run: Run) -> str:
     return {
         NOT_STARTED: f"no {SUMMARY} or {MANIFEST}: never started, or crashed before writing them",
         RUNNING: f"{SUMMARY} still says running: in progress, or killed without a final summary",
-        INTERRUPTED: "interrupted",
+        INTERRUPTED: INTERRUPTED,  # no error recorded: the status says it all
         SKIPPED: str(run.summary.get("reason") or "skipped by the sweep"),
         UNKNOWN: "; ".join(run.problems) or f"{SUMMARY} holds no status",
     }.get(run.status, "no error recorded")

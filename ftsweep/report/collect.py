@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep import artifacts
-from ftsweep.artifacts import (  # noqa: F401 - RUN_MARKERS, KNOWN_STATUSES, is_run_dir: read from here too
+from ftsweep.artifacts import (  # noqa: F401 - RUN_MARKERS, KNOWN_STATUSES: still importable from here
     HYDRA_CONFIG,
     HYDRA_OVERRIDES,
     KNOWN_STATUSES,
@@ -32,7 +32,7 @@ from ftsweep.artifacts import (  # noqa: F401 - RUN_MARKERS, KNOWN_STATUSES, is_
     UNKNOWN,
     is_run_dir,
 )
-from ftsweep.metrics import as_number, summary_value
+from ftsweep.metrics import as_number, summary_value  # noqa: F401 - as_number: still importable from here
 
 
 class ReportError(ValueError):

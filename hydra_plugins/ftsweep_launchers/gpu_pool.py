@@ -13,7 +13,6 @@ written, so the pool behaves the same with fake ids on a CPU-only machine.
 
 # No `from __future__ import annotations`: Hydra imports plugin modules without registering them in
 # sys.modules, and dataclasses then cannot resolve string annotations.
-import json
 import logging
 import multiprocessing
 import os
@@ -28,6 +27,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+from ftsweep.artifacts import GPU_POOL_LOG, POOL_CRASHED, append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class GpuPoolLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        pool_log = sweep_dir / "gpu_pool.jsonl"
+        pool_log = sweep_dir / GPU_POOL_LOG
 
         # 2 GPUs x 2 jobs per GPU = 4 slots: ["0", "0", "1", "1"] -> at most 2 jobs on each device at a time.
         free = [g for g in self.gpus for _ in range(self.jobs_per_gpu)]
@@ -131,9 +132,8 @@ class GpuPoolLauncher(Launcher):
                         status = ret.status.name.lower()
                     except Exception as exc:  # noqa: BLE001 - the child died (killed, out of host memory)
                         ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=exc)
-                        status = "crashed"
+                        status = POOL_CRASHED
                     results[i] = ret
-                    with open(pool_log, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"job": initial_job_idx + i, "overrides": list(overrides), "device": device,
-                                             "start": round(start, 3), "end": round(time.time(), 3), "status": status}) + "\n")
+                    append_jsonl(pool_log, {"job": initial_job_idx + i, "overrides": list(overrides), "device": device,
+                                            "start": round(start, 3), "end": round(time.time(), 3), "status": status})
         return [results[i] for i in range(len(job_overrides))]
