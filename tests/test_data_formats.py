@@ -144,21 +144,25 @@ def test_text_format_learns_the_whole_text(tmp_path, tok):
     assert learned_spans(tok, bundle.train[0])[0] in ("床前明月光<|im_end|>", "疑是地上霜<|im_end|>")
 
 
-def test_truncation_keeps_the_response_and_cuts_the_prompt_from_the_left(tmp_path, tok):
+def test_truncation_keeps_the_response_and_cuts_the_question_text_not_the_template(tmp_path, tok):
     rec = {"instruction": "x" * 200, "input": "", "output": "short answer"}
     bundle = data.prepare(data_cfg(write(tmp_path, [rec, rec]), max_length=64), SFT, tok)
     row = bundle.train[0]
-    assert len(row["input_ids"]) == 64 and bundle.stats["truncated"] == 2
+    assert len(row["input_ids"]) == 64 and bundle.stats["truncated"] == 2 and bundle.stats["prompts_cut"] == 2
     assert learned_spans(tok, row) == ["short answer<|im_end|>"]
-    assert tok.decode(row["input_ids"]).startswith("x")  # the start of the prompt went first
+    # 64 = <|im_start|>user\n (6) + 32 x + <|im_end|>\n<|im_start|>assistant\n (13) + answer (13): the question
+    # keeps its start, the template keeps every token.
+    assert tok.decode(row["input_ids"]) == "<|im_start|>user\n" + "x" * 32 + "<|im_end|>\n<|im_start|>assistant\nshort answer<|im_end|>"
 
 
-def test_a_response_longer_than_max_length_is_cut_from_the_right(tmp_path, tok):
+def test_a_response_longer_than_max_length_is_cut_from_the_right_after_its_header(tmp_path, tok):
     recs = [{"instruction": "q", "input": "", "output": "abcdefghijklmnopqrstuvwxyz"}] * 2
-    bundle = data.prepare(data_cfg(write(tmp_path, recs), max_length=10), SFT, tok)
+    bundle = data.prepare(data_cfg(write(tmp_path, recs), max_length=30), SFT, tok)
     row = bundle.train[0]
-    assert tok.decode(row["input_ids"]) == "abcdefghij" and learned_spans(tok, row) == ["abcdefghij"]
-    assert bundle.stats["truncated"] == 2 and bundle.stats["dropped_examples"] == 0
+    # the prompt is 20 tokens (<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n): 10 are left for the answer
+    assert tok.decode(row["input_ids"]) == "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nabcdefghij"
+    assert learned_spans(tok, row) == ["abcdefghij"]
+    assert bundle.stats["truncated"] == 2 and bundle.stats["responses_cut"] == 2 and bundle.stats["dropped_examples"] == 0
 
 
 def test_a_template_that_drops_the_answer_is_an_error(tmp_path, tok):

@@ -18,7 +18,7 @@ from typing import Any
 from ftsweep.data import formats, sources, templates
 from ftsweep.data.formats import Example
 from ftsweep.data.sources import DataError, Record
-from ftsweep.data.tokenize import IGNORE, Collator, encode_segments, truncate
+from ftsweep.data.tokenize import IGNORE, Collator, encode_pieces, encode_segments, fit, truncate
 
 __all__ = ["Bundle", "DataError", "prepare", "read_records", "split", "fingerprint"]
 
@@ -83,32 +83,70 @@ def _normalise_all(records: list[Record], data_cfg, task_cfg, stats: dict) -> li
     return out
 
 
-def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg) -> tuple[dict | None, bool]:
-    """One example -> a row of token ids and labels (None when nothing learnable is left), and whether it was cut."""
+# Per-example truncation counts, summed into bundle.stats (and so into summary.json and mode=preview).
+TRUNCATION_KEYS = ("truncated", "turns_dropped", "prompts_cut", "responses_cut", "dropped_too_long")
+
+
+class _ChatVariants:
+    """variants[k]: the conversation tokenized with its first k exchanges dropped, system kept (rendered on demand)."""
+
+    def __init__(self, tokenizer, template, messages: list[dict]):
+        self.tokenizer, self.template, self.messages = tokenizer, template, messages
+        exchange = templates.exchange_of(messages)
+        self.n = max(exchange) + 1
+        lead = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
+        self.system = messages[:lead]  # kept in every variant
+        self.exchange = exchange
+        self._cache: dict[int, list] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> list:
+        if k not in self._cache:
+            kept = self.messages if k == 0 else self.system + [m for m, ex in zip(self.messages, self.exchange) if ex >= k]
+            if not any(m["role"] == "assistant" for m in kept):
+                self._cache[k] = []
+            else:
+                self._cache[k] = encode_pieces(self.tokenizer, templates.render_pieces(self.tokenizer, self.template, kept))
+        return self._cache[k]
+
+
+def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg) -> tuple[dict | None, dict]:
+    """One example -> a row of token ids and labels (None when dropped), and its truncation counts."""
     max_length = int(data_cfg.max_length)
+    info = dict.fromkeys(TRUNCATION_KEYS, 0)
     if task_cfg.name == "classify":
         ids = tokenizer.encode(ex.text, add_special_tokens=True)
-        cut = len(ids) > max_length
-        return {"input_ids": ids[-max_length:], "label": ex.label}, cut  # keep the end: question and options
+        info["truncated"] = int(len(ids) > max_length)
+        return {"input_ids": ids[-max_length:], "label": ex.label}, info  # keep the end: question and options
     if ex.messages is None:  # text format: plain continuation, every token learned
-        segments = [(ex.text + (tokenizer.eos_token or ""), True)]
+        ids, labels = encode_segments(tokenizer, [(ex.text + (tokenizer.eos_token or ""), True)], bool(data_cfg.train_on_prompt))
+        ids, labels, cut = truncate(ids, labels, max_length)
+        info["truncated"] = int(cut)
     else:
-        segments = templates.render_segments(tokenizer, template, ex.messages)
-    ids, labels = encode_segments(tokenizer, segments, bool(data_cfg.train_on_prompt))
-    ids, labels, cut = truncate(ids, labels, max_length)
+        fitted = fit(_ChatVariants(tokenizer, template, ex.messages), max_length)
+        info.update(truncated=int(fitted.cut), turns_dropped=fitted.turns_dropped, prompts_cut=int(fitted.prompt_cut),
+                    responses_cut=int(fitted.response_cut), dropped_too_long=int(fitted.dropped))
+        if fitted.dropped:
+            return None, info
+        learn_all = bool(data_cfg.train_on_prompt)
+        ids = [t for p in fitted.pieces for t in p.ids]
+        labels = [t if (learn_all or p.kind == "answer") else IGNORE for p in fitted.pieces for t in p.ids]
     if all(lab == IGNORE for lab in labels):
-        return None, cut  # an all -100 row gives a NaN loss: dropped and counted
-    return {"input_ids": ids, "labels": labels}, cut
+        return None, info  # an all -100 row gives a NaN loss: dropped and counted
+    return {"input_ids": ids, "labels": labels}, info
 
 
 def encode_all(examples: list[Example], tokenizer, template, data_cfg, task_cfg, stats: dict) -> list[dict]:
-    """Tokenize a list of examples (the step a tokenized-data cache would wrap)."""
+    """Tokenize a list of examples, adding their truncation counts to stats."""
     rows = []
     for ex in examples:
-        row, cut = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
-        stats["truncated"] += int(cut)
+        row, info = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
+        for key in TRUNCATION_KEYS:
+            stats[key] = stats.get(key, 0) + info[key]
         if row is None:
-            stats["dropped_examples"] += 1
+            stats["dropped_examples"] = stats.get("dropped_examples", 0) + 1
             continue
         rows.append(row)
     return rows
@@ -150,9 +188,9 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
         train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), None, seed)
     train_rows = []
     for pos, (_, ex) in enumerate(train_pairs):
-        row, cut = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
-        train_rows.append(dict(row or {}, pos=pos, cut=int(cut), dropped=int(row is None)))
-    val_stats = {"truncated": 0, "dropped_examples": 0}
+        row, info = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
+        train_rows.append(dict(row or {}, pos=pos, dropped=int(row is None), **info))
+    val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
     val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
     eval_prompts = []
     for _, ex in val_pairs:
@@ -165,6 +203,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
 
 
 def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
+    from ftsweep import auto
     from ftsweep.data import cache
 
     template = None
@@ -179,10 +218,12 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
                         f"{parent['val_records']}; lower data.n")
     chosen = parent["train"] if n is None else parent["train"].select(range(int(n)))  # rows are in pos order
     stats = dict(parent["stats"], train_records=len(chosen), val_records=parent["val_records"])
-    stats["truncated"] = int(sum(chosen["cut"])) + parent["val_stats"]["truncated"]
-    stats["dropped_examples"] = int(sum(chosen["dropped"])) + parent["val_stats"]["dropped_examples"]
+    # Train and held-out examples together: how many lost what to data.max_length, and how many were dropped.
+    for key in ("dropped_examples", *TRUNCATION_KEYS):
+        column = "dropped" if key == "dropped_examples" else key
+        stats[key] = int(sum(chosen[column])) + int(parent["val_stats"].get(key, 0))
     keep = [i for i, d in enumerate(chosen["dropped"]) if not d]
-    train = chosen.select(keep).remove_columns(["pos", "cut", "dropped"])
+    train = chosen.select(keep).remove_columns(["pos", "dropped", *TRUNCATION_KEYS])
     val = parent["val"]
     if not len(train):
         raise DataError(f"no training example has a learnable token after rendering and truncation to data.max_length="
@@ -196,7 +237,7 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
     if task_cfg.name == "classify":
         weights = class_weights(list(train["label"]), int(task_cfg.num_labels), task_cfg.class_weights)
         collator = Collator(tokenizer.pad_token_id, data_cfg.pad_to_multiple_of, label_key="label")
-    elif data_cfg.get("packing"):
+    elif auto.packing(data_cfg, task_cfg, model_cfg):
         from ftsweep.data.packing import PackingCollator
 
         collator = PackingCollator()

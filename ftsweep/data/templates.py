@@ -104,21 +104,96 @@ def _split_answer(answer: str, eos: str) -> list[tuple[str, bool]]:
     return [(answer[:cut], True), (answer[cut:], False)]
 
 
-def render_segments(tokenizer, template, messages: list[dict]) -> list[tuple[str, bool]]:
-    """Split a rendered conversation into (text, learn) pieces; every assistant turn is learned.
+def exchange_of(messages: list[dict]) -> list[int]:
+    """Each message's exchange: a user turn opens one, and it holds everything up to the next user turn.
 
-    For a Jinja template, an assistant turn's text is what rendering
-    messages[:i+1] adds to rendering messages[:i] with the generation prompt.
+    Leading system messages belong to exchange 0; tool calls and tool results stay in the exchange of
+    the question that caused them, so dropping an exchange never leaves an answer without its question.
+    """
+    out, ex, prev = [], -1, None
+    for m in messages:
+        if m["role"] == "user" and prev != "user":
+            ex += 1
+        out.append(max(ex, 0))
+        if m["role"] != "system":
+            prev = m["role"]
+    return out
+
+
+_MARK = "\ue000{}\ue001"  # private-use characters: survive strip(), never in a template's own text
+_FIELDS = ("content", "instruction", "input")
+
+
+def _marked(messages: list[dict], covered: range) -> tuple[list[dict], dict[str, str]]:
+    """Copies of messages whose covered prompt turns carry markers in place of their text fields."""
+    marks, out = {}, []
+    for i, m in enumerate(messages):
+        if i in covered and m["role"] in ("user", "tool"):
+            m = dict(m)
+            for f in _FIELDS:
+                if isinstance(m.get(f), str) and m[f]:
+                    key = _MARK.format(len(marks))
+                    marks[key], m[f] = m[f], key
+        out.append(m)
+    return out, marks
+
+
+def _prompt_pieces(text: str, marked_text: str, marks: dict[str, str]) -> list[tuple[str, str]]:
+    """Split one prompt segment into template text, the prompt turns' own text ("user"), and the header.
+
+    The header is the template's text after the last prompt turn (e.g. "<|im_end|>\n<|im_start|>assistant\n"
+    or " [/INST]"). The spans come from rendering with markers; when the marked rendering cannot be matched
+    to the real one (a template that transforms the text), the whole segment is treated as template + header.
+    """
+    import re
+
+    parts = re.split("(" + "|".join(re.escape(k) for k in marks) + ")", marked_text) if marks else [marked_text]
+    pieces, pos = [], 0
+    for part in parts:
+        if part in marks:
+            value = next((v for v in (marks[part], marks[part].strip()) if text.startswith(v, pos)), None)
+            if value is None:
+                return [(text, "header")]
+            pieces.append((value, "user"))
+        else:
+            if not text.startswith(part, pos):
+                return [(text, "header")]
+            pieces.append((part, "template"))
+            value = part
+        pos += len(value)
+    if pos != len(text):
+        return [(text, "header")]
+    last_user = max((i for i, (_, kind) in enumerate(pieces) if kind == "user"), default=None)
+    if last_user is None:
+        return [(text, "header")]
+    head = [(t, k) for t, k in pieces[: last_user + 1] if t]
+    return head + [("".join(t for t, _ in pieces[last_user + 1:]), "header")]
+
+
+def render_pieces(tokenizer, template, messages: list[dict]) -> list[tuple[str, str, int]]:
+    """A conversation as (text, kind, exchange) pieces; kind is one of
+    template, user (a prompt turn's own text), header (template text right before an answer),
+    answer (learned: the assistant's text up to and including its end token), after (masked tail).
+
+    For a Jinja template, an assistant turn's text is what rendering messages[:i+1] adds to
+    rendering messages[:i] with the generation prompt; the prompt segment before it is what that
+    prefix adds to the previous turn's rendering.
     """
     eos = tokenizer.eos_token or ""
+    exchange = exchange_of(messages)
+    pieces: list[tuple[str, str, int]] = []
     if isinstance(template, FormatTemplate):
-        segments = []
-        for m in messages:
+        for i, m in enumerate(messages):
             text = template.render(m, tokenizer)
-            segments += _split_answer(text, eos) if m["role"] == "assistant" else [(text, False)]
-        return [(t, learn) for t, learn in segments if t]
-    segments: list[tuple[str, bool]] = []
-    done = ""
+            if m["role"] == "assistant":
+                (answer, _), (after, _) = _split_answer(text, eos)
+                pieces += [(answer, "answer", exchange[i]), (after, "after", exchange[i])]
+            else:
+                marked, marks = _marked([m], range(1))
+                pieces += [(t, k if k != "header" else "template", exchange[i])
+                           for t, k in _prompt_pieces(text, template.render(marked[0], tokenizer), marks)]
+        return _with_headers([p for p in pieces if p[0]])
+    done, start = "", 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
@@ -126,14 +201,39 @@ def render_segments(tokenizer, template, messages: list[dict]) -> list[tuple[str
         full = _render(tokenizer, template, messages[: i + 1], add_generation_prompt=False)
         if not prefix.startswith(done) or not full.startswith(prefix):
             raise ValueError("the chat template renders a turn differently once later turns follow; use a named data.template")
-        segments.append((prefix[len(done):], False))
+        marked, marks = _marked(messages, range(start, i))
+        marked_prefix = _render(tokenizer, template, marked[:i], add_generation_prompt=True)
+        segment = prefix[len(done):]
+        marked_segment = marked_prefix[len(done):] if marked_prefix.startswith(done) else segment
+        pieces += [(t, k, exchange[i]) for t, k in _prompt_pieces(segment, marked_segment, marks)]
         answer = full[len(prefix):]
         if m["content"].strip() and m["content"].strip() not in answer:
             raise ValueError("the chat template does not render the assistant's text where the generation prompt ends, "
                              "so nothing would be learned; set data.template to llama2, chatml, alpaca or custom")
-        segments += _split_answer(answer, eos)
-        done = full
-    return [(text, learn) for text, learn in segments if text]
+        (learned, _), (after, _) = _split_answer(answer, eos)
+        pieces += [(learned, "answer", exchange[i]), (after, "after", exchange[i])]
+        done, start = full, i + 1
+    return [p for p in pieces if p[0]]
+
+
+def _with_headers(pieces: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Format templates: the prompt text after the last user text before an answer is that answer's header."""
+    out = list(pieces)
+    for j, (text, kind, ex) in enumerate(out):
+        if kind != "answer":
+            continue
+        k = j - 1
+        while k >= 0 and out[k][1] == "template":
+            k -= 1
+        if k < j - 1:  # merge the template pieces right before the answer into one header
+            merged = "".join(t for t, _, _ in out[k + 1:j])
+            out[k + 1:j] = [("", "template", ex)] * (j - k - 2) + [(merged, "header", ex)]
+    return [p for p in out if p[0]]
+
+
+def render_segments(tokenizer, template, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The conversation as (text, learn) pieces: every assistant turn is learned, everything else masked."""
+    return [(text, kind == "answer") for text, kind, _ in render_pieces(tokenizer, template, messages)]
 
 
 def render_prompt(tokenizer, template, messages: list[dict]) -> str:
