@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def _cell_name(overrides, sweep_dir: str) -> str:
 
 OmegaConf.register_new_resolver("ftsweep_run_name", _cell_name, replace=True)
 config_mod.register()
+
+
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM interrupted a run: it saved a checkpoint; nothing further starts.
+
+    A BaseException, like the KeyboardInterrupt it stands for: Hydra's launchers catch
+    Exceptions per job and go on with the next cell.
+    """
+
+    def __init__(self, summary: dict, run_dir: Path, sweep: dict | None):
+        self.run_dir, self.sweep = run_dir, sweep
+        message = (summary.get("error") or {}).get("message") or ""
+        self.exit_code = 143 if message == f"signal {int(signal.SIGTERM)}" else 130  # 128 + the signal's number
+        super().__init__(message)
 
 
 class RunFailed(Exception):
@@ -74,27 +89,33 @@ def app(cfg: DictConfig):
 
         return preview.main(cfg)
 
+    from ftsweep import distributed
+    from ftsweep.run import describe
+
+    summary = train(cfg, run_dir, name, overrides, sweep, swept)
+    if summary["status"] == artifacts.INTERRUPTED:
+        raise Stopped(summary, run_dir, sweep)
+    if sweep is None and summary["status"] in artifacts.UNFINISHED:
+        raise RunFailed((summary.get("error") or {}).get("message") or summary["status"], run_dir)
+    if distributed.is_main():
+        print(describe(summary, run_dir), flush=True)
+    # The Optuna sweeper optimizes what the job returns.
+    return _objective(summary, cfg.get("hparams_search_metric") or "eval_loss")
+
+
+def train(cfg: DictConfig, run_dir: Path, name: str, overrides: list[str], sweep: dict | None = None,
+          swept: list[str] | None = None) -> dict:
+    """Validate the config (with the device rules), then run; a refused config is recorded as failed."""
     import torch
 
-    from ftsweep import distributed
-    from ftsweep.run import Run, describe
+    from ftsweep.run import Run
 
     run = Run(cfg, run_dir, name, overrides, sweep, swept)
     try:
         config_mod.validate(cfg, cuda=torch.cuda.is_available())
     except config_mod.ConfigError as exc:
-        summary = run.execute(refused=exc)  # recorded as failed like any other failure; a sweep goes on
-    else:
-        summary = run.execute()
-    if sweep is None and summary["status"] in artifacts.UNFINISHED:
-        reason = (summary.get("error") or {}).get("message") or summary["status"]
-        if summary["status"] == artifacts.INTERRUPTED:
-            reason = f"run interrupted ({reason}); re-run the same command to resume from its last checkpoint"
-        raise RunFailed(reason, run_dir)
-    if distributed.is_main():
-        print(describe(summary, run_dir), flush=True)
-    # The Optuna sweeper optimizes what the job returns.
-    return _objective(summary, cfg.get("hparams_search_metric") or "eval_loss")
+        return run.execute(refused=exc)  # like any other failure: a sweep goes on
+    return run.execute()
 
 
 def _objective(summary: dict, metric: str) -> float:
@@ -107,6 +128,21 @@ def _objective(summary: dict, metric: str) -> float:
     if value is not None and summary.get("status") in artifacts.HAS_RESULT:
         return value
     return metrics.worst(str(HydraConfig.get().sweeper.get("direction", "minimize")) == "maximize")
+
+
+def _stopped_message(exc: Stopped) -> str:
+    """What was stopped, what never started, and the command that goes on from there."""
+    signame = "SIGTERM" if exc.exit_code == 143 else "Ctrl-C"
+    if exc.sweep is None:
+        return (f"stopped by {signame}; the run saved a checkpoint (run dir: {exc.run_dir}); "
+                "re-run the same command to resume from it")
+    from ftsweep.sweep.callbacks import close_sweep, unstarted_cells
+
+    record = close_sweep(Path(exc.sweep["dir"]))
+    waiting = unstarted_cells(Path(exc.sweep["dir"]), record)
+    not_run = ", ".join(waiting) if waiting is not None else "the remaining cells"
+    return (f"stopped by {signame} during {exc.run_dir.name} (checkpoint saved); no further cell was started; "
+            f"not yet run: {not_run or 'none'}; resume with: {record.get('command')}")
 
 
 def main() -> None:
@@ -125,7 +161,10 @@ def main() -> None:
         app()
     except SystemExit:
         raise
-    except KeyboardInterrupt:
+    except Stopped as exc:
+        print(f"ftsweep: {_stopped_message(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a run: stop at once
         print("ftsweep: interrupted; re-run the same command to resume", file=sys.stderr)
         sys.exit(130)
     except SweepFailed as exc:

@@ -52,11 +52,11 @@ def test_every_lora_option_has_a_config():
 @pytest.mark.parametrize("quant", ["nf4", "none"])
 @pytest.mark.parametrize("option", OPTIONS)
 def test_option_trains_and_its_adapter_reloads(tiny_model_dir, tmp_path, option, quant):
-    from ftsweep.run import Run
+    from ftsweep.cli import train
 
     overrides = [*SHORT, f"lora={option}", f"quant={quant}"]
     cfg = compose(overrides)
-    summary = Run(cfg, tmp_path / "run", f"{option}-{quant}", overrides, None).execute()
+    summary = train(cfg, tmp_path / "run", f"{option}-{quant}", overrides)
     if summary["status"] != "ok":
         # Combinations PEFT cannot train are refused up front with one line naming the fix.
         assert summary["error"]["type"] == "ConfigError", summary["error"]

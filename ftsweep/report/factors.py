@@ -23,10 +23,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ftsweep import overrides as ovr
+from ftsweep.config import RESULT_NEUTRAL_KEYS
+
 from .collect import Run, Sweep
 
-# Keys that change how a run is launched or logged, not what it learns.
-EXCLUDED = ("hydra", "mode", "logger", "skip_finished", "train.progress")
+# Keys that change how a run is launched or logged, not what it learns: never a factor.
+EXCLUDED = ("hydra",) + RESULT_NEUTRAL_KEYS
 SEED = "seed"
 SWEEP = "sweep"
 NOT_SET = "(not set)"
@@ -75,14 +78,11 @@ class Design:
 
 
 def parse_override(text: str) -> tuple[str, str] | None:
-    """`lora.r=8` -> ("lora.r", "8"); `+x=1` and `++x=1` -> ("x", "1"); `~x` -> ("x", "(deleted)")."""
-    text = text.strip()
-    if text.startswith("~"):
-        return text[1:].partition("=")[0].strip(), "(deleted)"
-    key, sep, value = text.partition("=")
-    if not sep:
+    """`lora.r=8` -> ("lora.r", "8"), value as typed, by Hydra's parser; None for what Hydra would reject."""
+    try:
+        return ovr.split(text)
+    except Exception:  # noqa: BLE001 - a hand-edited overrides.yaml line is not a factor
         return None
-    return key.lstrip("+").strip(), _unquote(value.strip())
 
 
 def level_of(value: Any) -> Level:
@@ -197,13 +197,7 @@ def _canonical_levels(per_run: list[tuple[Level, bool]]) -> list[Level]:
 
 
 def _excluded(key: str) -> bool:
-    return any(key == ex or key.startswith(ex + ".") or key.startswith(ex + "/") for ex in EXCLUDED)
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
+    return ovr.is_under(key, EXCLUDED)
 
 
 def _parse_scalar(text: str) -> Any:

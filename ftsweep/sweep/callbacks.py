@@ -80,29 +80,53 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        counts, failed = artifacts.new_counts(), []
-        started = getattr(self, "started", None)
-        for summary_path in sorted(sweep_dir.glob(f"*/{artifacts.SUMMARY}")):
-            s = artifacts.read_json(summary_path) or {}
-            status = s.get("status", artifacts.RUNNING)
-            if status == artifacts.OK and started and (s.get("finished_at") or "") < started:
-                status = artifacts.SKIPPED  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
-            counts["total"] += 1
-            counts[status] = counts.get(status, 0) + 1
-            if status in artifacts.UNFINISHED:
-                failed.append((summary_path.parent.name, (s.get("error") or {}).get("message") or status))
-        info = getattr(self, "info", {})
-        _fill_unknown_values(info, sweep_dir)
-        info.update(finished_at=now_iso(), counts=counts, failed_runs=[{"run": n, "reason": r} for n, r in failed])
-        artifacts.write_sweep(sweep_dir, info)
+        record = close_sweep(sweep_dir)
         if config.get("mode") == "plan":
             from ftsweep.plan import write_table
 
             print(f"plan: {write_table(sweep_dir)}", flush=True)
         else:
             _report(sweep_dir)
+        failed = [(f["run"], f["reason"]) for f in record["failed_runs"]]
         if failed:
             raise SweepFailed(failed)
+
+
+def close_sweep(sweep_dir: Path) -> dict:
+    """Count the cells by status and finish sweep.json; at the end of a sweep or when it is stopped.
+
+    Interrupted cells are counted apart from failed ones: the same command resumes them.
+    """
+    info = artifacts.read_sweep(sweep_dir) or {}
+    started = info.get("started_at")
+    counts, failed = artifacts.new_counts(), []
+    for summary_path in sorted(sweep_dir.glob(f"*/{artifacts.SUMMARY}")):
+        s = artifacts.read_json(summary_path) or {}
+        status = s.get("status", artifacts.RUNNING)
+        if status == artifacts.OK and started and (s.get("finished_at") or "") < started:
+            status = artifacts.SKIPPED  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
+        counts["total"] += 1
+        counts[status] = counts.get(status, 0) + 1
+        if status in (artifacts.FAILED, artifacts.RUNNING):  # running at the end: its process died
+            failed.append({"run": summary_path.parent.name, "reason": (s.get("error") or {}).get("message") or status})
+    _fill_unknown_values(info, sweep_dir)
+    info.update(finished_at=now_iso(), counts=counts, failed_runs=failed)
+    artifacts.write_sweep(sweep_dir, info)
+    return info
+
+
+def unstarted_cells(sweep_dir: Path, record: dict) -> list[str] | None:
+    """The grid's cells with no summary yet, in launch order; None when the grid is not known up front
+    (a search sweeper, or a glob over options)."""
+    import itertools
+
+    grid, swept = record.get("grid") or {}, record.get("swept") or []
+    keys = [k for k in grid if k in swept]  # the order the command gave them
+    if not swept or len(keys) != len(swept) or not all(grid[k] for k in keys):
+        return None
+    cells = [artifacts.run_name([f"{k}={v}" for k, v in zip(keys, combo)], swept)
+             for combo in itertools.product(*(record["grid"][k] for k in keys))]
+    return [c for c in cells if not (sweep_dir / c / artifacts.SUMMARY).exists()]
 
 
 def _fill_unknown_values(info: dict, sweep_dir: Path) -> None:
