@@ -102,13 +102,14 @@ class Run:
 
     def setup_data(self) -> None:
         """Rendered, masked, split - before the weights load, so bad data fails fast."""
-        from ftsweep import data
+        from ftsweep import data, training
 
         cfg = self.cfg
         self.bundle = data.prepare(cfg.data, cfg.task, self.tokenizer, cfg.model)
         stats = self.bundle.stats
         log.info("data: %d train / %d held-out examples (%s)", len(self.bundle.train), len(self.bundle.val),
                  ", ".join(f"{k} {v}" for k, v in stats.items() if k in ("truncated", "dropped_examples", "skipped_records")))
+        log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(
                 run_name=self.name, overrides=self.overrides, config=plain(cfg), config_hash=self.hash, seed=int(cfg.seed),
@@ -226,7 +227,7 @@ class Run:
         metrics_cb.trainer = trainer
         trainer.add_callback(metrics_cb)
         if cfg.train.progress:
-            trainer.add_callback(training.ProgressBar(self.name))
+            trainer.add_callback(training.ProgressBar(self.name, tokens_seen=lambda: trainer.tokens_seen))
         trainer.add_callback(self.evals)
         self.trainer = trainer
         return trainer

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,25 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+@contextmanager
+def _swanlab_console(quiet: bool):
+    """SwanLab prints its greeting (version, run folder, `swanlab watch` hint) at every init and the hint again at
+    every finish: 5 lines per cell of a sweep. Its console is a rich Console with a `quiet` switch."""
+    try:
+        from swanlab.sdk.internal.pkg import console
+
+        before = console.c.quiet, console.c.soft_wrap
+    except (ImportError, AttributeError):  # another SwanLab layout: its own output stays
+        yield
+        return
+    # soft_wrap: in a log file rich would break the hint at 80 columns, mid-sentence.
+    console.c.quiet, console.c.soft_wrap = quiet or before[0], True
+    try:
+        yield
+    finally:
+        console.c.quiet, console.c.soft_wrap = before
+
+
 class SwanLabBackend:
     name = "swanlab"
 
@@ -107,8 +127,11 @@ class SwanLabBackend:
         self.swanlab = swanlab
         # SwanLab stores a None config value as {}: spell it as Hydra does.
         config = {k: "null" if v is None else v for k, v in config.items()}
-        self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
-                                mode=mode, log_dir=str(logdir))
+        # The greeting once per log folder: the first run of a sweep says where the runs are and how to watch them.
+        first = not any(Path(logdir).glob("run-*"))
+        with _swanlab_console(quiet=not first):
+            self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
+                                    mode=mode, log_dir=str(logdir))
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
@@ -117,7 +140,8 @@ class SwanLabBackend:
         # SwanLab has no run summary: the values join the config, so the experiment table has them as columns
         # (a value logged as a metric would be a chart with one point).
         self.run.config.update({f"summary.{k}": v for k, v in summary.items()})
-        self.swanlab.finish()
+        with _swanlab_console(quiet=True):  # the `swanlab watch` hint again
+            self.swanlab.finish()
 
 
 class WandbBackend:
