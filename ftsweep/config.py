@@ -88,8 +88,8 @@ class DataSchema:
     instruction_as_system: bool = MISSING
     on_bad_record: str = MISSING
     pad_to_multiple_of: Optional[int] = MISSING
-    packing: bool = MISSING
-    group_by_length: bool = MISSING
+    packing: Any = MISSING  # true, false or auto (ftsweep/auto.py)
+    group_by_length: Any = MISSING  # true, false or auto
     num_records: int = MISSING
     synthetic_tasks: List[Any] = MISSING
 
@@ -141,7 +141,7 @@ class EvalSchema:
 
 @dataclass
 class TrainSchema:
-    gradient_checkpointing: bool = MISSING
+    gradient_checkpointing: Any = MISSING  # true, false or auto
     logging_steps: int = MISSING
     save_steps: int = MISSING
     save_total_limit: int = MISSING
@@ -244,6 +244,9 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
                            "(or lora=olora / lora=lora on a quantized base)")
     if L.method in ("loha", "lokr"):
         need(Q.bits == 16, f"lora={L.name}: PEFT's {L.method.upper()} layers cannot wrap bitsandbytes layers; use quant=none")
+    for key, value in (("data.packing", D.packing), ("data.group_by_length", D.group_by_length),
+                       ("train.gradient_checkpointing", cfg.train.gradient_checkpointing)):
+        need(isinstance(value, bool) or value == "auto", f"{key}={value}: choose true, false or auto")
     need(cfg.eval.every_n_steps >= 0, f"eval.every_n_steps={cfg.eval.every_n_steps}: must be >= 0")
     for name in cfg.logger.backends:
         need(name in ("swanlab", "wandb"), f"logger.backends: unknown tracker {name!r}; choose swanlab or wandb")

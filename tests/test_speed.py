@@ -109,3 +109,104 @@ def test_second_run_of_a_sweep_hits_the_tokenized_cache(cli, tmp_path):
     second = (sweep / "lora.r=8" / "run.log").read_text()
     assert "tokenized data: cache miss" in first and "cache hit" not in first
     assert "tokenized data: cache hit" in second
+
+
+# ---- the `auto` speed knobs (ftsweep/auto.py) -------------------------------------------------------------
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import ftsweep.cli  # registers the schemas and the run-name resolver
+
+    with initialize_config_dir(config_dir=ftsweep.cli.config_dir(), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("cuda, attn, task, packed", [
+    (False, "sdpa", "sft", False),
+    (False, "flash_attention_2", "sft", False),  # no GPU: padded batches
+    (True, "sdpa", "sft", False),  # sdpa over a packed row is one dense block-diagonal mask: slower than padding
+    (True, "flash_attention_2", "sft", True),
+    (True, "flash_attention_2", "classify", False),  # one label per row
+])
+def test_packing_auto_packs_only_on_a_gpu_with_flash_attention_and_otherwise_groups_by_length(cuda, attn, task, packed):
+    from ftsweep import auto
+
+    cfg = _compose([f"model.attn_implementation={attn}", f"task={task}"])
+    assert cfg.data.packing == "auto" and cfg.data.group_by_length == "auto"  # the shipped defaults
+    assert auto.packing(cfg.data, cfg.task, cfg.model, cuda=cuda) is packed
+    assert auto.group_by_length(cfg.data, cfg.task, cfg.model, cuda=cuda) is (not packed)
+
+
+@pytest.mark.parametrize("packing, grouping, packed, grouped", [
+    ("true", "auto", True, False), ("false", "auto", False, True), ("false", "false", False, False),
+    ("auto", "false", False, False), ("true", "true", True, True),
+])
+def test_set_values_win_over_auto(packing, grouping, packed, grouped):
+    from ftsweep import auto
+
+    cfg = _compose([f"data.packing={packing}", f"data.group_by_length={grouping}"])
+    assert auto.packing(cfg.data, cfg.task, cfg.model, cuda=False) is packed
+    assert auto.group_by_length(cfg.data, cfg.task, cfg.model, cuda=False) is grouped
+
+
+def test_gradient_checkpointing_auto_follows_the_plan_without_it():
+    from ftsweep import auto, plan
+
+    cfg = _compose([])  # the tiny model: a few MiB of activations, far under plan.gpu_mem_gb
+    on, estimate, budget = auto.gradient_checkpointing(cfg, cuda=False)
+    assert on is False and budget == 24 and estimate < 1
+    # The same estimate mode=plan gives the cell with checkpointing off.
+    off = _compose(["train.gradient_checkpointing=false"])
+    assert estimate == pytest.approx(plan.plan_cell(off)["memory_gib"]["total"])
+    # A 7B cell whose activations without checkpointing exceed 24 GiB turns it on; with room, off.
+    big = ["model=qwen2.5-7b-instruct", "optim.micro_batch_size=8", "data.max_length=2048"]
+    on, estimate, _ = auto.gradient_checkpointing(_compose(big), cuda=False)
+    assert on is True and estimate > 24
+    on, _, _ = auto.gradient_checkpointing(_compose([*big, f"plan.gpu_mem_gb={int(estimate) + 1}"]), cuda=False)
+    assert on is False
+    # A set value is kept, with no plan.
+    assert auto.gradient_checkpointing(_compose([*big, "train.gradient_checkpointing=false"]), cuda=False) == (False, None, None)
+
+
+def test_resolve_records_every_choice_and_apply_writes_booleans():
+    from ftsweep import auto
+
+    cfg = _compose(["data.packing=false"])
+    resolved = auto.resolve(cfg, cuda=False)
+    assert resolved["data.packing"] is False and resolved["data.group_by_length"] is True
+    assert resolved["train.gradient_checkpointing"] is False
+    assert resolved["auto_knobs"] == ["data.group_by_length", "train.gradient_checkpointing"]
+    assert resolved["memory_budget_gib"] == 24 and resolved["plan_gib_without_checkpointing"] < 1
+    auto.apply(cfg, resolved)
+    assert (cfg.data.packing, cfg.data.group_by_length, cfg.train.gradient_checkpointing) == (False, True, False)
+
+
+def test_a_value_other_than_true_false_or_auto_is_refused():
+    from ftsweep.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"data.packing=sometimes: choose true, false or auto"):
+        validate(_compose(["data.packing=sometimes"]))
+
+
+@pytest.mark.slow
+def test_the_default_cpu_run_groups_batches_by_length_and_does_not_pack(cli, tmp_path):
+    import json
+    import random
+
+    from conftest import FAST
+
+    rng = random.Random(0)
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps({"instruction": "Count the words.", "input": " ".join(["stone"] * rng.randint(2, 60)),
+                                        "output": "many"}) + "\n" for _ in range(120)))
+    runs = {}
+    for name, extra in (("default", []), ("random", ["data.group_by_length=false"])):
+        run = tmp_path / name
+        proc = cli(["data=alpaca", f"data.path={data}", "data.val_size=8", *FAST, "optim.max_steps=8",
+                    "eval.num_samples=0", f"hydra.run.dir={run}", *extra])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = json.loads((run / "summary.json").read_text())["padding_efficiency"]
+    # Packed batches count as 1.0; length-grouped ones come close; random batches of these lengths waste ~half.
+    assert 0.85 < runs["default"] < 1.0 and runs["random"] < 0.75, runs
