@@ -37,6 +37,7 @@ class Metric:
     spread: bool = True  # the table shows mean ± std over seeds (quality) or the mean alone (cost)
     scale: float = 1.0  # shown value = raw / scale (bytes -> GiB)
     thousands: bool = False  # 136,448
+    short: str = ""  # the unit of the shown value on the console, when not `unit` ("tok/s", "GiB" after scaling)
 
     @property
     def maximize(self) -> bool:
@@ -45,6 +46,12 @@ class Metric:
 
     def format(self, value: float | None) -> str:
         return format_number(value, self.digits, self.scale, self.thousands)
+
+    def console(self, value: float | None) -> str:
+        """One part of the console line: 'eval_loss 3.4100', 'bleu 32.00', '2900 tok/s', '48.2 s'."""
+        if self.direction is None and (self.short or self.unit):
+            return f"{self.format(value)} {self.short or self.unit}"
+        return f"{self.name} {self.format(value)}"
 
     def axis_label(self, maximize: bool) -> str:
         """'eval_loss (nats/token, lower is better)' - the direction as the report ranks it."""
@@ -92,15 +99,15 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     _cost("trainable_params", "params", 0, "trainable params", thousands=True),
     _cost("total_params", "params", 0, "total params", thousands=True),
     _cost("trainable_share", SHARE, 6, "trainable share"),
-    _cost("tokens_per_second", "tokens/s", 0, "tokens/s"),  # non-pad training tokens / training seconds
+    _cost("tokens_per_second", "tokens/s", 0, "tokens/s", short="tok/s"),  # non-pad training tokens / training seconds
     _cost("tokens_seen", "tokens", 0, "tokens seen", thousands=True),
     _cost("steps", "steps", 0, "steps"),
     _cost("padding_efficiency", SHARE, 4, "padding efficiency"),  # non-pad / all tokens fed
     _cost("wall_seconds", "s", 1, "wall time (s)"),
     _cost("train_seconds", "s", 1, "train time (s)"),
     _cost("eval_seconds", "s", 1, "eval time (s)"),
-    _cost("peak_memory_bytes", "bytes", 2, "peak memory (GiB)", scale=GIB),
-    _cost("estimated_memory_bytes", "bytes", 2, "planned GPU memory (GiB)", scale=GIB),
+    _cost("peak_memory_bytes", "bytes", 2, "peak memory (GiB)", scale=GIB, short="GiB"),
+    _cost("estimated_memory_bytes", "bytes", 2, "planned GPU memory (GiB)", scale=GIB, short="GiB"),
 )}
 
 # Families of names not in the registry (rouge1, eval_accuracy, val_loss, sacrebleu, ...): the first
@@ -128,6 +135,11 @@ def get(name: str) -> Metric:
         if hint in lower:
             return Metric(name, direction, unit, digits, name)
     return Metric(name, None, "", 4, name)
+
+
+def console(name: str, value: float | None) -> str:
+    """How the console line after a run shows one number (ftsweep.run.describe)."""
+    return get(name).console(value)
 
 
 def known(name: str) -> bool:

@@ -33,6 +33,8 @@ from ftsweep.artifacts import (
     RUNNING,
     RUNS_CSV,
     SKIPPED,
+    SPLIT_EVAL,
+    SPLIT_TRAIN,
     SUMMARY,
     SWEEP,
     UNKNOWN,
@@ -279,8 +281,8 @@ def _reason(run: Run) -> str:
 
 
 def _progress(run: Run) -> str:
-    train = [r for r in run.metrics if r.get("split") == "train" and as_number(r.get("step")) is not None]
-    evals = [r for r in run.metrics if r.get("split") == "eval" and as_number(r.get("eval_loss")) is not None]
+    train = [r for r in run.metrics if r.get("split") == SPLIT_TRAIN and as_number(r.get("step")) is not None]
+    evals = [r for r in run.metrics if r.get("split") == SPLIT_EVAL and as_number(r.get("eval_loss")) is not None]
     parts = []
     if train:
         parts.append(f"step {int(max(r['step'] for r in train))}")
