@@ -76,7 +76,7 @@ class RayCellsConf:
     address: Optional[str] = None
     gpus_per_cell: float = 1.0  # 1: a GPU of its own; 0.5: two small cells share a GPU; 0: CPU-only cells
     cpus_per_cell: float = 1.0  # CPU cores a cell holds (Ray schedules by them too); also its OMP_NUM_THREADS
-    env: Dict[str, str] = field(default_factory=dict)  # more environment variables for every cell, e.g. {HF_HOME: /nfs/hf}
+    env: Dict[str, str] = field(default_factory=dict)  # more environment variables for every cell: +hydra.launcher.env.HF_HOME=/nfs/hf
     # Passed to Ray as they are. init: ray.init arguments; num_gpus and num_cpus declare what a Ray started here may
     # hand out (null: what it finds; CUDA_VISIBLE_DEVICES limits the GPUs). remote: ray.remote options per cell.
     ray: Dict[str, Any] = field(default_factory=lambda: {
