@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ftsweep.artifacts import Manifest
+
 PACKAGES = ("ftsweep", "torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core", "omegaconf")
 # A name is secret when one of its parts is one of these words: HF_TOKEN, WANDB_API_KEY, access_token -
 # but not max_new_tokens or tokenizer.
@@ -73,7 +75,8 @@ def scrub(obj: Any, secrets: set[str] | None = None) -> Any:
 
 
 def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str, seed: int,
-          sweep: dict | None, data_fingerprint: str | None, created_at: str) -> dict[str, Any]:
+          sweep: dict | None, data_fingerprint: str | None, created_at: str) -> Manifest:
+    """manifest.json's record (fields: ftsweep.artifacts.Manifest)."""
     return {
         "run_name": run_name,
         "overrides": scrub(list(overrides)),
