@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--records", type=int, default=400)
-    p.add_argument("--variants", action="store_true", help="also ftsweep with length grouping and with packing")
+    p.add_argument("--variants", action="store_true",
+                   help="also ftsweep with length grouping and no checkpointing set by hand, and with packing")
     p.add_argument("--no-sweep", action="store_true", help="skip the default sweep's overhead measurement")
     p.add_argument("--model-dir", help="a local model directory (default: the built-in tiny model)")
     args = p.parse_args()
@@ -128,7 +129,8 @@ def main() -> None:
               "optim.lr=3e-4", "logger=none", "train.progress=false"]
     setups = [(DEFAULT, [])]
     if args.variants:
-        setups += [("ftsweep, data.group_by_length=true", ["data.group_by_length=true", "data.packing=false"]),
+        setups += [("ftsweep, group_by_length, no checkpointing", ["data.packing=false", "data.group_by_length=true",
+                                                                 "train.gradient_checkpointing=false"]),
                    ("ftsweep, data.packing=true", ["data.packing=true"])]
     print(f"{args.records} records of mixed length, max_length {args.max_length}; {args.steps} steps x {args.micro} "
           f"sequences; {args.rounds} rounds; {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
