@@ -249,7 +249,11 @@ def meta_model(model_cfg, task_cfg):
 
 
 def count_params(model) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as their logical size."""
+    """(trainable, all) parameters in PEFT's convention, what `print_trainable_parameters()` prints: all
+    parameters of the wrapped model, the adapter's included; 4-bit weights count as their logical size."""
+    if hasattr(model, "get_nb_trainable_parameters"):  # a PeftModel: its own count, so the numbers are PEFT's
+        trainable, total = model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
     trainable = total = 0
     for p in model.parameters():
         n = p.numel()

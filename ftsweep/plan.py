@@ -85,7 +85,8 @@ def plan_cell(cfg, base=None) -> dict:
     for name, p in peft_model.named_parameters():
         if ".ranknum." in name:
             p.requires_grad_(False)
-    trainable, _ = models.count_params(peft_model)  # the run's own count
+    # PEFT's convention, as a run reports it: all parameters include the adapter's (`total` stays the base's, for memory).
+    trainable, all_params = models.count_params(peft_model)
 
     dtype_bytes = DTYPE_BYTES.get(str(cfg.model.dtype), 2)
     q_bytes = quantized_bytes_per_param(cfg.quant)
@@ -115,7 +116,7 @@ def plan_cell(cfg, base=None) -> dict:
     limit = float(cfg.plan.gpu_mem_gb)
     return {
         "model": cfg.model.name, "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
-        "total_params": int(total), "trainable_params": int(trainable), "trainable_share": round(trainable / total, 6),
+        "total_params": int(all_params), "trainable_params": int(trainable), "trainable_share": round(trainable / all_params, 6),
         "memory_gib": {"base_weights": round(base_bytes / GIB, 3), "adapter_grads_optimizer": round(adapter_bytes / GIB, 3),
                        "activations": round(activation_bytes / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),
                        "total": round(est / GIB, 3)},
@@ -128,8 +129,9 @@ def plan_cell(cfg, base=None) -> dict:
 def describe(plan: dict, name: str) -> str:
     m = plan["memory_gib"]
     flag = "fits" if plan["fits"] else f"OVER {plan['gpu_mem_gb']:g} GiB"
-    return (f"plan {name}: {plan['trainable_params']:,} trainable of {plan['total_params']:,} params "
-            f"({100 * plan['trainable_share']:.3f}%) | memory ~{m['total']:.2f} GiB = base {m['base_weights']:.2f} "
+    # The counts as PEFT's print_trainable_parameters() words them, so the two can be compared at a glance.
+    return (f"plan {name}: trainable params: {plan['trainable_params']:,} || all params: {plan['total_params']:,} || "
+            f"trainable%: {100 * plan['trainable_params'] / plan['total_params']:.4f} | memory ~{m['total']:.2f} GiB = base {m['base_weights']:.2f} "
             f"+ adapter/grad/optim {m['adapter_grads_optimizer']:.2f} + activations {m['activations']:.2f} "
             f"+ overhead {m['overhead']:.2f} | {flag}")
 
@@ -138,6 +140,9 @@ def main(cfg, run_dir: Path, name: str) -> float:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames
+    from ftsweep import auto
+
+    auto.apply(cfg, auto.resolve(cfg))  # checkpointing `auto` decides the activation estimate
     plan = plan_cell(cfg)  # the CLI validated cfg
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(run_dir) / PLAN, plan)
