@@ -189,7 +189,8 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     train_rows = []
     for pos, (_, ex) in enumerate(train_pairs):
         row, info = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
-        train_rows.append(dict(row or {}, pos=pos, dropped=int(row is None), **info))
+        # A dropped row keeps the columns (Dataset.from_list takes them from the first row).
+        train_rows.append(dict(row or {"input_ids": [], "labels": []}, pos=pos, dropped=int(row is None), **info))
     val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
     val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
     eval_prompts = []
