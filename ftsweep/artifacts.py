@@ -124,6 +124,7 @@ class Summary(TypedDict, total=False):
     started_at: str
     resumed_from: str | None  # "checkpoint-40" when the run resumed
     cuda_visible_devices: str | None  # the device a GPU pool gave the run
+    auto: dict  # what the `auto` speed knobs became for this cell (ftsweep/auto.py)
     trainable_params: int
     total_params: int
     trainable_share: float

@@ -58,7 +58,7 @@ def memory_budget_gib(cfg, cuda: bool | None = None) -> float:
     return limit
 
 
-def gradient_checkpointing(cfg, cuda: bool | None = None) -> tuple[bool, float | None, float | None]:
+def gradient_checkpointing(cfg, cuda: bool | None = None, base=None) -> tuple[bool, float | None, float | None]:
     """(on?, the plan's GiB without checkpointing, the budget in GiB); the two numbers are None unless auto."""
     value = cfg.train.gradient_checkpointing
     if not is_auto(value):
@@ -68,15 +68,18 @@ def gradient_checkpointing(cfg, cuda: bool | None = None) -> tuple[bool, float |
     from ftsweep import plan
 
     without = OmegaConf.merge(cfg, {"train": {"gradient_checkpointing": False}})
-    estimate = float(plan.plan_cell(without)["memory_gib"]["total"])
+    estimate = float(plan.plan_cell(without, base=base)["memory_gib"]["total"])
     budget = memory_budget_gib(cfg, cuda)
     return estimate > budget, estimate, round(budget, 2)
 
 
-def resolve(cfg, cuda: bool | None = None) -> dict:
-    """What each knob becomes for this cell; `auto_knobs` names those that were auto."""
+def resolve(cfg, cuda: bool | None = None, base=None) -> dict:
+    """What each knob becomes for this cell; `auto_knobs` names those that were auto.
+
+    ``base``: the cell's meta-device model, when the caller built it already (the planner wraps it).
+    """
     cuda = _cuda() if cuda is None else cuda
-    on, estimate, budget = gradient_checkpointing(cfg, cuda)
+    on, estimate, budget = gradient_checkpointing(cfg, cuda, base)
     out = {
         "data.packing": packing(cfg.data, cfg.task, cfg.model, cuda),
         "data.group_by_length": group_by_length(cfg.data, cfg.task, cfg.model, cuda),

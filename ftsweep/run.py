@@ -10,6 +10,7 @@ to summary.json as ``failed`` (or ``interrupted``) and the sweep goes on.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftsweep import artifacts, distributed, manifest, resume, runtime
+from ftsweep import artifacts, auto, distributed, manifest, resume, runtime
 from ftsweep.artifacts import MetricsLog, Stopwatch, now_iso
 from ftsweep.config import config_hash, plain
 
@@ -98,6 +99,9 @@ class Run:
             from ftsweep import adapters
 
             adapters.resolve_targets(self.cfg.lora.target_modules, self.cfg.model.family, adapters.linear_module_names(self.skeleton))
+        # The `auto` speed knobs become plain booleans here; the hash keeps `auto` (the loss does not depend on them).
+        self.write_summary(auto=auto.resolve(self.cfg, base=copy.deepcopy(self.skeleton) if self.skeleton is not None else None))
+        auto.apply(self.cfg, self.summary["auto"])
         self.tokenizer = models.load_tokenizer(self.cfg.model, self.model_path)
 
     def setup_data(self) -> None:

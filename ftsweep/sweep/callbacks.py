@@ -142,11 +142,38 @@ def _fill_unknown_values(info: dict, sweep_dir: Path) -> None:
 
 
 def _report(sweep_dir: Path) -> None:
+    print("\n".join(ranking(sweep_dir)), flush=True)
     try:
         from ftsweep.report import build_report
 
-        print(f"report: {build_report([sweep_dir])}", flush=True)
+        report_md = build_report([sweep_dir])
+        print(f"report: {report_md}\nreport: {report_md.with_name(artifacts.REPORT_HTML)}", flush=True)
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - a report problem must not hide the runs' results
         print(f"ftsweep: the report could not be built: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def ranking(sweep_dir: Path, metric: str = "eval_loss") -> list[str]:
+    """The sweep's closing lines: one per cell, best first by ``metric``, then the best run named."""
+    from ftsweep import metrics
+
+    entry = metrics.get(metric)
+    cells = []
+    for path in sorted(sweep_dir.glob(f"*/{artifacts.SUMMARY}")):
+        s = artifacts.read_json(path) or {}
+        cells.append((path.parent.name, s.get("status", artifacts.RUNNING), metrics.summary_value(s, metric), s))
+    ranked = sorted((c for c in cells if c[2] is not None and c[1] in artifacts.HAS_RESULT),
+                    key=lambda c: -c[2] if entry.maximize else c[2])
+    rest = [c for c in cells if c not in ranked]
+    lines = [f"sweep: {len(cells)} cell(s), ranked by {metric} ({'higher' if entry.maximize else 'lower'} is better)"]
+    for i, (name, status, value, s) in enumerate(ranked, 1):
+        base = metrics.as_number(s.get("baseline_eval_loss")) if metric == "eval_loss" else None
+        before = f" (baseline {entry.format(base)})" if base is not None else ""
+        lines.append(f"  {i}. {status:<11} {metric} {entry.format(value)}{before}  {name}")
+    for name, status, _, s in rest:
+        reason = (s.get("error") or {}).get("message") or ""
+        lines.append(f"  -  {status:<11} {name}" + (f": {reason}" if reason else ""))
+    if ranked:
+        lines.append(f"best: {ranked[0][0]} ({metric} {entry.format(ranked[0][2])}) -> {sweep_dir / ranked[0][0]}")
+    return lines
