@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,23 @@ log = logging.getLogger("ftsweep")
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or inf; the run stops rather than train on garbage."""
+
+
+@contextmanager
+def plain_loss(model):
+    """AdaLoRA's forward adds its orthogonality regulariser (orth_reg_weight x ||P^T P - I||) to every loss it returns,
+    evaluation included: its held-out loss would not be comparable with any other method's. Inside this block the
+    weight is 0, so the loss is the plain token cross-entropy; training keeps the regulariser."""
+    model = getattr(model, "module", model)  # under DDP the PEFT model is wrapped
+    configs = [c for c in (getattr(model, "peft_config", None) or {}).values() if getattr(c, "orth_reg_weight", 0)]
+    weights = [c.orth_reg_weight for c in configs]
+    for c in configs:
+        c.orth_reg_weight = 0.0
+    try:
+        yield
+    finally:
+        for c, w in zip(configs, weights):
+            c.orth_reg_weight = w
 
 
 class SweepTrainer(Trainer):
@@ -53,6 +71,12 @@ class SweepTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            with plain_loss(model):  # evaluation: the token cross-entropy alone, for every method alike
+                return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
