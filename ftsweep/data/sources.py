@@ -54,18 +54,14 @@ def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Re
         raise DataError(f"data.path={path}: no such file; point data.path at a JSON, JSONL, CSV or Parquet file")
     name = file.name
     if kind in ("json", "jsonl"):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
+        text = read_text(file)
         records = _parse_jsonl(text, name) if kind == "jsonl" else _parse_json(text, name)
     elif kind == "csv":
+        import io
+
         import pandas as pd
 
-        try:
-            frame = pd.read_csv(file, dtype=str, keep_default_na=False, encoding="utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{name}: not UTF-8 text; re-save the file as UTF-8") from None
+        frame = pd.read_csv(io.StringIO(read_text(file)), dtype=str, keep_default_na=False)
         records = [Record(row, f"{name}: record {i + 1}") for i, row in enumerate(frame.to_dict("records"))]
     elif kind == "parquet":
         import pandas as pd
@@ -77,6 +73,28 @@ def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Re
     if not records:
         raise DataError(f"{name}: no records; the file is empty")
     return records
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text(file: Path) -> str:
+    """A text file as users save it: UTF-8, with or without the byte-order mark Windows editors write.
+
+    Any other encoding is one error naming it and the fix (a silent guess could mangle every record).
+    """
+    raw = file.read_bytes()
+    if raw.startswith(_UTF16_BOMS) or raw.startswith((b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")):
+        kind = "UTF-32" if raw[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00") else "UTF-16"
+        raise DataError(f"{file.name}: the file is {kind} text; re-save it as UTF-8 (e.g. Notepad: Save as, Encoding UTF-8; "
+                        f"or iconv -f {kind} -t UTF-8)")
+    try:
+        return raw.decode("utf-8-sig")  # strips a UTF-8 byte-order mark
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        byte = raw[exc.start]
+        raise DataError(f"{file.name}: not UTF-8 text (byte 0x{byte:02x} on line {line}, e.g. latin-1/cp1252 or GBK); "
+                        "re-save the file as UTF-8 (e.g. iconv -f cp1252 -t UTF-8)") from None
 
 
 def _parse_jsonl(text: str, name: str) -> list[Record]:
