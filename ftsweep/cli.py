@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ftsweep import artifacts
+from ftsweep import artifacts, runtime
 from ftsweep import config as config_mod
 
 log = logging.getLogger("ftsweep")
@@ -38,6 +38,7 @@ def _cell_name(overrides, sweep_dir: str) -> str:
 
 OmegaConf.register_new_resolver("ftsweep_run_name", _cell_name, replace=True)
 config_mod.register()
+runtime.quiet_imports()
 
 
 class Stopped(BaseException):
@@ -76,8 +77,29 @@ def _job_context():
     return run_dir, artifacts.run_name(overrides), overrides, None, None
 
 
+class Escaped(BaseException):
+    """Carries a single run's error past Hydra's job wrapper, which would print its own
+    "Error executing job with overrides" line to stderr for any Exception; main() unwraps it."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+        super().__init__(str(error))
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def app(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return _dispatch(cfg)
+    except Exception as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records the cell as failed and goes on
+        raise Escaped(exc) from exc
+
+
+def _dispatch(cfg: DictConfig):
     run_dir, name, overrides, sweep, swept = _job_context()
     if cfg.mode != "train":
         config_mod.validate(cfg)  # planning and previewing need no GPU: device rules do not apply
@@ -158,7 +180,10 @@ def main() -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line print
     try:
-        app()
+        try:
+            app()
+        except Escaped as escaped:
+            raise escaped.error from None
     except SystemExit:
         raise
     except Stopped as exc:

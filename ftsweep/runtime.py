@@ -7,10 +7,22 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 import resource
 import signal
 import warnings
 from contextlib import contextmanager
+
+
+# Import-time log lines a user cannot act on: bitsandbytes on a CPU with AVX512-BF16 says an optional
+# `kernels` package is missing (its fallback kernel computes the same result).
+NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
+def quiet_imports() -> None:
+    """Before anything imports the libraries: their import-time chatter stays off the console."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_libraries() -> None:
