@@ -90,12 +90,12 @@ MULTI_TURN = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt"
 
 
 @pytest.mark.parametrize("template, before, ends", [(None, "", "<|im_end|>"), ("chatml", "", "<|im_end|>"),
-                                                    ("llama2", " ", " </s>"), ("alpaca", "", "<|im_end|>")])
+                                                    ("llama2", " ", " <|im_end|>"), ("alpaca", "", "<|im_end|>")])
 def test_multi_turn_learns_every_assistant_turn_and_nothing_else(tmp_path, tok, template, before, ends):
     path = write(tmp_path, [MULTI_TURN, MULTI_TURN])
     bundle = data.prepare(data_cfg(path, format="sharegpt", template=template), SFT, tok)
     row = bundle.train[0]
-    # llama2 puts a space before the answer ("[/INST] Hello! </s>"): it belongs to the answer's first token.
+    # llama2 puts a space before the answer ("[/INST] Hello! </s>", with the tokenizer's eos): it belongs to the answer's first token.
     assert learned_spans(tok, row) == [before + "Hello!" + ends, before + "4" + ends]
     # The prompt of the held-out example is everything before the last assistant turn.
     assert bundle.eval_prompts[0]["reference"] == "4"

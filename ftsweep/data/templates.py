@@ -13,17 +13,23 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-# Llama-2 chat: [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s>
+# Llama-2 chat, as Meta's reference chat_completion and the chat template of meta-llama/Llama-2-7b-chat-hf
+# render it (this is that template's text): contents stripped, the system inside the first [INST],
+#   <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {answer} </s><s>[INST] {user2} [/INST]
+# with the tokenizer's own bos/eos tokens; roles must alternate user/assistant.
 LLAMA2 = (
-    "{%- set ns = namespace(system='') -%}"
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{%- set ns.system = m['content'] -%}"
-    "{%- elif m['role'] == 'user' -%}"
-    "{{ '<s>[INST] ' }}{%- if ns.system -%}{{ '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' }}{%- set ns.system = '' -%}{%- endif -%}"
-    "{{ m['content'] + '\\n[/INST]' }}"
-    "{%- elif m['role'] == 'assistant' -%}{{ ' ' + m['content'] + ' </s>' }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}"
 )
 
 CHATML = (
@@ -92,9 +98,16 @@ def resolve(name: str | None, tokenizer, custom_spec: dict | None = None):
 
 
 def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except TemplateError as exc:  # the template's own raise_exception, e.g. roles that must alternate
+        roles = "/".join(m["role"] for m in messages)
+        raise ValueError(f"the chat template refuses a conversation with roles {roles}: {exc}; fix the records or "
+                         "choose another data.template") from None
 
 
 def _split_answer(answer: str, eos: str) -> list[tuple[str, bool]]:
