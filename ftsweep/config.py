@@ -192,7 +192,24 @@ def register() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="schema", node=RootSchema)
+    ConfigStore.instance().store(name="schema", node=_root_with_open_maps())
+
+
+# Maps whose keys are the user's own names (file columns, role names, template fields): open to new keys,
+# so that `data.roles={human: user}` and `data.columns.output=NAME` work as written, without a `+`.
+OPEN_MAPS = {"data": (DataSchema, ("columns", "roles", "custom_template"))}
+
+
+def _root_with_open_maps() -> DictConfig:
+    """The root schema with OPEN_MAPS unlocked: Hydra locks the composed config (struct) and an explicit
+    flag on a node is the only thing that survives into its children."""
+    root = OmegaConf.structured(RootSchema)
+    for group, (schema, keys) in OPEN_MAPS.items():
+        root[group] = OmegaConf.structured(schema)
+        for key in keys:
+            root[group][key] = {}
+            OmegaConf.set_struct(root[group][key], False)
+    return root
 
 
 class ConfigError(ValueError):
