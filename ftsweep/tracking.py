@@ -118,10 +118,32 @@ def _swanlab_console(quiet: bool):
         console.c.quiet, console.c.soft_wrap = before
 
 
+def _order_swanlab_config(run_dir: Path, lead: int) -> None:
+    """SwanLab writes files/config.yaml with its keys sorted alphabetically, each with its insertion `sort`; the local
+    dashboard lays out its table columns in file order (data.columns, data.custom_template, ...). Rewritten with the
+    same content in the order: the `lead` swept keys, the run's summary values, the rest of the config."""
+    import yaml
+
+    path = Path(run_dir) / "files" / "config.yaml"
+    if not path.is_file():
+        return
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+    def rank(item):
+        key, entry = item
+        sort = entry.get("sort", 0) if isinstance(entry, dict) else 0
+        return (0 if sort < lead else 1 if key.startswith("summary.") else 2, sort)
+
+    ordered = dict(sorted(config.items(), key=rank))
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(ordered, allow_unicode=True, default_flow_style=False, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
 class SwanLabBackend:
     name = "swanlab"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0):
         import swanlab
 
         self.swanlab = swanlab
@@ -132,6 +154,9 @@ class SwanLabBackend:
         with _swanlab_console(quiet=not first):
             self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
                                     mode=mode, log_dir=str(logdir))
+        self.dir = Path(self.run.dir)
+        self.lead = lead
+        _order_swanlab_config(self.dir, lead)
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
@@ -142,12 +167,13 @@ class SwanLabBackend:
         self.run.config.update({f"summary.{k}": v for k, v in summary.items()})
         with _swanlab_console(quiet=True):  # the `swanlab watch` hint again
             self.swanlab.finish()
+        _order_swanlab_config(self.dir, self.lead)
 
 
 class WandbBackend:
     name = "wandb"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0):
         import wandb
 
         if mode == "local":
@@ -187,12 +213,14 @@ class Tracker:
         if logger_cfg.mode == "disabled":
             return cls([])
         flat = flatten(config, swept_keys(tags))
+        lead = sum(1 for k in swept_keys(tags) if k in flat or f"{k}.name" in flat)
         color = colour(cell_index(run_name) if index is None else index)
         for name in logger_cfg.backends:
             logdir = root / ("swanlog" if name == "swanlab" else "wandb_runs")
             try:
                 backends.append(BACKENDS[name](project=logger_cfg.project, run_name=run_name, group=group, tags=tags,
-                                               config=flat, mode=logger_cfg.mode, logdir=logdir, color=color))
+                                               config=flat, mode=logger_cfg.mode, logdir=logdir, color=color,
+                                               lead=lead))
             except Exception as exc:  # not installed, no network, bad key: train anyway
                 log.warning("tracker %s could not start (%s: %s); training goes on, metrics.jsonl is complete",
                             name, type(exc).__name__, exc)

@@ -128,6 +128,8 @@ def test_swanlab_runs_of_a_sweep_have_distinct_colours_and_flat_config_with_swep
         r, lr = (v.split("=")[1] for v in name.split(","))
         assert config["lora.r"]["value"] == int(r) and config["optim.lr"]["value"] == float(lr)
         assert sorted(config, key=lambda k: config[k]["sort"])[:2] == ["lora.r", "optim.lr"]  # swept keys first
+        # ... also in the file, whose order the local dashboard's table columns follow; the summary next.
+        assert list(config)[:2] == ["lora.r", "optim.lr"] and list(config)[2].startswith("summary.")
         assert not [k for k, v in config.items() if isinstance(v["value"], dict)]  # no nested group
         # The summary joins the config (no run summary in SwanLab); eval_loss is the last point of eval/loss.
         assert config["summary.status"]["value"] == "ok"
