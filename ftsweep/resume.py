@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftsweep import artifacts
+from ftsweep import accounting, artifacts
 
 SKIP = "skip"  # finished ok with the same config: summary.json is left alone
 RESUME = "resume"  # same config, a complete checkpoint exists: training continues from it
@@ -46,8 +46,7 @@ def token_counts(metrics: list[dict]) -> tuple[int, int] | None:
     if not train:
         return None
     seen = int(train[-1].get("tokens_seen") or 0)
-    efficiency = train[-1].get("padding_efficiency") or 1.0
-    return seen, int(seen / efficiency)
+    return seen, accounting.restored_total(seen, train[-1].get("padding_efficiency"))
 
 
 def baseline(metrics: list[dict]) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ftsweep import artifacts, distributed
+from ftsweep import accounting, artifacts, distributed
 
 log = logging.getLogger("ftsweep")
 
@@ -59,10 +59,7 @@ class SweepTrainer(Trainer):
             os.environ.pop("FTSWEEP_INJECT_OOM", None)  # once per process: the retry must succeed
             self.inject_oom = False
             raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
-        mask = inputs.get("attention_mask")
-        # Padded batches: real tokens are the attention mask's ones. Packed batches have no padding at all.
-        seen, total = (int(mask.sum()), mask.numel()) if mask is not None else (inputs["input_ids"].numel(),) * 2
-        seen, total = distributed.total(seen, total)  # summed over ranks under torchrun
+        seen, total = distributed.total(*accounting.batch_tokens(inputs))  # summed over ranks under torchrun
         self.tokens_seen += seen
         self.tokens_total += total
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -89,7 +86,7 @@ class SweepTrainer(Trainer):
 
     @property
     def padding_efficiency(self) -> float | None:
-        return self.tokens_seen / self.tokens_total if self.tokens_total else None
+        return accounting.padding_efficiency(self.tokens_seen, self.tokens_total)
 
 
 class MetricsCallback(TrainerCallback):

@@ -67,3 +67,47 @@ def cli(tmp_path, tiny_model_dir):
         return run_cli(args, cwd=kw.pop("cwd", tmp_path), **kw)
 
     return _run
+
+
+def compose(overrides=(), config_name: str = "config"):
+    """The config a run with these overrides gets, composed in-process by Hydra's compose API
+    (schema checked, as the CLI composes it) without a subprocess or a run directory."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from ftsweep.cli import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def composed():
+    """composed(overrides) -> the composed DictConfig (a fresh copy per call: tests may change it)."""
+    return compose
+
+
+@pytest.fixture(scope="session")
+def default_cfg():
+    """The default config, composed once; read-only (use `composed` for one to change)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose()
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+# The fast unit lane (pytest -m unit, what `mutmut run` runs): in-process tests of pure code, no
+# subprocess, no training. Everything under tests/unit/ is in it, and so are these in-process files,
+# except tests that take a real-CLI or real-model fixture.
+UNIT_FILES = {"test_properties.py", "test_data_truncation.py", "test_report_units.py", "test_artifacts.py"}
+NOT_UNIT_FIXTURES = {"cli", "tiny_model_dir", "qlora_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    unit_dir = Path(__file__).parent / "unit"
+    for item in items:
+        path = Path(str(item.fspath))
+        in_lane = unit_dir in path.parents or path.name in UNIT_FILES
+        if in_lane and not NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)

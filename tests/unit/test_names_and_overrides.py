@@ -1,0 +1,87 @@
+"""Run directory names and the override parser: what a user sees as folder names and report factors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftsweep import overrides as ovr
+from ftsweep.artifacts import run_name
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("lora.r=8", "lora.r", "8"),
+    ("+data.columns.x=y", "data.columns.x", "y"),
+    ("++seed=3", "seed", "3"),
+    ("~lora.extra", "lora.extra", "(deleted)"),
+    ("~seed=3", "seed", "3"),
+    ("optim.lr=1e-4", "optim.lr", "1e-4"),
+    ("hydra/launcher=ray", "hydra/launcher", "ray"),
+    ("data.system='be brief'", "data.system", "be brief"),
+    ('data.system="x"', "data.system", "x"),
+    ("lora.r=8,16", "lora.r", "8,16"),
+    ("data.system=''", "data.system", ""),
+])
+def test_key_and_value_as_typed(text, key, value):
+    assert ovr.key(text) == key
+    assert ovr.value(text) == value
+    assert ovr.split(text) == (key, value)
+
+
+def test_value_keeps_inner_quotes_and_single_characters():
+    assert ovr.value("x='a,b'") == "a,b"
+    assert ovr.value("x=a") == "a"
+
+
+def test_parse_rejects_what_hydra_rejects():
+    with pytest.raises(Exception):
+        ovr.parse("lora.r=[1,")
+
+
+@pytest.mark.parametrize("name, keys, under", [
+    ("logger.mode", ["logger"], True),
+    ("logger", ["logger"], True),
+    ("loggers", ["logger"], False),
+    ("hydra/launcher", ["hydra"], True),
+    ("lora.r", ["logger", "train.progress"], False),
+    ("train.progress", ["logger", "train.progress"], True),
+    ("train.progress_bar", ["train.progress"], False),
+    ("train", ["train.progress"], False),
+])
+def test_is_under(name, keys, under):
+    assert ovr.is_under(name, keys) is under
+
+
+def test_run_name_sorts_and_drops_neutral_keys():
+    assert run_name(["optim.lr=1e-4", "lora.r=8"]) == "lora.r=8,optim.lr=1e-4"
+    # Keys that do not change the result never name a directory: logger, progress, mode, hydra's own.
+    assert run_name(["lora.r=8", "logger=none", "train.progress=false", "mode=train", "hydra.run.dir=x",
+                     "hydra/launcher=ray", "skip_finished=false"]) == "lora.r=8"
+    assert run_name([]) == "default"
+    assert run_name(["logger=none"]) == "default"
+
+
+def test_run_name_in_a_sweep_keeps_only_the_swept_keys():
+    cell = ["optim.max_steps=50", "lora.r=16", "optim.lr=3e-4", "logger=none"]
+    assert run_name(cell, ["lora.r"]) == "lora.r=16"
+    assert run_name(cell, ["lora.r", "optim.lr"]) == "lora.r=16,optim.lr=3e-4"
+    # A swept key that is result-neutral still names the cell: it is what tells the cells apart.
+    assert run_name(["logger=none", "lora.r=8"], ["logger"]) == "logger=none"
+    assert run_name(["hydra.job.x=1", "lora.r=8"], ["hydra.job.x", "lora.r"]) == "lora.r=8"
+    assert run_name(cell, []) == run_name(cell)  # an empty sweep list: every non-neutral override
+
+
+def test_run_name_is_filesystem_safe():
+    assert run_name(["data.path=/data/my file.json"]) == "data.path=_data_my_file.json"
+    assert run_name(["lora.target_modules=[q_proj,v_proj]"]) == "lora.target_modules=q+v_proj"
+    assert run_name(["data.system='a;b'"]) == "data.system=_a_b_"
+    assert run_name(["+x.y@z=1-2"]) == "+x.y@z=1-2"
+
+
+def test_long_run_names_keep_a_hash_so_cells_never_collide():
+    a = run_name([f"data.path={'a' * 200}"])
+    b = run_name([f"data.path={'a' * 199}b"])
+    assert a != b and len(a) == len(b) == 111
+    assert a.startswith("data.path=" + "a" * 90) and a[100] == "-"
+    exact = "data.path=" + "a" * 110  # 120 characters: kept whole
+    assert run_name([exact]) == exact
+    assert len(run_name(["data.path=" + "a" * 111])) == 111

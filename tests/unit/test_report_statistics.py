@@ -1,0 +1,197 @@
+"""The report's statistics on runs built in memory: factors and their levels, main effects (mean, sample std,
+n per level), the two-factor grid, the data-size series and the improvement over the baseline. A flipped
+sign or a wrong ddof here changes which configuration a reader believes is better."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ftsweep.report import effects as fx
+from ftsweep.report import factors as F
+from ftsweep.report import table as T
+from ftsweep.report.collect import Run, Sweep
+
+
+def run(overrides, eval_loss=3.0, status="ok", sweep="s1", config=None, summary=None, manifest=None) -> Run:
+    body = {"status": status, "eval_loss": eval_loss, "baseline_eval_loss": 5.0} | (summary or {})
+    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep=sweep,
+               status=status, overrides=list(overrides), summary=body, manifest=manifest or {},
+               metrics=[], _config=config if config is not None else {"lora": {"r": 8, "name": "lora"}, "seed": 1})
+
+
+def sweep(runs, label="s1", grid=None) -> Sweep:
+    return Sweep(path=Path("/nowhere") / label, label=label, meta={"grid": grid} if grid else {}, runs=runs)
+
+
+# (r, lr, seed) -> eval_loss: every mean and std below is computed by hand from these.
+LOSSES = {("8", "1e-4", "1"): 3.6, ("8", "1e-4", "2"): 3.7, ("8", "3e-4", "1"): 3.3, ("8", "3e-4", "2"): 3.4,
+          ("16", "1e-4", "1"): 3.5, ("16", "1e-4", "2"): 3.5, ("16", "3e-4", "1"): 3.1, ("16", "3e-4", "2"): 3.3}
+
+
+@pytest.fixture
+def grid():
+    runs = [run([f"lora.r={r}", f"optim.lr={lr}", f"seed={s}"], loss) for (r, lr, s), loss in LOSSES.items()]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"], "seed": ["1", "2"]})])
+    return design, T.runs_frame(design, "eval_loss")
+
+
+def test_factors_are_the_varied_keys_in_grid_order_and_seed_is_a_replicate(grid):
+    design, _ = grid
+    assert [f.name for f in design.factors] == ["lora.r", "optim.lr"]
+    assert [lv.text for lv in design.factors[0].levels] == ["8", "16"]  # numeric order, not text order
+    assert [lv.text for lv in design.factors[1].levels] == ["1e-4", "3e-4"]
+    assert design.seeds == ["1", "2"] * 4
+    assert design.label(design.configuration(0)) == "lora.r=8, optim.lr=1e-4"
+    assert design.factors[0].numeric and not design.multi_sweep
+
+
+def test_main_effects_are_level_means_with_sample_std(grid):
+    design, frame = grid
+    effects = {e.factor.name: e for e in fx.main_effects(design, frame, "eval_loss")}
+    r8, r16 = effects["lora.r"].levels
+    assert r8.level.text == "8" and r8.stat.n == 4
+    assert r8.stat.mean == pytest.approx(3.5) and r16.stat.mean == pytest.approx(3.35)
+    assert r8.stat.std == pytest.approx(statistics.stdev([3.6, 3.7, 3.3, 3.4]))  # ddof=1
+    lo, hi = effects["optim.lr"].levels
+    assert (lo.stat.mean, hi.stat.mean) == (pytest.approx(3.575), pytest.approx(3.275))
+    # The spread is best minus worst level mean: positive, whichever level is better.
+    assert effects["lora.r"].spread == pytest.approx(0.15)
+    assert effects["optim.lr"].spread == pytest.approx(0.30)
+
+
+def test_failed_runs_and_missing_values_never_enter_a_mean():
+    runs = [run(["lora.r=8"], 3.0), run(["lora.r=8"], 9.0, status="failed"), run(["lora.r=16"], 2.0),
+            run(["lora.r=16"], None), run(["lora.r=4"], 1.0, status="failed")]
+    design = F.build_design([sweep(runs)])
+    frame = T.runs_frame(design, "eval_loss")
+    (effect,) = fx.main_effects(design, frame, "eval_loss")
+    stats = {e.level.text: e.stat for e in effect.levels}
+    assert stats["8"] == T.Stat(3.0, None, 1)  # n=1: no std
+    assert stats["16"] == T.Stat(2.0, None, 1)
+    assert stats["4"] == T.Stat(None, None, 0)
+    assert effect.spread == pytest.approx(1.0)
+
+
+def test_no_ok_run_gives_empty_levels():
+    runs = [run(["lora.r=8"], 3.0, status="failed"), run(["lora.r=16"], 2.0, status="failed")]
+    design = F.build_design([sweep(runs)])
+    (effect,) = fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss")
+    assert [e.stat for e in effect.levels] == [T.Stat(None, None, 0)] * 2 and effect.spread is None
+
+
+def test_configurations_rank_best_first_in_the_metric_direction(grid):
+    design, frame = grid
+    best_low = T.configurations(design, frame, "eval_loss", maximize=False)
+    assert [c.label for c in best_low][:2] == ["lora.r=16, optim.lr=3e-4", "lora.r=8, optim.lr=3e-4"]
+    assert [c.rank for c in best_low] == [1, 2, 3, 4]
+    top = best_low[0].stats["eval_loss"]
+    assert (top.mean, top.n) == (pytest.approx(3.2), 2) and top.std == pytest.approx(statistics.stdev([3.1, 3.3]))
+    assert best_low[-1].label == "lora.r=8, optim.lr=1e-4"
+    assert T.configurations(design, frame, "eval_loss", maximize=True)[0].label == "lora.r=8, optim.lr=1e-4"
+
+
+def test_improvement_is_baseline_minus_final():
+    good = run(["lora.r=8"], 3.0, summary={"baseline_eval_loss": 5.0})
+    worse = run(["lora.r=8"], 6.0, summary={"baseline_eval_loss": 5.0})
+    assert T.run_value(good, T.IMPROVEMENT) == pytest.approx(2.0)  # training lowered the loss: positive
+    assert T.run_value(good, T.IMPROVEMENT_PCT) == pytest.approx(40.0)
+    assert T.run_value(worse, T.IMPROVEMENT) == pytest.approx(-1.0)
+    assert T.run_value(worse, T.IMPROVEMENT_PCT) == pytest.approx(-20.0)
+    assert T.run_value(run(["a=1"], None), T.IMPROVEMENT) is None
+    assert T.run_value(run(["a=1"], 1.0, summary={"baseline_eval_loss": 0.0}), T.IMPROVEMENT_PCT) is None
+
+
+def test_two_factor_grid_holds_each_configuration_mean(grid):
+    design, frame = grid
+    configs = T.configurations(design, frame, "eval_loss", maximize=False)
+    g = fx.two_factor_grid(design, configs, "eval_loss")
+    assert (g.rows.name, g.cols.name) == ("lora.r", "optim.lr")
+    key = (F.level_of("16").key, F.level_of("3e-4").key)
+    assert g.cells[key].mean == pytest.approx(3.2) and len(g.cells) == 4
+    one = F.build_design([sweep([run(["lora.r=8"]), run(["lora.r=16"])])])
+    assert fx.two_factor_grid(one, [], "eval_loss") is None
+
+
+def test_data_size_series_one_line_per_other_level_sorted_by_size():
+    runs = [run([f"data.n={n}", f"lora.r={r}"], loss) for n, r, loss in
+            [(100, 8, 3.0), (10, 8, 4.0), (100, 16, 2.5), (10, 16, 3.5), ("null", 8, 2.0)]]
+    design = F.build_design([sweep(runs)])
+    configs = T.configurations(design, T.runs_frame(design, "eval_loss"), "eval_loss", False)
+    series = fx.data_size_series(design, configs, "eval_loss")
+    assert [s.label for s in series] == ["lora.r=8", "lora.r=16"]
+    assert [(x, p.mean) for x, p in series[0].points] == [(10.0, 4.0), (100.0, 3.0)]  # null (all records) left out
+    assert [(x, p.mean) for x, p in series[1].points] == [(10.0, 3.5), (100.0, 2.5)]
+    only_n = F.build_design([sweep([run(["data.n=10"], 4.0), run(["data.n=20"], 3.0)])])
+    configs = T.configurations(only_n, T.runs_frame(only_n, "eval_loss"), "eval_loss", False)
+    assert [s.label for s in fx.data_size_series(only_n, configs, "eval_loss")] == ["eval_loss"]
+    assert fx.data_size_series(F.build_design([sweep([run(["lora.r=8"]), run(["lora.r=4"])])]), [], "eval_loss") == []
+
+
+def test_a_key_set_in_one_run_and_from_config_in_another_is_one_factor():
+    runs = [run(["lora.r=16"]), run([], config={"lora": {"r": 8}, "seed": 1}), run([], config={"seed": 1})]
+    design = F.build_design([sweep(runs)])
+    (factor,) = design.factors
+    assert [lv.text for lv in factor.levels] == ["8", "16", F.NOT_SET]
+
+
+def test_neutral_keys_and_seed_are_never_factors():
+    runs = [run(["logger=none", "train.progress=true", "seed=1", "hydra.job.x=1", "mode=train"]),
+            run(["logger=wandb", "train.progress=false", "seed=2", "hydra.job.x=2", "mode=plan"])]
+    assert F.build_design([sweep(runs)]).factors == []
+
+
+def test_config_groups_level_by_their_name_and_numbers_compare_as_numbers():
+    runs = [run(["lora=dora"]), run([], config={"lora": {"name": "lora", "r": 8}}), run(["optim.lr=0.0001"]),
+            run(["optim.lr=1e-4"])]
+    design = F.build_design([sweep(runs)])
+    names = {f.name: [lv.text for lv in f.levels] for f in design.factors}
+    assert names["lora"] == ["dora", "lora"]
+    assert len(names["optim.lr"]) == 2  # 0.0001 and 1e-4 are one level (plus not set)
+    assert "0.0001" in names["optim.lr"] and F.NOT_SET in names["optim.lr"]
+
+
+def test_level_sort_order_and_texts():
+    keys = [F.level_of(v) for v in ("abc", "null", "true", "2", "10", "1.5")]
+    assert [lv.text for lv in sorted(keys, key=lambda lv: lv.key)] == ["1.5", "2", "10", "true", "abc", "null"]
+    assert F.level_of("1e-4").number == 0.0001 and F.level_of("abc").number is None
+    assert F.level_of("true").number is None
+    assert F.level_of(0.5).text == "0.5" and F.level_of(None).text == "null" and F.level_of(False).text == "false"
+    assert F.level_of(float("inf")).key[0] == 2  # not a number on the axis
+    assert F.level_of("~").key == F.level_of(None).key and F.level_of("None").key == F.level_of(None).key
+    assert F.level_of("FALSE").key == F.level_of(False).key
+
+
+def test_seeds_read_from_overrides_manifest_summary_or_config():
+    runs = [run(["seed=7", "lora.r=1"]), run(["lora.r=2"], manifest={"seed": 3}), run(["lora.r=3"], summary={"seed": 4}),
+            run(["lora.r=4"], config={"seed": 5}), run(["lora.r=5"], config={})]
+    assert F.build_design([sweep(runs)]).seeds == ["7", "3", "4", "5", None]
+
+
+def test_the_sweep_is_a_factor_only_when_nothing_else_tells_runs_apart():
+    a = sweep([run(["lora.r=8"], sweep="a"), run(["lora.r=16"], sweep="a")], label="a")
+    b = sweep([run(["lora.r=8"], sweep="b"), run(["lora.r=16"], sweep="b")], label="b")
+    design = F.build_design([a, b])
+    assert [f.name for f in design.factors] == [F.SWEEP, "lora.r"]
+    assert [lv.text for lv in design.factors[0].levels] == ["a", "b"] and design.multi_sweep
+    c = sweep([run(["lora=dora"], sweep="c")], label="c")
+    d = sweep([run(["lora=lora"], sweep="d")], label="d")
+    assert [f.name for f in F.build_design([c, d]).factors] == ["lora"]
+
+
+def test_typed_text_is_kept_for_the_level_label():
+    runs = [run(["optim.lr=3e-4"]), run([], config={"optim": {"lr": 0.0003}}), run(["optim.lr=1e-4"])]
+    (factor,) = F.build_design([sweep(runs)]).factors
+    assert [lv.text for lv in factor.levels] == ["1e-4", "3e-4"]  # 0.0003 from config is the typed 3e-4
+    runs = [run([], config={"optim": {"lr": 0.0003}}), run(["optim.lr=1e-4"])]
+    (factor,) = F.build_design([sweep(runs)]).factors
+    assert [lv.text for lv in factor.levels] == ["1e-4", "0.0003"]
+
+
+def test_a_bad_override_line_is_no_factor():
+    assert F.parse_override("lora.r=[1,") is None
+    assert F.parse_override("lora.r=8") == ("lora.r", "8")
+    assert isinstance(T.runs_frame(F.build_design([sweep([run(["lora.r=[1,"])])]), "eval_loss"), pd.DataFrame)
