@@ -3,9 +3,10 @@
     python -m ftsweep -m model=qwen2.5-7b-instruct lora.r=8,64 quant=nf4,none mode=plan plan.gpu_mem_gb=24
 
 The model is built from its config alone on the meta device (no weights): the
-model file's `arch:` facts for shipped models, the config.json of a local
-directory otherwise. The adapter is applied with the same PEFT config a run
-uses, so trainable parameters are PEFT's own count. Memory is an estimate,
+config.json of model.name_or_path when it is on this machine (a local directory
+or the hub cache), the model file's `arch:` facts only when it is not; plan.json
+and the printed line say which (`config_source`). The adapter is applied with
+the same PEFT config a run uses, so trainable parameters are PEFT's own count. Memory is an estimate,
 split into the base weights, the adapter's training state and activations:
 
     base      quantized linear weights x bytes/param + the rest at its dtype
@@ -50,16 +51,43 @@ def quantized_bytes_per_param(quant_cfg) -> float:
 
 def model_config(model_cfg):
     """A transformers config for the model, without downloading anything."""
+    return model_config_and_source(model_cfg)[0]
+
+
+def local_config_json(model_cfg) -> Path | None:
+    """config.json of model.name_or_path when it is on this machine: a local directory or the hub cache."""
+    path = str(model_cfg.name_or_path)
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local / "config.json" if (local / "config.json").is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid hub id: nothing cached under it
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def model_config_and_source(model_cfg):
+    """(config, where its facts came from). The model's own config.json wins whenever it is on this machine
+    (model.name_or_path=DIR may hold another size than the model file names); the model file's `arch:`
+    facts serve only when it is not."""
     from transformers import AutoConfig
 
     from ftsweep import models
 
+    remote = bool(model_cfg.trust_remote_code)
+    builtin = model_cfg.get("builtin") and str(model_cfg.name_or_path) == str(model_cfg.builtin)
+    found = None if builtin else local_config_json(model_cfg)
+    if found is not None:
+        return AutoConfig.from_pretrained(str(found.parent), trust_remote_code=remote), f"config.json in {found.parent}"
     arch = dict(model_cfg.arch or {})
     if arch:
         model_type = arch.pop("model_type")
-        return AutoConfig.for_model(model_type, **arch)
-    path = models.resolve_model_path(model_cfg)  # the tiny model is created locally; a local dir is read
-    return AutoConfig.from_pretrained(path, trust_remote_code=bool(model_cfg.trust_remote_code))
+        return AutoConfig.for_model(model_type, **arch), f"arch: facts of model={model_cfg.name} (not available locally)"
+    path = models.resolve_model_path(model_cfg)  # the tiny model is created locally; otherwise a clear error
+    return AutoConfig.from_pretrained(path, trust_remote_code=remote), f"config.json in {path}"
 
 
 def plan_cell(cfg, base=None) -> dict:
@@ -115,7 +143,7 @@ def plan_cell(cfg, base=None) -> dict:
     est = base_bytes + adapter_bytes + activation_bytes + OVERHEAD_BYTES
     limit = float(cfg.plan.gpu_mem_gb)
     return {
-        "model": cfg.model.name, "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
+        "model": cfg.model.name, "config_source": model_config_and_source(cfg.model)[1], "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
         "total_params": int(all_params), "trainable_params": int(trainable), "trainable_share": round(trainable / all_params, 6),
         "memory_gib": {"base_weights": round(base_bytes / GIB, 3), "adapter_grads_optimizer": round(adapter_bytes / GIB, 3),
                        "activations": round(activation_bytes / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),
@@ -133,7 +161,7 @@ def describe(plan: dict, name: str) -> str:
     return (f"plan {name}: trainable params: {plan['trainable_params']:,} || all params: {plan['total_params']:,} || "
             f"trainable%: {100 * plan['trainable_params'] / plan['total_params']:.4f} | memory ~{m['total']:.2f} GiB = base {m['base_weights']:.2f} "
             f"+ adapter/grad/optim {m['adapter_grads_optimizer']:.2f} + activations {m['activations']:.2f} "
-            f"+ overhead {m['overhead']:.2f} | {flag}")
+            f"+ overhead {m['overhead']:.2f} | {flag} | from {plan.get('config_source', '?')}")
 
 
 def main(cfg, run_dir: Path, name: str) -> float:

@@ -40,3 +40,39 @@ def test_plan_for_shipped_7b_models_offline(cli, tmp_path):
         assert nf4["fits"] and not none["fits"]  # bf16/fp16 7B bases do not fit in 12 GiB
     table = (sweep / "plan.md").read_text()
     assert table.count("**no**") == 3 and "model=llama2-7b,quant=none" in table
+
+
+def test_plan_reads_the_local_directory_not_the_model_files_facts(cli, tmp_path):
+    """model=qwen2.5-7b-instruct with model.name_or_path=DIR plans the model in DIR (here a 2-layer Qwen2)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    h, i, layers, heads, kv, vocab = 64, 160, 2, 4, 2, 1000
+    model_dir = tmp_path / "small-qwen"
+    Qwen2Config(hidden_size=h, intermediate_size=i, num_hidden_layers=layers, num_attention_heads=heads,
+                num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=False).save_pretrained(model_dir)
+    with torch.device("meta"):
+        base = sum(p.numel() for p in AutoModelForCausalLM.from_config(Qwen2Config.from_pretrained(model_dir)).parameters())
+    # LoRA r=8 on all 7 linear layers of each block: r x (in + out) per layer.
+    kv_dim = h // heads * kv
+    r = 8
+    lora = layers * r * ((h + h) + (h + kv_dim) * 2 + (h + h) + (h + i) * 2 + (i + h))
+    out = tmp_path / "plan"
+    proc = cli(["model=qwen2.5-7b-instruct", f"model.name_or_path={model_dir}", "mode=plan", f"hydra.run.dir={out}"],
+               env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["trainable_params"] == lora and plan["total_params"] == base + lora
+    assert plan["config_source"] == f"config.json in {model_dir}"
+    assert f"from config.json in {model_dir}" in proc.stdout
+
+
+def test_plan_says_when_it_uses_the_model_files_facts(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ftsweep.plan import model_config_and_source
+
+    cfg = OmegaConf.load("conf/model/qwen2.5-7b-instruct.yaml")
+    cfg.name_or_path, cfg.trust_remote_code, cfg.builtin = "nobody/not-downloaded-model", False, None
+    config, source = model_config_and_source(cfg)
+    assert config.hidden_size == 3584 and source == "arch: facts of model=qwen2.5-7b-instruct (not available locally)"
