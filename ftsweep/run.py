@@ -135,7 +135,9 @@ class Run:
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6),
                            estimated_memory_bytes=_planned_memory(cfg, self.skeleton))
         self.skeleton = None  # the planner wrapped it; nothing else needs it
-        log.info("adapter %s: %s trainable of %s params (%.3f%%)", cfg.lora.name, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+        # PEFT's own wording and count (print_trainable_parameters): all params include the adapter's.
+        log.info("adapter %s: trainable params: %s || all params: %s || trainable%%: %.4f", cfg.lora.name, f"{trainable:,}", f"{total:,}",
+                 100 * trainable / total)
 
     def open_logs(self) -> None:
         """metrics.jsonl, the tracker and the trainer: opened only once the run can train."""

@@ -31,7 +31,6 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (gradient_checkpointing_*)
-    warnings.filterwarnings("ignore", message=".*kernels.*")  # bitsandbytes on CPU: nothing a user can act on
     hf_logging.disable_progress_bar()  # "Loading weights" bars
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()  # "Saving the dataset" bars of the tokenized-data cache

@@ -184,7 +184,10 @@ class WandbBackend:
             mode = "online"  # credentials present: sync live
         Path(logdir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=project, name=run_name, group=group, tags=tags, config=config, mode=mode,
-                              dir=str(logdir), reinit="finish_previous")
+                              dir=str(logdir), reinit="finish_previous",
+                              # quiet: no history sparklines and summary at finish (about 35 lines per cell);
+                              # ftsweep's own closing lines say the same.
+                              settings=wandb.Settings(quiet=True))
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
