@@ -159,8 +159,9 @@ def main() -> None:
         print(f"| {k} | {m['train_s']:.1f} | {m['process_s']:.1f} | {m['tokens_per_s']:.0f} | "
               f"{m['train_s'] / d['train_s']:.2f}x | {m['process_s'] / d['process_s']:.2f}x |")
     s = results[DEFAULT][-1]["summary"]
-    print(f"\nftsweep default chose: padding efficiency {s.get('padding_efficiency')}, "
-          + ", ".join(f"{k} {s[k]}" for k in ("packing", "gradient_checkpointing") if k in s))
+    chosen = {k: v for k, v in (s.get("auto") or {}).items() if isinstance(v, bool)}  # what the auto knobs became
+    print(f"\nftsweep default chose: " + ", ".join(f"{k}={str(v).lower()}" for k, v in chosen.items())
+          + f"; padding efficiency {s.get('padding_efficiency')}")
 
     if not args.no_sweep:
         default_sweep(work, env)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -163,8 +164,9 @@ def _stopped_message(exc: Stopped) -> str:
     record = close_sweep(Path(exc.sweep["dir"]))
     waiting = unstarted_cells(Path(exc.sweep["dir"]), record)
     not_run = ", ".join(waiting) if waiting is not None else "the remaining cells"
+    resume_cmd = f"{record.get('command')} hydra.sweep.dir={shlex.quote(str(exc.sweep['dir']))}"  # the same sweep dir resumes
     return (f"stopped by {signame} during {exc.run_dir.name} (checkpoint saved); no further cell was started; "
-            f"not yet run: {not_run or 'none'}; resume with: {record.get('command')}")
+            f"not yet run: {not_run or 'none'}; resume with: {resume_cmd}")
 
 
 def main() -> None:

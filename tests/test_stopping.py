@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -52,12 +53,18 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     assert summary["status"] == "interrupted"
     assert not (sweep_dir / CELLS[1]).exists() and not (sweep_dir / CELLS[2]).exists(), "a cell started after the stop"
     assert "not yet run: lora.r=8, lora.r=16" in err, err
-    assert "python -m ftsweep -m" in err and "lora.r=4,8,16" in err, err  # the command that resumes
+    resume_cmd = err.split("resume with: ", 1)[1].strip()
+    assert resume_cmd.startswith("python -m ftsweep -m") and "lora.r=4,8,16" in resume_cmd, err
+    assert f"hydra.sweep.dir={sweep_dir.resolve()}" in resume_cmd, "the printed command must resume this sweep, not start a new one"
     assert "failed" not in err.lower(), err  # interrupted is not failed
     record = json.loads((sweep_dir / "sweep.json").read_text())
     assert record["counts"]["interrupted"] == 1 and record["counts"]["failed"] == 0
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    if sig == signal.SIGTERM:
+        return  # the resume is the same for both signals: checked once, after SIGINT
+    # The printed command, as a user would paste it, resumes the same sweep.
+    again = subprocess.run([sys.executable, "-m", "ftsweep", *shlex.split(resume_cmd)[3:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     for cell in CELLS:
         assert json.loads((sweep_dir / cell / "summary.json").read_text())["status"] == "ok", cell
