@@ -90,8 +90,8 @@ TRUNCATION_KEYS = ("truncated", "turns_dropped", "prompts_cut", "responses_cut",
 class _ChatVariants:
     """variants[k]: the conversation tokenized with its first k exchanges dropped, system kept (rendered on demand)."""
 
-    def __init__(self, tokenizer, template, messages: list[dict]):
-        self.tokenizer, self.template, self.messages = tokenizer, template, messages
+    def __init__(self, tokenizer, template, messages: list[dict], tools: list | None = None):
+        self.tokenizer, self.template, self.messages, self.tools = tokenizer, template, messages, tools
         exchange = templates.exchange_of(messages)
         self.n = max(exchange) + 1
         lead = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
@@ -108,7 +108,7 @@ class _ChatVariants:
             if not any(m["role"] == "assistant" for m in kept):
                 self._cache[k] = []
             else:
-                self._cache[k] = encode_pieces(self.tokenizer, templates.render_pieces(self.tokenizer, self.template, kept))
+                self._cache[k] = encode_pieces(self.tokenizer, templates.render_pieces(self.tokenizer, self.template, kept, self.tools))
         return self._cache[k]
 
 
@@ -125,7 +125,7 @@ def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg) -> tupl
         ids, labels, cut = truncate(ids, labels, max_length)
         info["truncated"] = int(cut)
     else:
-        fitted = fit(_ChatVariants(tokenizer, template, ex.messages), max_length)
+        fitted = fit(_ChatVariants(tokenizer, template, ex.messages, ex.tools), max_length)
         info.update(truncated=int(fitted.cut), turns_dropped=fitted.turns_dropped, prompts_cut=int(fitted.prompt_cut),
                     responses_cut=int(fitted.response_cut), dropped_too_long=int(fitted.dropped))
         if fitted.dropped:
@@ -196,7 +196,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     eval_prompts = []
     for _, ex in val_pairs:
         if ex.messages is not None and template is not None:
-            eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages),
+            eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages, ex.tools),
                                  "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
     return {"train": train_rows, "val": val_rows, "eval_prompts": eval_prompts, "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs),

@@ -19,12 +19,15 @@ from ftsweep.data.sources import DataError, Record
 
 FORMATS = ("alpaca", "sharegpt", "messages", "multiple_choice", "text")
 DEFAULT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-                 "model": "assistant", "bot": "assistant"}
+                 "model": "assistant", "bot": "assistant",
+                 # sharegpt tool data (LLaMA-Factory's names): a call is an assistant turn with tool_calls, its result a tool turn
+                 "function_call": "tool_call", "observation": "tool", "tool": "tool"}
 
 
 @dataclass
 class Example:
     messages: list[dict] | None = None  # sft: the conversation; every assistant turn is learned
+    tools: list | None = None  # function schemas passed to the chat template (apply_chat_template(tools=...))
     text: str | None = None  # text format / classify input
     label: int | None = None  # classify
 
@@ -39,7 +42,8 @@ def normalise(record: Record, data_cfg, task_cfg) -> Example:
     if fmt == "alpaca":
         ex = Example(messages=_alpaca(get, data_cfg.system, bool(data_cfg.get("instruction_as_system"))))
     elif fmt in ("sharegpt", "messages"):
-        ex = Example(messages=_conversation(get, fmt, {**DEFAULT_ROLES, **dict(data_cfg.get("roles") or {})}, data_cfg.system))
+        ex = Example(messages=_conversation(get, fmt, {**DEFAULT_ROLES, **dict(data_cfg.get("roles") or {})}, data_cfg.system),
+                     tools=_tools(get))
     elif fmt == "multiple_choice":
         text, n_options = _multiple_choice_text(get)
         label = get.label("label", n_options)
@@ -149,6 +153,11 @@ def _conversation(get: _Getter, fmt: str, roles: dict, default_system: str | Non
             raise get.fail(key, f"turn {i} has role {turn[role_key]!r}", f"map it in data.roles (known: {', '.join(sorted(roles))})")
         if not isinstance(turn[content_key], str):
             raise get.fail(key, f"turn {i} content is a {type(turn[content_key]).__name__}, expected text", "make it a string")
+        if role == "tool_call":
+            messages.append({"role": "assistant", "content": "", "tool_calls": _tool_calls(get, key, i, turn[content_key])})
+            continue
+        if role not in ("user", "assistant", "system", "tool"):
+            raise get.fail(key, f"turn {i} maps to role {role!r}", "map roles to user, assistant, system, tool or tool_call in data.roles")
         if role == "assistant" and not turn[content_key].strip():
             raise get.fail(key, f"turn {i} is an empty assistant turn", "give it text or drop the record (data.on_bad_record=skip)")
         messages.append({"role": role, "content": turn[content_key]})
@@ -158,6 +167,40 @@ def _conversation(get: _Getter, fmt: str, roles: dict, default_system: str | Non
     if not any(m["role"] == "assistant" for m in messages):
         raise get.fail(key, "has no assistant turn, so nothing would be learned", "add the response turn")
     return _with_system(messages, default_system)
+
+
+def _tools(get: _Getter) -> list | None:
+    """The record's tool schemas: a list, or a JSON string holding one (as LLaMA-Factory's sharegpt files store it)."""
+    import json
+
+    tools = get.raw("tools", required=False)
+    if isinstance(tools, str):
+        if not tools.strip():
+            return None
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise get.fail("tools", "is text but not JSON", "store it as a list of function schemas") from None
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise get.fail("tools", f"is a {type(tools).__name__}, not a list of function schemas",
+                       'write it as [{"type": "function", "function": {"name": ..., "parameters": ...}}, ...]')
+    return tools or None
+
+
+def _tool_calls(get: _Getter, key: str, i: int, value: str) -> list[dict]:
+    """A function_call turn's value, {"name": ..., "arguments": {...}} (or a list of them), as template tool_calls."""
+    import json
+
+    try:
+        calls = json.loads(value)
+    except json.JSONDecodeError:
+        raise get.fail(key, f"turn {i} is a function call but not JSON", 'write it as {"name": ..., "arguments": {...}}') from None
+    calls = calls if isinstance(calls, list) else [calls]
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        raise get.fail(key, f"turn {i} is a function call without a name", 'write it as {"name": ..., "arguments": {...}}')
+    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}} for c in calls]
 
 
 def _multiple_choice_text(get: _Getter) -> tuple[str, int]:

@@ -97,12 +97,12 @@ def resolve(name: str | None, tokenizer, custom_spec: dict | None = None):
     return tokenizer.chat_template
 
 
-def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool) -> str:
+def _render(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool, tools: list | None = None) -> str:
     from jinja2.exceptions import TemplateError
 
     try:
         return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt, tools=tools
         )
     except TemplateError as exc:  # the template's own raise_exception, e.g. roles that must alternate
         roles = "/".join(m["role"] for m in messages)
@@ -183,7 +183,28 @@ def _prompt_pieces(text: str, marked_text: str, marks: dict[str, str]) -> list[t
     return head + [("".join(t for t, _ in pieces[last_user + 1:]), "header")]
 
 
-def render_pieces(tokenizer, template, messages: list[dict]) -> list[tuple[str, str, int]]:
+NO_TOOLS = ("the chat template does not render {what}, so they would be dropped without a word; use the model's own "
+            "template (data.template=null) if it supports tools, or a data.template / model.chat_template that does")
+
+
+def _check_tools(tokenizer, template, messages: list[dict], tools: list | None) -> None:
+    """Tools and tool calls must show up in the rendering: a template that ignores them is an error, not a silent drop."""
+    calls = [c["function"]["name"] for m in messages for c in m.get("tool_calls") or []]
+    if not tools and not calls:
+        return
+    if isinstance(template, FormatTemplate):
+        raise ValueError(NO_TOOLS.format(what="tools or tool calls (data.template=custom has no place for them)"))
+    if tools:
+        without = _render(tokenizer, template, messages[:1], False)
+        if _render(tokenizer, template, messages[:1], False, tools) == without:
+            raise ValueError(NO_TOOLS.format(what="the record's tools"))
+    rendered = _render(tokenizer, template, messages, False, tools)
+    missing = [name for name in calls if name not in rendered]
+    if missing:
+        raise ValueError(NO_TOOLS.format(what=f"tool calls (the call to {missing[0]!r} is missing)"))
+
+
+def render_pieces(tokenizer, template, messages: list[dict], tools: list | None = None) -> list[tuple[str, str, int]]:
     """A conversation as (text, kind, exchange) pieces; kind is one of
     template, user (a prompt turn's own text), header (template text right before an answer),
     answer (learned: the assistant's text up to and including its end token), after (masked tail).
@@ -193,6 +214,7 @@ def render_pieces(tokenizer, template, messages: list[dict]) -> list[tuple[str, 
     prefix adds to the previous turn's rendering.
     """
     eos = tokenizer.eos_token or ""
+    _check_tools(tokenizer, template, messages, tools)
     exchange = exchange_of(messages)
     pieces: list[tuple[str, str, int]] = []
     if isinstance(template, FormatTemplate):
@@ -210,12 +232,12 @@ def render_pieces(tokenizer, template, messages: list[dict]) -> list[tuple[str, 
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix = _render(tokenizer, template, messages[:i], add_generation_prompt=True)
-        full = _render(tokenizer, template, messages[: i + 1], add_generation_prompt=False)
+        prefix = _render(tokenizer, template, messages[:i], add_generation_prompt=True, tools=tools)
+        full = _render(tokenizer, template, messages[: i + 1], add_generation_prompt=False, tools=tools)
         if not prefix.startswith(done) or not full.startswith(prefix):
             raise ValueError("the chat template renders a turn differently once later turns follow; use a named data.template")
         marked, marks = _marked(messages, range(start, i))
-        marked_prefix = _render(tokenizer, template, marked[:i], add_generation_prompt=True)
+        marked_prefix = _render(tokenizer, template, marked[:i], add_generation_prompt=True, tools=tools)
         segment = prefix[len(done):]
         marked_segment = marked_prefix[len(done):] if marked_prefix.startswith(done) else segment
         pieces += [(t, k, exchange[i]) for t, k in _prompt_pieces(segment, marked_segment, marks)]
@@ -244,14 +266,14 @@ def _with_headers(pieces: list[tuple[str, str, int]]) -> list[tuple[str, str, in
     return [p for p in out if p[0]]
 
 
-def render_segments(tokenizer, template, messages: list[dict]) -> list[tuple[str, bool]]:
+def render_segments(tokenizer, template, messages: list[dict], tools: list | None = None) -> list[tuple[str, bool]]:
     """The conversation as (text, learn) pieces: every assistant turn is learned, everything else masked."""
-    return [(text, kind == "answer") for text, kind, _ in render_pieces(tokenizer, template, messages)]
+    return [(text, kind == "answer") for text, kind, _ in render_pieces(tokenizer, template, messages, tools)]
 
 
-def render_prompt(tokenizer, template, messages: list[dict]) -> str:
+def render_prompt(tokenizer, template, messages: list[dict], tools: list | None = None) -> str:
     """The prompt for generation: everything before the last assistant turn."""
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     if isinstance(template, FormatTemplate):
         return "".join(template.render(m, tokenizer) for m in messages[:last])
-    return _render(tokenizer, template, messages[:last], add_generation_prompt=True)
+    return _render(tokenizer, template, messages[:last], add_generation_prompt=True, tools=tools)
