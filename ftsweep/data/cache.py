@@ -29,7 +29,7 @@ log = logging.getLogger("ftsweep")
 DATA_KEYS = ("format", "columns", "roles", "system", "instruction_as_system", "template", "custom_template", "max_length",
              "train_on_prompt", "shuffle", "shuffle_seed", "val_size", "on_bad_record", "source", "hub_config", "split",
              "num_records", "synthetic_tasks")
-VERSION = 2  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts)
+VERSION = 3  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools)
 
 
 def _file_hash(path) -> str:
