@@ -483,10 +483,12 @@ def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
     Built from the cell's overrides ("lora.r=8,optim.lr=0.0001", sorted as Hydra's
     override_dirname sorts them). In a sweep only the swept keys count (fixed
     overrides like optim.max_steps=50 are the same in every cell and say nothing);
-    elsewhere every override except the result-neutral ones. Path separators and
-    shell-special characters become "_", and very long names keep a hash suffix so
-    two cells never share a directory.
+    elsewhere every override except the result-neutral ones. Values are shown as
+    ftsweep.naming shows them (a range() cell's 0.00030000000000000003 as 0.0003, a
+    list as q+v_proj). Path separators and shell-special characters become "_", and
+    very long names keep a hash suffix so two cells never share a directory.
     """
+    from ftsweep import naming
     from ftsweep import overrides as ovr
     from ftsweep.config import RESULT_NEUTRAL_KEYS
 
@@ -495,14 +497,17 @@ def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
         lines = [o for o in lines if ovr.key(o) in swept]
     else:
         lines = [o for o in lines if not ovr.is_under(ovr.key(o), RESULT_NEUTRAL_KEYS)]
-    text = ",".join(sorted(lines))
+    # The key part as typed (`+x`, `lora`), the value part shortened; keys hold no "=".
+    shown = [head + sep + naming.value_text(value) for head, sep, value in (o.partition("=") for o in sorted(lines))]
+    text = ",".join(shown)
     if not text:
         return "default"
     name = _UNSAFE.sub("_", text)
     if len(name) > 120:
         import hashlib
 
-        name = name[:100] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+        # Hashed as typed: cells whose shortened values coincide still get their own directory.
+        name = name[:100] + "-" + hashlib.sha1(",".join(sorted(lines)).encode()).hexdigest()[:10]
     return name
 
 

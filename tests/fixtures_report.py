@@ -213,3 +213,59 @@ def write_2x2(sweep_dir: Path, seeds: bool = True) -> Path:
             overrides = [f"lora.r={r}", f"optim.lr={lr}"] + ([f"seed={seed}"] if seeds else [])
             write_run(sweep_dir, overrides, eval_loss=loss)
     return sweep_dir
+
+
+# ---- sweeps of one, two and three factors and a search, for the figures' tests and a look by eye
+
+VARIANT_LOSSES = {"lora": (3.40, 3.46, 3.43), "dora": (3.38, 3.44, 3.41), "rslora": (3.20, 3.24, 3.22),
+                  "pissa": (3.60, 3.50, 3.55)}
+
+
+def write_variants(sweep_dir: Path) -> Path:
+    """One factor, categorical: four LoRA variants, three seeds each."""
+    write_sweep_json(sweep_dir, "2026-11-22_15-00-00", "python -m ftsweep -m lora=lora,dora,rslora,pissa seed=1,2,3",
+                     {"lora": list(VARIANT_LOSSES), "seed": ["1", "2", "3"]}, swept=["lora", "seed"])
+    for variant, losses in VARIANT_LOSSES.items():
+        for seed, loss in zip(("1", "2", "3"), losses):
+            write_run(sweep_dir, [f"lora={variant}", f"seed={seed}"], eval_loss=loss)
+    return sweep_dir
+
+
+def write_three(sweep_dir: Path) -> Path:
+    """Three factors, one of them a long list: lora.r x optim.lr x lora.target_modules, one seed."""
+    targets = {"[q_proj,v_proj]": 0.0, "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]": -0.2}
+    write_sweep_json(sweep_dir, "2026-11-22_16-00-00",
+                     "python -m ftsweep -m lora.r=8,16 optim.lr=1e-4,3e-4 lora.target_modules=" + ",".join(targets),
+                     {"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"], "lora.target_modules": list(targets)})
+    for (r, lr), (loss, _) in GRID_2X2.items():
+        for target, shift in targets.items():
+            write_run(sweep_dir, [f"lora.r={r}", f"optim.lr={lr}", f"lora.target_modules={target}"],
+                      name=f"r{r}-lr{lr}-t{len(target)}", eval_loss=round(loss + shift, 4))
+    return sweep_dir
+
+
+# Trials an Optuna study sampled: (lr as Hydra passes it, lora.r, eval_loss or None for a failed trial).
+OPTUNA_TRIALS = [
+    ("0.00012345678901234567", "8", 3.42),
+    ("0.0006789012345678901", "16", 3.18),
+    ("3.3333333333333335e-05", "4", 3.81),
+    ("0.00030000000000000003", "16", 3.25),
+    ("0.0009123456789012345", "32", None),
+    ("0.00045678901234567891", "8", 3.29),
+]
+
+
+def write_optuna(sweep_dir: Path) -> Path:
+    """A search: every trial a different learning rate, so most (lr, r) cells were never tried."""
+    write_sweep_json(sweep_dir, "2026-11-22_17-00-00", "python -m ftsweep -m hparams_search=optuna",
+                     {"hparams_search": ["optuna"], "optim.lr": [lr for lr, _, _ in OPTUNA_TRIALS],
+                      "lora.r": sorted({r for _, r, _ in OPTUNA_TRIALS}, key=int)},
+                     swept=["lora.r", "optim.lr"])
+    for i, (lr, r, loss) in enumerate(OPTUNA_TRIALS):
+        overrides = [f"optim.lr={lr}", f"lora.r={r}"]
+        if loss is None:
+            write_run(sweep_dir, overrides, name=f"trial{i}", status="failed",
+                      error={"type": "ValueError", "message": "loss is nan at step 4"})
+        else:
+            write_run(sweep_dir, overrides, name=f"trial{i}", eval_loss=loss)
+    return sweep_dir

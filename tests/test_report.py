@@ -126,12 +126,12 @@ def test_effects_are_means_over_other_factors_and_seeds(sweep_2x2):
 
 def test_report_files_and_plots(sweep_2x2):
     md = (sweep_2x2 / "report.md").read_text()
-    for name in ("effects", "heatmap", "loss_curves"):
+    for name in ("effects", "interactions", "heatmap", "loss_curves"):
         assert (sweep_2x2 / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](plots/{name}.png)" in md
     assert not (sweep_2x2 / "plots" / "data_size.png").exists()  # data.n is not swept
     html = (sweep_2x2 / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 3
+    assert html.count('src="data:image/png;base64,') == 4
     assert "plots/" not in html  # nothing to fetch: the file opens offline
 
 
@@ -179,7 +179,8 @@ def test_rebuilding_gives_identical_files(sweep_2x2, tmp_path):
     copy = tmp_path / "copied"
     shutil.copytree(sweep_2x2, copy)
     build_report([copy])
-    for name in ("report.md", "runs.csv", "plots/effects.png", "plots/heatmap.png", "plots/loss_curves.png"):
+    for name in ("report.md", "runs.csv", "plots/effects.png", "plots/interactions.png", "plots/heatmap.png",
+                 "plots/loss_curves.png"):
         assert (copy / name).read_bytes() == (sweep_2x2 / name).read_bytes(), name
 
 

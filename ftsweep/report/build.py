@@ -48,6 +48,10 @@ from .collect import ReportError, Run, Sweep, collect
 from .factors import Design, build_design
 from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, to_html, to_markdown
 from .table import (
+    BASELINE,
+    DERIVED,
+    IMPROVEMENT,
+    IMPROVEMENT_PCT,
     Column,
     columns,
     configurations,
@@ -60,6 +64,8 @@ from .table import (
 )
 
 MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
+# The interaction view's file. (Belongs beside artifacts.PLOT_FILES and in docs/run-directory.md.)
+PLOT_INTERACTIONS = "interactions.png"
 
 
 def build_report(
@@ -98,7 +104,7 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = out_dir / PLOTS
     plot_dir.mkdir(exist_ok=True)
-    for name in PLOT_FILES:  # a figure this build does not draw must not linger from an older one
+    for name in (*PLOT_FILES, PLOT_INTERACTIONS):  # a figure this build does not draw must not linger from an older one
         (plot_dir / name).unlink(missing_ok=True)
 
     title = "Ablation report: " + " vs ".join(design.sweeps)
@@ -144,6 +150,13 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     if best is not None:
         stat = best.stats[metric]
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
+        base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
+        if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
+            lines.append(
+                f"Training lowered the held-out loss from {fmt(base.mean, Column.of(BASELINE))} before training "
+                f"to {fmt(base.mean - gain.mean, Column.of('eval_loss'))} for the best configuration: "
+                f"{fmt(gain.mean, DERIVED[IMPROVEMENT])} ({fmt(pct.mean, DERIVED[IMPROVEMENT_PCT])} %) less."
+            )
     elif any(run.ok for run in design.runs):
         available = available_metrics(design.runs)
         lines.append(
@@ -186,6 +199,12 @@ def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Bl
                 "runs enter no number. Every run's raw numbers are in runs.csv.",
             ]
         ),
+        *(
+            [Para(["Baseline: the held-out loss before training (", Code(BASELINE), ", the step-0 evaluation); "
+                   "improvement: baseline minus eval loss (positive: training helped), and as % of the baseline."])]
+            if any(c.stats[IMPROVEMENT].n for c in configs)
+            else []
+        ),
         Table(header, rows, right),
     ]
 
@@ -193,13 +212,15 @@ def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Bl
 def _effects_section(design, frame, configs, metric, metric_col: Column, higher, plot_dir: Path) -> list[Block]:
     if not design.factors:
         return []
-    effects = fx.main_effects(design, frame, metric)
+    noise = fx.seed_noise(design, frame, metric)
+    effects = fx.main_effects(design, frame, metric, noise)
     rows = []
     for effect in effects:
         for e in effect.levels:
-            rows.append(
-                [Code(effect.factor.name), Code(e.level.text), fmt(e.stat.mean, metric_col), fmt(e.stat.std, metric_col), str(e.stat.n)]
-            )
+            row = [Code(effect.factor.name), Code(e.level.text), fmt(e.stat.mean, metric_col), fmt(e.stat.std, metric_col)]
+            row += [_interval(e, metric_col)] if noise else []
+            rows.append(row + [str(e.stat.n)])
+    header = ["parameter", "level", f"{metric} mean", "std"] + (["95 % interval"] if noise else []) + ["n"]
     blocks: list[Block] = [
         Heading(2, "Effects"),
         Para(
@@ -209,8 +230,14 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
                 " at each level: mean and sample std over every ok run at that level, pooling "
                 "the other parameters and the seeds.",
             ]
+            + (
+                [f" The 95 % interval is the level mean ± t · s / √n, with s = {fmt(noise.std, metric_col)} the "
+                 f"spread between seeds of one configuration (pooled sample std, {noise.df} degrees of freedom)."]
+                if noise
+                else []
+            )
         ),
-        Table(["parameter", "level", f"{metric} mean", "std", "n"], rows, {2, 3, 4}),
+        Table(header, rows, set(range(2, len(header)))),
     ]
     spreads = sorted(
         ((e.spread, e.factor.name) for e in effects if e.spread is not None), key=lambda p: (-p[0], p[1])
@@ -220,9 +247,23 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
         for k, (spread, name) in enumerate(spreads):
             parts += [", " if k else "", Code(name), f" {fmt(spread, metric_col)}"]
         blocks.append(Para(parts + ["."]))
+    blocks += _noise_statements(effects, noise, metric, metric_col, higher)
     if any(e.stat.mean is not None for effect in effects for e in effect.levels):
         plots.effects_plot(effects, metric, higher, plot_dir / PLOT_EFFECTS)
         blocks.append(Image(f"{PLOTS}/{PLOT_EFFECTS}", f"Main effects on {metric}"))
+
+    views = fx.interactions(design, frame, metric, noise)
+    if views and any(view.lines for view in views):
+        plots.interaction_plot([v for v in views if v.lines], metric, higher, plot_dir / PLOT_INTERACTIONS)
+        blocks += [
+            Heading(3, "Interactions"),
+            Para(
+                "Each panel: the metric along one parameter, one line per level of another, averaged over the "
+                "rest. Lines that keep their order mean the better level wins whatever the other parameter; "
+                "crossing lines mean it depends on it. Levels that are not numbers are points, not joined."
+            ),
+            Image(f"{PLOTS}/{PLOT_INTERACTIONS}", f"Interactions of the swept parameters on {metric}"),
+        ]
 
     grid = fx.two_factor_grid(design, configs, metric)
     if grid is not None and any(s.mean is not None for s in grid.cells.values()):
@@ -240,6 +281,37 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
         if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
             blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))
     return blocks
+
+
+def _interval(e, col: Column) -> str:
+    if e.stat.mean is None or e.half is None:
+        return "—"
+    return f"{fmt(e.stat.mean - e.half, col)} to {fmt(e.stat.mean + e.half, col)}"
+
+
+def _noise_statements(effects, noise, metric: str, col: Column, higher: bool) -> list[Block]:
+    """Plain sentences: which level differences the seeds' spread can explain, and which it cannot."""
+    if noise is None:
+        if any(e.spread is not None for e in effects):
+            return [Para(["No configuration ran with more than one seed, so the differences above cannot be told "
+                          "from seed-to-seed noise. Repeat the sweep with ", Code("seed=1,2,3"),
+                          " to get 95 % intervals."])]
+        return []
+    items: list = []
+    for v in fx.verdicts(effects, higher):
+        best, other = v.best, v.other
+        gap = abs(best.stat.mean - other.stat.mean)
+        both = (f"{fmt(best.stat.mean, col)} ± {fmt(best.half, col)} and "
+                f"{fmt(other.stat.mean, col)} ± {fmt(other.half, col)}")
+        if v.within_noise:
+            items.append([Code(v.factor), f": {best.level.text} and {other.level.text} are within noise "
+                          f"(95 % intervals overlap: {both}; difference {fmt(gap, col)})."])
+        else:
+            items.append([Code(v.factor), f": {best.level.text} beats {other.level.text} by {fmt(gap, col)}, "
+                          f"more than the seeds' noise explains (95 % intervals {both} do not overlap)."])
+    if not items:
+        return []
+    return [Para(f"Which differences in {metric} stand out from the noise between seeds:"), Bullets(items)]
 
 
 def _curves_section(design: Design, configs, plot_dir: Path) -> list[Block]:

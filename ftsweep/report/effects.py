@@ -6,13 +6,23 @@ a full grid with equal replicates this is the usual marginal mean; with
 missing cells it is the plain mean of the runs that exist, and n says how
 many that was.
 
-Two views read from the per-configuration means (seeds already averaged):
-a grid of the two factors when exactly two vary, and the metric against
-training-set size when `data.n` varies.
+Noise: when some configuration ran with several seeds, the seed-to-seed spread
+is the pooled sample std of the runs around their configuration's mean
+(``seed_noise``; degrees of freedom: runs minus configurations). A mean over n
+runs then gets a 95 % t-interval, mean ± t(0.975, df) · s / √n, and two levels
+whose intervals overlap are reported as within noise. Without repeated seeds
+there is no noise estimate and the report says so instead of guessing.
+
+Views read from the runs: per pair of factors, the metric at each level of one
+with one line per level of the other (an interaction: does r=8 beat r=16 at
+every learning rate?), a grid of the two factors when exactly two vary, and the
+metric against training-set size when `data.n` varies.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,10 +35,54 @@ from .table import Configuration, Stat
 DATA_SIZE = "data.n"
 
 
+# t(0.975, df) for df = 1..30; above 30 the Cornish-Fisher expansion below is within 1e-4.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+_Z975 = 1.959964
+
+
+def t975(df: int) -> float:
+    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (a 95 % two-sided interval)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Seed-to-seed spread of the metric: pooled sample std within configurations."""
+
+    std: float
+    df: int  # ok runs minus configurations that have them
+
+    def half_width(self, n: int) -> float:
+        """Half the 95 % interval of a mean over n runs."""
+        return t975(self.df) * self.std / math.sqrt(n)
+
+
+def seed_noise(design: Design, frame: pd.DataFrame, metric: str) -> Noise | None:
+    """None when no configuration has two ok runs with the metric: seeds were not repeated."""
+    ok = _ok(frame, metric)
+    if not len(ok):
+        return None
+    configs = ok["configuration"]
+    deviations = ok[metric] - ok.groupby(configs)[metric].transform("mean")
+    df = len(ok) - configs.nunique()
+    if df < 1:
+        return None
+    return Noise(math.sqrt(float((deviations**2).sum()) / df), int(df))
+
+
 @dataclass
 class LevelEffect:
     level: Level
     stat: Stat
+    half: float | None = None  # half-width of the 95 % interval of the mean (None: no noise estimate)
 
 
 @dataclass
@@ -43,22 +97,96 @@ class MainEffect:
         return max(means) - min(means) if len(means) > 1 else None
 
 
-def main_effects(design: Design, frame: pd.DataFrame, metric: str) -> list[MainEffect]:
-    ok = frame[(frame["status"] == OK) & frame[metric].notna()]
+def main_effects(design: Design, frame: pd.DataFrame, metric: str, noise: Noise | None = None) -> list[MainEffect]:
+    ok = _ok(frame, metric)
     effects = []
     for factor in design.factors:
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.
         grouped = ok.groupby(factor.name)[metric].agg(["mean", "std", "count"]) if len(ok) else None
-        levels = []
-        for level in factor.levels:
-            if grouped is not None and level.text in grouped.index:
-                n = int(grouped.at[level.text, "count"])
-                std = float(grouped.at[level.text, "std"]) if n > 1 else None
-                levels.append(LevelEffect(level, Stat(float(grouped.at[level.text, "mean"]), std, n)))
-            else:
-                levels.append(LevelEffect(level, Stat(None, None, 0)))
+        levels = [LevelEffect(level, _stat(grouped, level.text), None) for level in factor.levels]
+        for e in levels:
+            e.half = noise.half_width(e.stat.n) if noise and e.stat.n else None
         effects.append(MainEffect(factor, levels))
     return effects
+
+
+def _ok(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return frame[(frame["status"] == OK) & frame[metric].notna()]
+
+
+def _stat(grouped: pd.DataFrame | None, index) -> Stat:
+    if grouped is None or index not in grouped.index:
+        return Stat(None, None, 0)
+    n = int(grouped.at[index, "count"])
+    std = float(grouped.at[index, "std"]) if n > 1 else None
+    return Stat(float(grouped.at[index, "mean"]), std, n)
+
+
+@dataclass
+class Verdict:
+    """The best level of a factor against one other level."""
+
+    factor: str
+    best: LevelEffect
+    other: LevelEffect
+    within_noise: bool  # their 95 % intervals overlap
+
+
+def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
+    """For each factor with a noise estimate: its best level against every other level."""
+    out = []
+    for effect in effects:
+        levels = [e for e in effect.levels if e.stat.mean is not None and e.half is not None]
+        if len(levels) < 2:
+            continue
+        levels.sort(key=lambda e: -e.stat.mean if maximize else e.stat.mean)
+        best = levels[0]
+        for other in levels[1:]:
+            gap = abs(best.stat.mean - other.stat.mean)
+            out.append(Verdict(effect.factor.name, best, other, gap <= best.half + other.half))
+    return out
+
+
+@dataclass
+class Interaction:
+    """The metric at each level of ``x``, one line per level of ``by`` (means over the other factors and seeds)."""
+
+    x: Factor
+    by: Factor
+    lines: list[tuple[Level, list[LevelEffect]]]  # (level of by, its points along x)
+
+
+MAX_INTERACTIONS = 6  # panels; with more factors the pairs of the first ones are shown
+MAX_LINES = 10  # lines in one panel that colours still tell apart
+
+
+def interactions(design: Design, frame: pd.DataFrame, metric: str, noise: Noise | None = None) -> list[Interaction]:
+    """Every pair of factors, both ways round when only two vary."""
+    factors = [f for f in design.factors if len(f.levels) > 1]
+    if len(factors) < 2:
+        return []
+    pairs = list(itertools.combinations(factors, 2))
+    if len(factors) == 2:
+        pairs.append((factors[1], factors[0]))
+    ok = _ok(frame, metric)
+    out = []
+    for x, by in pairs[:MAX_INTERACTIONS]:
+        grouped = ok.groupby([by.name, x.name])[metric].agg(["mean", "std", "count"]) if len(ok) else None
+        lines = []
+        for b in by.levels:
+            points = [LevelEffect(level, _stat(grouped, (b.text, level.text))) for level in x.levels]
+            for p in points:
+                p.half = noise.half_width(p.stat.n) if noise and p.stat.n else None
+            if any(p.stat.mean is not None for p in points):
+                lines.append((b, points))
+        # A view says something when some line has two points (a search's sampled learning rates
+        # each make a line of one) and its lines can still be told apart by colour.
+        if len(lines) <= MAX_LINES and any(sum(p.stat.mean is not None for p in pts) > 1 for _, pts in lines):
+            out.append(Interaction(x, by, lines))
+    return out
+
+
+MAX_GRID = 12  # levels per side of the two-factor grid
 
 
 @dataclass
@@ -71,8 +199,8 @@ class Grid:
 
 
 def two_factor_grid(design: Design, configs: list[Configuration], metric: str) -> Grid | None:
-    if len(design.factors) != 2:
-        return None
+    if len(design.factors) != 2 or any(len(f.levels) > MAX_GRID for f in design.factors):
+        return None  # a search's sampled values: a grid of mostly blank cells would say less than the interactions
     rows, cols = design.factors
     cells = {(c.levels[0].key, c.levels[1].key): c.stats[metric] for c in configs}
     return Grid(rows, cols, cells)

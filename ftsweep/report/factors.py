@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ftsweep import naming
 from ftsweep import overrides as ovr
 from ftsweep.config import RESULT_NEUTRAL_KEYS
 
@@ -86,9 +87,10 @@ def parse_override(text: str) -> tuple[str, str] | None:
 
 
 def level_of(value: Any) -> Level:
-    """A level from a typed string (kept as typed) or a config value (formatted)."""
+    """A level from a typed string (shown as typed, or as ftsweep.naming shortens it: a range()
+    cell's 0.00030000000000000003 as 0.0003, as its run directory is named) or a config value."""
     if isinstance(value, str):
-        return Level(_sort_key(_parse_scalar(value)), value)
+        return Level(_sort_key(_parse_scalar(value)), naming.value_text(value))
     return Level(_sort_key(value), format_value(value))
 
 
@@ -98,9 +100,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)
+        return naming.clean_float(repr(value))
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
+        return naming.short_list([format_value(v) for v in value])  # as a typed list is shown
     return str(value)
 
 

@@ -7,27 +7,33 @@ from sorted data, so a rebuilt report gives identical files.
 
 Readability rules: every axis says what it measures and in which unit,
 legends sit outside the axes, numeric levels are placed at their values (log
-scale when they span a decade or more, or for learning rates), text levels
-in their sorted order.
+scale when they span a decade or more, or for learning rates) and joined by
+lines, text levels (lora variants, any non-numeric value) are points in their
+sorted order with nothing joining them, since their order means nothing. No
+text may leave the figure: matplotlib's constrained layout makes room for
+every label and legend, and long titles and labels are wrapped
+(tests/test_report_figures.py checks every text's extent).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402 - after selecting the backend
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402 - after selecting the backend
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import EngFormatter, NullFormatter, NullLocator  # noqa: E402
 
 from ftsweep import metrics  # noqa: E402
 from ftsweep.artifacts import METRICS, SPLIT_EVAL, SPLIT_TRAIN  # noqa: E402
 
-from .effects import Grid, MainEffect, Series  # noqa: E402
+from .effects import Grid, Interaction, LevelEffect, MainEffect, Series  # noqa: E402
 from .factors import Design, Factor, Level  # noqa: E402
 from .table import Configuration, Stat  # noqa: E402
 
@@ -42,56 +48,92 @@ def metric_label(metric: str, maximize: bool) -> str:
 
 
 def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: Path) -> None:
-    """Main effects: one panel per factor, the metric's level means with ± std bars."""
+    """Main effects: one panel per factor, the metric's level means; bars are 95 % intervals
+    over seeds when seeds were repeated, and absent otherwise (nothing to estimate noise from)."""
     ncols = min(len(effects), 3)
     nrows = math.ceil(len(effects) / ncols)
-    fig = Figure(figsize=(4.4 * ncols + 0.9, 3.6 * nrows + 0.5))
-    _margins(fig, left=0.9, right=0.2, top=0.9, bottom=0.7, wspace=0.15, hspace=0.9 / 3.6 * 1.6)
+    width = 4.4 * ncols + 1.2
+    fig = _figure(width, 3.8 * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+    intervals = any(e.half is not None for effect in effects for e in effect.levels)
     for ax, effect in zip(axes, effects):
         xs, log = _positions(effect.factor)
-        points = [(x, e.stat) for x, e in zip(xs, effect.levels) if e.stat.mean is not None]
-        ax.errorbar(
-            [x for x, _ in points],
-            [s.mean for _, s in points],
-            yerr=[s.std or 0.0 for _, s in points],
-            marker="o",
-            capsize=4,
-            color="tab:blue",
-        )
-        for x, stat in points:
-            ax.annotate(f"n={stat.n}", (x, stat.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        points = [(x, e) for x, e in zip(xs, effect.levels) if e.stat.mean is not None]
+        _points(ax, [x for x, _ in points], [e for _, e in points], effect.factor.numeric, "tab:blue")
+        for x, e in points:
+            ax.annotate(f"n={e.stat.n}", (x, e.stat.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
         _level_axis(ax, effect.factor, xs, log)
-        ax.set_title(_safe(effect.factor.name))
+        ax.set_title(_wrap(effect.factor.name, 4.2, 12))
         ax.grid(True, alpha=0.3)
     for ax in axes[len(effects) :]:
         ax.set_visible(False)
     for row in range(nrows):
-        axes[row * ncols].set_ylabel(metric_label(metric, maximize))
-    fig.suptitle(f"Main effects on {_safe(metric)}: mean ± std over the other factors and seeds")
+        axes[row * ncols].set_ylabel(_wrap(metric_label(metric, maximize), 3.4, 10))
+    bars = "bars: 95 % interval over seeds" if intervals else "one seed per configuration: no interval"
+    fig.suptitle(_wrap(f"Main effects on {_safe(metric)}: mean over the other factors and seeds ({bars})", width, 12))
+    _save(fig, path)
+
+
+def interaction_plot(views: list[Interaction], metric: str, maximize: bool, path: Path) -> None:
+    """One panel per pair of factors: the metric along one, a line (or, for text levels, a
+    column of points) per level of the other. Parallel lines: the factors act alone; crossing
+    lines: the best level of one depends on the other."""
+    ncols = min(len(views), 2)
+    nrows = math.ceil(len(views) / ncols)
+    legend = max(_legend_width([lv.text for lv, _ in v.lines], title=v.by.name) for v in views)
+    width = (4.6 + legend) * ncols + 0.8
+    fig = _figure(width, 3.9 * nrows + 0.8)
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+    intervals = False
+    for ax, view in zip(axes, views):
+        xs, log = _positions(view.x)
+        where = dict(zip((lv.key for lv in view.x.levels), xs))
+        k = len(view.lines)
+        for i, (color, (level, points)) in enumerate(zip(_colors(k), view.lines)):
+            shown = [p for p in points if p.stat.mean is not None]
+            # The lines' points side by side at each level, so no point or interval hides another.
+            at = [_dodge(where[p.level.key], i, k, xs, log, view.x.numeric) for p in shown]
+            _points(ax, at, shown, view.x.numeric, color, label=_tick_text(level))
+            intervals |= any(p.half is not None for p in shown)
+        _level_axis(ax, view.x, xs, log)
+        ax.set_title(_wrap(f"{view.x.name}, one line per {view.by.name}", 4.4, 11), fontsize=11)
+        ax.grid(True, alpha=0.3)
+        ax.legend(title=_safe(view.by.name), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+                  title_fontsize=8, frameon=False)
+    for ax in axes[len(views) :]:
+        ax.set_visible(False)
+    for row in range(nrows):
+        axes[row * ncols].set_ylabel(_wrap(metric_label(metric, maximize), 3.4, 10))
+    bars = "bars: 95 % interval over seeds" if intervals else "one seed per configuration: no interval"
+    fig.suptitle(_wrap(f"Interactions: {_safe(metric)} by each pair of swept parameters, mean over the rest "
+                       f"({bars})", width, 12))
     _save(fig, path)
 
 
 def heatmap(grid: Grid, metric: str, maximize: bool, path: Path) -> None:
-    """The two factors against each other; each cell the mean over seeds."""
+    """The two factors against each other; each cell the mean over seeds. A cell no run tried
+    (a search samples a few) stays blank; one whose runs all failed says so."""
     rows, cols = grid.rows.levels, grid.cols.levels
     values = [[_cell(grid, r, c).mean for c in cols] for r in rows]
     matrix = [[math.nan if v is None else v for v in row] for row in values]
-    width, height = 1.6 * len(cols) + 3.4, 1.0 * len(rows) + 1.9
-    fig = Figure(figsize=(width, height))
-    _margins(fig, left=1.0, right=1.7, top=0.6, bottom=0.8)
+    width, height = 1.3 * len(cols) + 3.6, 0.9 * len(rows) + 2.0
+    fig = _figure(width, height)
     ax = fig.subplots()
     # Best is bright in both directions: reversed colours when lower is better.
     image = ax.imshow(matrix, cmap="viridis" if maximize else "viridis_r", aspect="auto")
-    colorbar = fig.colorbar(image, cax=fig.add_axes((1 - 1.35 / width, 0.8 / height, 0.18 / width, 1 - 1.4 / height)))
-    colorbar.set_label(metric_label(metric, maximize))
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.08)
+    colorbar.set_label(_wrap(metric_label(metric, maximize), max(height - 1.2, 1.5), 10))
 
     finite = [(v, i, j) for i, row in enumerate(values) for j, v in enumerate(row) if v is not None]
     best = (max if maximize else min)(finite, default=None)
     low, high = (min(v for v, _, _ in finite), max(v for v, _, _ in finite)) if finite else (0.0, 1.0)
+    untried = False
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
-            stat = _cell(grid, r, c)
+            stat = grid.cells.get((r.key, c.key))
+            if stat is None:
+                untried = True
+                continue
             if stat.mean is None:
                 ax.text(j, i, "no ok run", ha="center", va="center", fontsize=8, color="0.3")
                 continue
@@ -99,15 +141,19 @@ def heatmap(grid: Grid, metric: str, maximize: bool, path: Path) -> None:
             # Dark text on the bright end of the colour map, light text on the dark end.
             share = (stat.mean - low) / (high - low) if high > low else 0.5
             bright = share > 0.5 if maximize else share < 0.5
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if bright else "white")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8 if len(cols) > 6 else 9,
+                    color="black" if bright else "white")
     if best is not None:
         _, i, j = best
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set_xticks(range(len(cols)), [_safe(level.text) for level in cols])
-    ax.set_yticks(range(len(rows)), [_safe(level.text) for level in rows])
-    ax.set_xlabel(_safe(grid.cols.name))
-    ax.set_ylabel(_safe(grid.rows.name))
-    ax.set_title(f"{_safe(metric)} by {_safe(grid.rows.name)} and {_safe(grid.cols.name)} (best outlined red)")
+    long_ticks = sum(len(_tick_text(level)) for level in cols) > 7 * len(cols)
+    ax.set_xticks(range(len(cols)), [_tick_text(level) for level in cols], rotation=30 if long_ticks else 0,
+                  ha="right" if long_ticks else "center")
+    ax.set_yticks(range(len(rows)), [_tick_text(level) for level in rows])
+    ax.set_xlabel(_wrap(grid.cols.name, width - 2, 10))
+    ax.set_ylabel(_wrap(grid.rows.name, height - 1, 10))
+    note = "best outlined red" + ("; blank: no run tried" if untried else "")
+    ax.set_title(_wrap(f"{_safe(metric)} by {_safe(grid.rows.name)} and {_safe(grid.cols.name)} ({note})", width - 0.6, 12))
     _save(fig, path)
 
 
@@ -118,8 +164,8 @@ def data_size_plot(series: list[Series], overall: MainEffect, metric: str, maxim
     separate = len(series) <= MAX_LINES
     labelled = separate and len(series) > 1
     legend = _legend_width([line.label for line in series]) if labelled else 0.0
-    fig = Figure(figsize=(7.5 + legend, 4.5))
-    _margins(fig, left=0.9, right=0.3 + legend, top=0.5, bottom=0.7)
+    width = 7.5 + legend
+    fig = _figure(width, 4.8)
     ax = fig.subplots()
     for color, line in zip(_colors(len(series)), series):
         xs, stats = [x for x, _ in line.points], [s for _, s in line.points]
@@ -147,19 +193,18 @@ def data_size_plot(series: list[Series], overall: MainEffect, metric: str, maxim
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
     ax.set_xlabel("data.n (training records" + (", log scale)" if log else ")"))
-    ax.set_ylabel(metric_label(metric, maximize))
     if separate:
-        ax.set_title(f"{_safe(metric)} against training-set size (mean ± std over seeds)")
+        ax.set_title(_wrap(f"{_safe(metric)} against training-set size (mean ± std over seeds)", 7.0, 12))
     else:
         ax.set_title(
-            f"{_safe(metric)} against training-set size\n"
-            f"blue: mean ± std over all runs; grey: each of {len(series)} settings of the other factors",
+            _wrap(f"{_safe(metric)} against training-set size", 7.0, 10) + "\n"
+            + _wrap(f"blue: mean ± std over all runs; grey: each of {len(series)} settings of the other factors", 7.0, 10),
             fontsize=10,
         )
+    ax.set_ylabel(_wrap(metric_label(metric, maximize), 3.8, 10))
     ax.grid(True, alpha=0.3)
     if labelled:
-        anchor = (1 - legend / (7.5 + legend), 1 - 0.5 / 4.5)
-        fig.legend(loc="upper left", bbox_to_anchor=anchor, fontsize=8, frameon=False)
+        fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     _save(fig, path)
 
 
@@ -169,8 +214,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     labels_all = [c.label + (f"  ({len(c.runs)} seeds)" if len(c.runs) > 1 else "") for c in configs]
     legend = _legend_width(labels_all, title="configuration") if len(configs) <= MAX_LEGEND else 0.0
     width = 12 + legend
-    fig = Figure(figsize=(width, 8))
-    _margins(fig, left=0.8, right=0.25 + legend, top=0.7, bottom=0.6, wspace=0.25, hspace=0.35)
+    fig = _figure(width, 8.4)
     axes = fig.subplots(2, 2)
     panels = {
         (SPLIT_TRAIN, "step"): axes[0][0],
@@ -226,19 +270,12 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     if unfinished:
         title += " (dotted: runs that did not finish ok)"
     if len(handles) <= MAX_LEGEND:
-        fig.legend(
-            handles,
-            labels,
-            loc="upper left",
-            bbox_to_anchor=(1 - legend / width, 1 - 0.7 / 8),
-            fontsize=8,
-            title="configuration",
-            frameon=False,
-        )
+        fig.legend(handles, [_break(label, 60) for label in labels], loc="outside right upper", fontsize=8,
+                   title="configuration", title_fontsize=8, frameon=False)
     else:
         # Configurations come best first, so the ordered colour map shows the ranking.
         title += f" ({len(handles)} configurations, coloured by rank in the runs table: dark = best)"
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, width, 12))
     _save(fig, path)
     return True
 
@@ -264,19 +301,76 @@ def _level_axis(ax, factor: Factor, xs: list[float], log: bool) -> None:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-    else:
+    elif factor.numeric:
         ax.margins(x=0.15)
-    rotate = sum(len(level.text) for level in factor.levels) > 30
-    ax.set_xticks(xs, [_safe(level.text) for level in factor.levels], rotation=30 if rotate else 0)
-    unit = " (log scale)" if log else ""
-    ax.set_xlabel(_safe(factor.name) + unit)
+    else:
+        ax.set_xlim(-0.6, len(xs) - 0.4)  # text levels: one slot each, room for side-by-side points
+    ax.margins(y=0.12)  # room above the top point for its n= note
+    kind = " (log scale)" if log else "" if factor.numeric else " (categories: unordered)"
+    ax.set_xlabel(_wrap(factor.name + kind, 4.0, 10))
+    if factor.numeric and _crowded(xs, log):
+        return  # sampled values (a search): matplotlib's own ticks; the points show where the runs are
+    labels = [_tick_text(level) for level in factor.levels]
+    rotate = sum(len(label) for label in labels) > 30
+    ax.set_xticks(xs, labels, rotation=30 if rotate else 0, ha="right" if rotate else "center")
 
 
-def _margins(fig: Figure, left: float, right: float, top: float, bottom: float, **space: float) -> None:
-    """Margins in inches, not fractions: text needs the same room whatever the figure size.
-    (Fixed margins instead of a layout engine: an engine draws every figure twice.)"""
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height, **space)
+def _crowded(xs: list[float], log: bool) -> bool:
+    """Whether one label per level would overlap: many levels, or two closer than 1/8 of the axis."""
+    if len(xs) > 8:
+        return True
+    at = sorted(math.log10(x) for x in xs) if log else sorted(xs)
+    span = at[-1] - at[0]
+    return span > 0 and min(b - a for a, b in zip(at, at[1:])) < span / 8
+
+
+def _points(ax, xs: list[float], effects: list[LevelEffect], joined: bool, color, label: str | None = None) -> None:
+    """Level means with their 95 % intervals where known; joined by a line only along a numeric axis."""
+    yerr = [e.half or 0.0 for e in effects] if any(e.half is not None for e in effects) else None
+    ax.errorbar(xs, [e.stat.mean for e in effects], yerr=yerr, marker="o", capsize=4, color=color,
+                linestyle="-" if joined else "none", label=label)
+
+
+def _dodge(x: float, i: int, k: int, xs: list[float], log: bool, numeric: bool) -> float:
+    """Line i of k, shifted off the level's position by a small share of the axis."""
+    step = i - (k - 1) / 2
+    if not numeric:
+        return x + step * min(0.12, 0.6 / k)
+    if log:
+        return x * 10 ** (step * 0.012 * math.log10(max(xs) / min(xs)))
+    return x + step * 0.012 * (max(xs) - min(xs))
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure whose layout engine makes room for every title, label and outside legend."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # its own canvas: measurable (get_renderer) without pyplot
+    return fig
+
+
+def _wrap(text: str, inches: float, points: float) -> str:
+    """Text broken into lines that fit ``inches`` at a font of ``points`` (about 0.6 em per character)."""
+    per_line = max(12, int(inches * 72 / (points * 0.6)))
+    return "\n".join(textwrap.wrap(_safe(text), per_line, break_long_words=True, break_on_hyphens=False)) or _safe(text)
+
+
+def _tick_text(level: Level) -> str:
+    """A level's label on an axis: long numbers to 4 digits (a search's sampled 0.000123456789012
+    is 0.0001235 there; the tables keep every digit), long text broken into lines."""
+    if level.number is not None and len(level.text) > 9:
+        return f"{level.number:.4g}"
+    return _break(_safe(level.text), 18)
+
+
+def _break(text: str, width: int) -> str:
+    """Lines of at most ``width`` characters, broken after a separator (+ , _ / .) where there is one."""
+    lines, rest = [], text
+    while len(rest) > width:
+        cut = max(rest.rfind(sep, 0, width) for sep in "+,_/. ")
+        cut = cut + 1 if cut > 0 else width
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return "\n".join(lines + [rest])
 
 
 def _legend_width(labels: list[str], title: str = "") -> float:

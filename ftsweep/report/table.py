@@ -13,7 +13,7 @@ compute something else.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -50,15 +50,39 @@ class Column:
         return cls(key, m.header, m.digits, spread=m.spread, scale=m.scale, thousands=m.thousands)
 
 
+# How much training helped: the held-out loss before training (summary.json's baseline_eval_loss,
+# the step-0 evaluation) minus the one after, per run; positive when training lowered it.
+BASELINE = "baseline_eval_loss"
+IMPROVEMENT = "improvement"
+IMPROVEMENT_PCT = "improvement_pct"  # the improvement as a share of the baseline, in percent
+DERIVED = {
+    IMPROVEMENT: Column(IMPROVEMENT, "improvement", 4),
+    IMPROVEMENT_PCT: Column(IMPROVEMENT_PCT, "improvement %", 1),
+}
+
 # The runs table's fixed columns, in order; the run's task metrics go between the two.
-LEADING = ("eval_loss", "best_eval_loss", "perplexity")
+LEADING = ("eval_loss", BASELINE, IMPROVEMENT, IMPROVEMENT_PCT, "best_eval_loss", "perplexity")
 TRAILING = ("train_loss", "trainable_params", "tokens_per_second", "wall_seconds", "peak_memory_bytes", "estimated_memory_bytes")
+
+
+def run_value(run, key: str) -> float | None:
+    """A run's number for a column: from summary.json, or derived from two of its numbers."""
+    if key not in DERIVED:
+        return run.value(key)
+    base, after = run.value(BASELINE), run.value("eval_loss")
+    if base is None or after is None:
+        return None
+    if key == IMPROVEMENT:
+        return base - after
+    return 100.0 * (base - after) / base if base > 0 else None
 
 
 def columns(design: Design, metric: str) -> list[Column]:
     """Every column the runs table may show, in order; empty ones are dropped later."""
     task = sorted({k for run in design.runs for k in (run.summary.get("task_metrics") or {})})
-    cols = [Column.of(k) for k in (*LEADING, *task, *TRAILING)]
+    cols = [DERIVED.get(k) or Column.of(k) for k in (*LEADING, *task, *TRAILING)]
+    # The baseline is the same untrained model on the same held-out set for every seed: its mean says it all.
+    cols = [replace(c, spread=False) if c.key == BASELINE else c for c in cols]
     if metric not in {c.key for c in cols}:
         cols.insert(0, Column.of(metric))
     return cols
@@ -104,7 +128,7 @@ def runs_frame(design: Design, metric: str) -> pd.DataFrame:
         row = {"sweep": run.sweep, "run": run.name, "status": run.status}
         row |= {f.name: design.levels[i][f.name].text for f in design.factors if f.name != "sweep"}
         row |= {SEED: design.seeds[i], "configuration": design.label(design.configuration(i))}
-        row |= {key: run.value(key) for key in keys}
+        row |= {key: run_value(run, key) for key in keys}
         row |= {
             "steps": run.value("steps"),
             "tokens_seen": run.value("tokens_seen"),
