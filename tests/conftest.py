@@ -24,6 +24,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (-n 2, the default addopts) two workers share the 2 cores: one thread each, or the
+# OpenMP threads of two torch processes spin against each other and every run gets many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the demo test
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,9 +104,10 @@ def default_cfg():
 
 # The fast unit lane (pytest -m unit, what `mutmut run` runs): in-process tests of pure code, no
 # subprocess, no training. Everything under tests/unit/ is in it, and so are these in-process files,
-# except tests that take a real-CLI or real-model fixture.
-UNIT_FILES = {"test_properties.py", "test_data_truncation.py", "test_report_units.py", "test_artifacts.py"}
-NOT_UNIT_FIXTURES = {"cli", "tiny_model_dir", "qlora_run"}
+# except tests that take the real-CLI fixture or a trained run.
+UNIT_FILES = {"test_properties.py", "test_data_truncation.py", "test_data_formats.py", "test_report_units.py",
+              "test_artifacts.py"}
+NOT_UNIT_FIXTURES = {"cli", "qlora_run"}
 
 
 def pytest_collection_modifyitems(config, items):

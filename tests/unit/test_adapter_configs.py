@@ -5,7 +5,7 @@ the composed config; nothing is trained (the slow lane trains every option)."""
 from __future__ import annotations
 
 import pytest
-from conftest import compose
+from lane import configured as compose
 
 from ftsweep import adapters
 

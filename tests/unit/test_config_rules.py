@@ -4,7 +4,7 @@ that decides whether a re-run is the same run. Configs are composed in-process, 
 from __future__ import annotations
 
 import pytest
-from conftest import compose
+from lane import configured as compose
 from omegaconf import OmegaConf
 
 from ftsweep.config import ConfigError, config_hash, cpu_problems, plain, validate

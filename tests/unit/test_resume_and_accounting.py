@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import lane  # noqa: F401 - the lane's preloaded imports
 from ftsweep import accounting, artifacts, resume
 
 CKPT = Path("checkpoints/checkpoint-6")
