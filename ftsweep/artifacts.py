@@ -129,6 +129,7 @@ class Summary(TypedDict, total=False):
     total_params: int
     trainable_share: float
     estimated_memory_bytes: int | None  # mode=plan's estimate for this cell
+    config_source: str | None  # where the planner read the model's shape: a local config.json or the arch: facts
     eval_loss: float
     best_eval_loss: float
     best_step: int
@@ -149,6 +150,10 @@ class Summary(TypedDict, total=False):
     dropped_examples: int
     skipped_records: int
     truncated_examples: int
+    turns_dropped: int  # whole exchanges dropped (oldest first) to fit data.max_length
+    prompts_cut: int  # examples whose question text was cut
+    responses_cut: int  # examples whose answer was cut from the right, after its header
+    dropped_too_long: int  # examples that could not keep a header and one learned token
     device: str  # "cuda" or "cpu"
     finished_at: str
     wall_seconds: float

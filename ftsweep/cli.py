@@ -102,7 +102,7 @@ def app(cfg: DictConfig):
 
 def _dispatch(cfg: DictConfig):
     run_dir, name, overrides, sweep, swept = _job_context()
-    if cfg.mode != "train":
+    if cfg.mode in ("plan", "preview"):
         config_mod.validate(cfg)  # planning and previewing need no GPU: device rules do not apply
         if cfg.mode == "plan":
             from ftsweep import plan

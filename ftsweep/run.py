@@ -112,7 +112,8 @@ class Run:
         self.bundle = data.prepare(cfg.data, cfg.task, self.tokenizer, cfg.model)
         stats = self.bundle.stats
         log.info("data: %d train / %d held-out examples (%s)", len(self.bundle.train), len(self.bundle.val),
-                 ", ".join(f"{k} {v}" for k, v in stats.items() if k in ("truncated", "dropped_examples", "skipped_records")))
+                 ", ".join(f"{k} {v}" for k, v in stats.items() if k in ("truncated", "turns_dropped", "prompts_cut", "responses_cut",
+                                                                       "dropped_examples", "skipped_records")))
         log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(
@@ -132,8 +133,9 @@ class Run:
         # No KV cache while training: it is never reused, and packed batches need the forward pass without one.
         self.model.config.use_cache = False
         trainable, total = models.count_params(self.model)
+        estimate, source = _planned_memory(cfg, self.skeleton)
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6),
-                           estimated_memory_bytes=_planned_memory(cfg, self.skeleton))
+                           estimated_memory_bytes=estimate, config_source=source)
         self.skeleton = None  # the planner wrapped it; nothing else needs it
         # PEFT's own wording and count (print_trainable_parameters): all params include the adapter's.
         log.info("adapter %s: trainable params: %s || all params: %s || trainable%%: %.4f", cfg.lora.name, f"{trainable:,}", f"{total:,}",
@@ -304,6 +306,12 @@ class Run:
             dropped_examples=stats.get("dropped_examples", 0),
             skipped_records=stats.get("skipped_records", 0),
             truncated_examples=stats.get("truncated", 0),
+            # How truncation kept each chat's structure (ftsweep.data.tokenize.fit): whole exchanges dropped
+            # oldest first, question text cut, answer cut after its header, examples too long to keep.
+            turns_dropped=stats.get("turns_dropped", 0),
+            prompts_cut=stats.get("prompts_cut", 0),
+            responses_cut=stats.get("responses_cut", 0),
+            dropped_too_long=stats.get("dropped_too_long", 0),
             device=runtime.device_name(),
             finished_at=now_iso(),
             wall_seconds=round(self.clock.elapsed(), 2),
@@ -354,15 +362,17 @@ def _meta_model(cfg):
         return None
 
 
-def _planned_memory(cfg, skeleton) -> int | None:
-    """mode=plan's GPU memory estimate for this cell, so the report can set it beside the measured peak."""
+def _planned_memory(cfg, skeleton) -> tuple[int | None, str | None]:
+    """mode=plan's GPU memory estimate for this cell, so the report can set it beside the measured peak,
+    and where the planner read the model's shape (a local config.json, or the YAML's arch: facts)."""
     try:
         from ftsweep import plan
 
-        return int(plan.plan_cell(cfg, base=skeleton)["memory_gib"]["total"] * plan.GIB)
+        cell = plan.plan_cell(cfg, base=skeleton)
+        return int(cell["memory_gib"]["total"] * plan.GIB), cell.get("config_source")
     except Exception as exc:  # noqa: BLE001 - an estimate must never fail a run
         log.debug("no memory estimate: %s", exc)
-        return None
+        return None, None
 
 
 def swept_tags(overrides: list[str], swept: list[str] | None) -> list[str]:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ftsweep import artifacts
+
 log = logging.getLogger("ftsweep.tracking")
 
 # One colour per sweep cell, by the cell's index (SwanLab's own preset palette, which its cloud mode also
@@ -135,9 +137,7 @@ def _order_swanlab_config(run_dir: Path, lead: int) -> None:
         return (0 if sort < lead else 1 if key.startswith("summary.") else 2, sort)
 
     ordered = dict(sorted(config.items(), key=rank))
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(ordered, allow_unicode=True, default_flow_style=False, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    artifacts.atomic_write_text(path, yaml.safe_dump(ordered, allow_unicode=True, default_flow_style=False, sort_keys=False))
 
 
 class SwanLabBackend:
@@ -219,7 +219,7 @@ class Tracker:
         lead = sum(1 for k in swept_keys(tags) if k in flat or f"{k}.name" in flat)
         color = colour(cell_index(run_name) if index is None else index)
         for name in logger_cfg.backends:
-            logdir = root / ("swanlog" if name == "swanlab" else "wandb_runs")
+            logdir = root / (artifacts.SWANLOG if name == "swanlab" else artifacts.WANDB_DIR)
             try:
                 backends.append(BACKENDS[name](project=logger_cfg.project, run_name=run_name, group=group, tags=tags,
                                                config=flat, mode=logger_cfg.mode, logdir=logdir, color=color,

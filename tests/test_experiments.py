@@ -70,7 +70,7 @@ def test_experiment_runs_on_the_tiny_model(cli, tmp_path, name):
         assert samples and all("prediction" in s for s in samples)
         prompt = samples[0]["prompt"]
         if name == "tang_poem":
-            assert prompt.startswith("<s>[INST] <<SYS>>\nYou are a poet") and prompt.endswith("\n[/INST]")
+            assert prompt.startswith("<s>[INST] <<SYS>>\nYou are a poet") and prompt.endswith(" [/INST]")
             assert config["eval"]["generation"] == {"do_sample": True, "temperature": 0.1, "top_p": 0.3,
                                                     "no_repeat_ngram_size": 3, "max_new_tokens": 8}
         if name == "qwen_extraction":

@@ -58,7 +58,7 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp
     report = (sweep / "report.md").read_text()
     assert sum(line.startswith(("| **★ 1**", "| 2 |", "| 3 |", "| 4 |")) for line in report.splitlines()) == 4
     assert "| `lora.r` | `8` |" in report and "| `optim.lr` | `0.0003` |" in report
-    assert {p.name for p in (sweep / "plots").glob("*.png")} == {"effects.png", "heatmap.png", "loss_curves.png"}
+    assert {p.name for p in (sweep / "plots").glob("*.png")} == {"effects.png", "heatmap.png", "interactions.png", "loss_curves.png"}
 
     start = time.monotonic()
     again = cli(grid)
@@ -126,6 +126,13 @@ def test_runs_killed_at_random_steps_resume_without_lost_or_repeated_steps(tiny_
     assert train_steps == list(range(1, steps + 1))  # every step exactly once, in order
     assert eval_steps == [0, 10, 20, 30, 40]
     assert summary["baseline_eval_loss"] == records[0]["eval_loss"]
+    # Token counts go on from where each resumed run stopped: they never fall back at a resume, and the
+    # summary counts every step's tokens, not only those after the last resume.
+    seen = [r["tokens_seen"] for r in records if r["split"] == "train"]
+    assert all(b > a for a, b in zip(seen, seen[1:])), seen
+    assert summary["tokens_seen"] == seen[-1]
+    per_step = seen[-1] / steps
+    assert seen[resumed[-1]] > resumed[-1] * per_step * 0.5  # the first line after the last resume counts the steps before it
 
 
 def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_rerun_resumes(tiny_model_dir, tmp_path):
