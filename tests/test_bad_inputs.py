@@ -81,6 +81,10 @@ CASES = [
 ]
 
 
+# Refused before a run starts: by Hydra while composing, or (an unknown mode) before any mode runs.
+NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group", "bad_mode"}
+
+
 @pytest.mark.parametrize("case, overrides, words", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_one_line_a_nonzero_exit_and_no_ok(cli, tmp_path, case, overrides, words):
     args = []
@@ -96,10 +100,15 @@ def test_bad_input_gets_one_line_a_nonzero_exit_and_no_ok(cli, tmp_path, case, o
     assert len(errors) == 1, proc.stderr[-2000:]
     for w in words:
         assert w in errors[0], (w, errors[0])
-    for summary in tmp_path.glob("outputs/**/summary.json"):
+    summaries = list(tmp_path.glob("outputs/**/summary.json"))
+    # Mistakes caught before a run starts leave no run directory; every later one is recorded as failed in
+    # the run's directory, and the error line names that directory.
+    assert len(summaries) == (0 if case in NO_RUN_DIR else 1), (case, summaries)
+    for summary in summaries:
         data = json.loads(summary.read_text())
         assert data["status"] == "failed" and data["error"]["message"]
         assert not (summary.parent / "adapter").exists()
+        assert f"(run dir: {summary.parent}" in errors[0], errors[0]
 
 
 def test_classify_label_outside_num_labels(cli, tmp_path):

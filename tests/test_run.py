@@ -94,10 +94,11 @@ print(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def test_quant_none_run_is_ok(cli, tmp_path):
-    proc = cli([*FAST, "quant=none", "optim.max_steps=4", "eval.every_n_steps=4"])
+    # lr 2e-3 (as the QLoRA run above): 6 steps lower the held-out loss, so "it learned" is a strict check.
+    proc = cli([*FAST, "quant=none", "optim.max_steps=6", "optim.lr=2e-3", "eval.every_n_steps=6"])
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((only_run_dir(tmp_path) / artifacts.SUMMARY).read_text())
-    assert summary["status"] == "ok" and summary["eval_loss"] < summary["baseline_eval_loss"] + 0.05
+    assert summary["status"] == "ok" and summary["eval_loss"] < summary["baseline_eval_loss"]
     man = json.loads((only_run_dir(tmp_path) / artifacts.MANIFEST).read_text())
     assert man["config"]["quant"]["name"] == "none"
 
@@ -137,6 +138,9 @@ def test_cfg_job_of_a_7b_model_prints_config_offline(cli):
     assert "quant_type: nf4" in proc.stdout
 
 
+COMPOSE_ERRORS = ("lora.rr=", "optim.lr=abc", "model=foo", "lora=nope")
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -157,8 +161,13 @@ def test_bad_input_is_one_line_and_nothing_claims_ok(cli, tmp_path, args, words)
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     lines = [x for x in err.splitlines() if x.startswith("ftsweep: error:")]
     assert len(lines) == 1 and words in lines[0], proc.stderr
-    for summary in tmp_path.glob("outputs/**/summary.json"):
-        assert json.loads(summary.read_text())["status"] != "ok"
+    summaries = list(tmp_path.glob("outputs/**/summary.json"))
+    # A mistake Hydra catches while composing stops before any run directory; any later one is recorded
+    # as failed in the run's own directory, which the error line names.
+    assert len(summaries) == (0 if args[0].startswith(COMPOSE_ERRORS) else 1), summaries
+    for summary in summaries:
+        assert json.loads(summary.read_text())["status"] == "failed"
+        assert f"(run dir: {summary.parent}" in lines[0], lines[0]
 
 
 def test_configs_are_found_from_any_working_directory(tmp_path):

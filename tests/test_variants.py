@@ -57,10 +57,12 @@ def test_option_trains_and_its_adapter_reloads(tiny_model_dir, tmp_path, option,
     overrides = [*SHORT, f"lora={option}", f"quant={quant}"]
     cfg = compose(overrides)
     summary = train(cfg, tmp_path / "run", f"{option}-{quant}", overrides)
-    if summary["status"] != "ok":
-        # Combinations PEFT cannot train are refused up front with one line naming the fix.
+    # Combinations PEFT cannot train are refused up front with one line naming the fix; every other one trains.
+    assert (summary["status"] == "ok") == ((option, quant) not in REFUSED), summary.get("error")
+    if (option, quant) in REFUSED:
         assert summary["error"]["type"] == "ConfigError", summary["error"]
-        assert (option, quant) in REFUSED and REFUSED[(option, quant)] in summary["error"]["message"]
+        assert REFUSED[(option, quant)] in summary["error"]["message"]
+        assert not (tmp_path / "run" / artifacts.ADAPTER).exists()
         return
     assert summary["trainable_params"] > 0 and 0 < summary["trainable_share"] < 1
     # mode=plan counts the same trainable parameters from the config alone, on the meta device.
@@ -77,3 +79,17 @@ def test_option_trains_and_its_adapter_reloads(tiny_model_dir, tmp_path, option,
     adapter_cfg = json.loads((tmp_path / "run" / artifacts.ADAPTER / "adapter_config.json").read_text())
     assert adapter_cfg["peft_type"] == {"loha": "LOHA", "lokr": "LOKR", "adalora": "ADALORA", "ia3": "IA3",
                                         "vera": "VERA"}.get(option, "LORA")
+    # The variant itself reached the saved adapter, not only its method: DoRA's magnitude vectors, rsLoRA's
+    # scaling flag, the rank and alpha the option sets.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / artifacts.ADAPTER / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any("lora_magnitude_vector" in k for k in keys) == (option == "dora"), keys[:4]
+    if adapter_cfg["peft_type"] == "LORA":
+        assert adapter_cfg["use_dora"] is (option == "dora")
+        assert adapter_cfg["use_rslora"] is (option == "rslora")
+        assert adapter_cfg["r"] == factor * cfg.lora.r and adapter_cfg["lora_alpha"] == factor * cfg.lora.alpha
+        assert any(k.endswith("lora_A.weight") for k in keys) and any(k.endswith("lora_B.weight") for k in keys)
+    else:
+        assert not any("lora_A" in k for k in keys) or option == "adalora"

@@ -98,6 +98,10 @@ def test_loftq_gets_a_loftq_config():
 
 
 def test_extra_knobs_pass_through_and_unknown_methods_are_named():
+    # extra arrives as plain Python values, interpolations resolved.
+    config = built("adalora", "+lora.extra.init_r=${lora.r}", targets=["q_proj"])
+    assert config.init_r == 8
+    assert type(built("lora", "+lora.extra.layers_to_transform=[0]", targets=["q_proj"]).layers_to_transform) is list
     assert built("lora", "+lora.extra.layers_to_transform=[0]", targets=["q_proj"]).layers_to_transform == [0]
     cfg = compose(["lora.method=bogus"])
     with pytest.raises(ValueError, match="lora.method=bogus: unknown; choose one of lora, loha, lokr, adalora, ia3, vera"):

@@ -177,3 +177,8 @@ def test_hash_of_a_dict_does_not_change_the_dict():
 def test_plain_resolves_interpolations():
     cfg = OmegaConf.create({"a": 2, "b": "${a}", "c": "???"})
     assert plain(cfg) == {"a": 2, "b": 2, "c": "???"}
+
+
+def test_hash_ignores_key_order_and_configs_without_neutral_groups():
+    assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash({"b": {"d": 3, "c": 2}, "a": 1})
+    assert config_hash({"lora": {"r": 8}}) == config_hash({"lora": {"r": 8}, "logger": {"x": 1}, "mode": "plan"})

@@ -39,6 +39,7 @@ def test_family_order_decides_loss_before_accuracy():
     assert (m.direction, m.unit, m.digits, m.header) == (M.MINIMIZE, "nats/token", 4, "accuracy_loss")
     assert (M.get("bleu_x").unit, M.get("bleu_x").digits) == ("0-100", 2)
     assert (M.get("mystery").unit, M.get("mystery").digits, M.get("mystery").header) == ("", 4, "mystery")
+    assert M.get("val_loss").name == "val_loss" and M.get("mystery").name == "mystery"
 
 
 def test_formatting_is_fixed():

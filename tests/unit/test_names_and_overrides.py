@@ -85,3 +85,13 @@ def test_long_run_names_keep_a_hash_so_cells_never_collide():
     exact = "data.path=" + "a" * 110  # 120 characters: kept whole
     assert run_name([exact]) == exact
     assert len(run_name(["data.path=" + "a" * 111])) == 111
+
+
+def test_only_whole_quotes_are_removed():
+    assert ovr.value("x=XabX") == "XabX"
+    assert ovr.value("x='ab'") == "ab" and ovr.value('x="ab"') == "ab"
+
+
+def test_run_name_splits_each_override_at_its_first_equals_sign():
+    # The value is everything after the first "=": a float noise cleanup never reaches into a value's text.
+    assert run_name(["+data.columns.a=b=0.30000000000000004"]) == "+data.columns.a=b=0.30000000000000004"
