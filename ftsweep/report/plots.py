@@ -40,6 +40,7 @@ from .table import Configuration, Stat  # noqa: E402
 DPI = 100
 MAX_LEGEND = 25  # configurations; beyond this a legend hides more than it explains
 MAX_LINES = 10  # lines on the data-size plot that colours can still tell apart
+LEGEND_CHARS = 60  # a longer configuration label takes two lines in the loss curves' legend
 
 
 def metric_label(metric: str, maximize: bool) -> str:
@@ -212,7 +213,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     """Train and eval loss against step and tokens seen; every run in one figure, one
     colour per configuration (seeds share it). Returns False when no run logged a loss."""
     labels_all = [c.label + (f"  ({len(c.runs)} seeds)" if len(c.runs) > 1 else "") for c in configs]
-    legend = _legend_width(labels_all, title="configuration") if len(configs) <= MAX_LEGEND else 0.0
+    legend = _legend_width(labels_all, title="configuration", width=LEGEND_CHARS) if len(configs) <= MAX_LEGEND else 0.0
     width = 12 + legend
     fig = _figure(width, 8.4)
     axes = fig.subplots(2, 2)
@@ -270,7 +271,7 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
     if unfinished:
         title += " (dotted: runs that did not finish ok)"
     if len(handles) <= MAX_LEGEND:
-        fig.legend(handles, [_break(label, 60) for label in labels], loc="outside right upper", fontsize=8,
+        fig.legend(handles, [_break(label, LEGEND_CHARS) for label in labels], loc="outside right upper", fontsize=8,
                    title="configuration", title_fontsize=8, frameon=False)
     else:
         # Configurations come best first, so the ordered colour map shows the ranking.
@@ -302,7 +303,9 @@ def _level_axis(ax, factor: Factor, xs: list[float], log: bool) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
     elif factor.numeric:
-        ax.margins(x=0.15)
+        # Every level in view, the ones without an ok run included: their tick says they were tried.
+        pad = 0.1 * (max(xs) - min(xs)) or 0.5
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
     else:
         ax.set_xlim(-0.6, len(xs) - 0.4)  # text levels: one slot each, room for side-by-side points
     ax.margins(y=0.12)  # room above the top point for its n= note
@@ -373,9 +376,10 @@ def _break(text: str, width: int) -> str:
     return "\n".join(lines + [rest])
 
 
-def _legend_width(labels: list[str], title: str = "") -> float:
-    """Inches a legend of 8 pt text needs: ~0.062 in per character plus the line sample."""
-    return 0.062 * max([len(label) for label in labels] + [len(title)]) + 0.7
+def _legend_width(labels: list[str], title: str = "", width: int = 60) -> float:
+    """Inches a legend of 8 pt text needs: ~0.062 in per character plus the line sample
+    (labels longer than ``width`` characters are broken into lines of it)."""
+    return 0.062 * max([min(len(label), width) for label in labels] + [len(title)]) + 0.7
 
 
 def _cell(grid: Grid, row: Level, col: Level) -> Stat:
