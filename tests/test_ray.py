@@ -67,13 +67,13 @@ def test_each_cell_gets_its_own_gpu_a_failing_cell_does_not_stop_the_pool_and_a_
 @pytest.mark.slow
 def test_half_a_gpu_per_cell_puts_two_cells_on_one_gpu(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli(["-m", "seed=1,2,3", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
+    proc = cli(["-m", "seed=1,2", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
                 "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = pool_lines(sweep)
-    assert len(lines) == 3 and {j["device"] for j in lines} == {"0"}
+    assert len(lines) == 2 and {j["device"] for j in lines} == {"0"}
     assert most_at_once(lines) == 2  # 1 GPU x 2 cells per GPU, and the pool used both slots
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         summary = json.loads((sweep / f"seed={seed}" / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["cuda_visible_devices"] == "0"
 
