@@ -61,10 +61,14 @@ def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: P
         xs, log = _positions(effect.factor)
         points = [(x, e) for x, e in zip(xs, effect.levels) if e.stat.mean is not None]
         _points(ax, [x for x, _ in points], [e for _, e in points], effect.factor.numeric, "tab:blue")
-        for x, e in points:
-            ax.annotate(f"n={e.stat.n}", (x, e.stat.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        counts = {e.stat.n for _, e in points}
+        if len(counts) > 1:  # unequal levels: each point says how many runs it averages
+            for x, e in points:
+                ax.annotate(f"n={e.stat.n}", (x, e.stat.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
         _level_axis(ax, effect.factor, xs, log)
-        ax.set_title(_wrap(effect.factor.name, 4.2, 12))
+        n = counts.pop() if len(counts) == 1 else None
+        each = f" ({n} run{'s' if n != 1 else ''} per level)" if n is not None else ""
+        ax.set_title(_wrap(effect.factor.name + each, 4.2, 12))
         ax.grid(True, alpha=0.3)
     for ax in axes[len(effects) :]:
         ax.set_visible(False)
