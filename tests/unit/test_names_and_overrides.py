@@ -91,7 +91,3 @@ def test_only_whole_quotes_are_removed():
     assert ovr.value("x=XabX") == "XabX"
     assert ovr.value("x='ab'") == "ab" and ovr.value('x="ab"') == "ab"
 
-
-def test_run_name_splits_each_override_at_its_first_equals_sign():
-    # The value is everything after the first "=": a float noise cleanup never reaches into a value's text.
-    assert run_name(["+data.columns.a=b=0.30000000000000004"]) == "+data.columns.a=b=0.30000000000000004"
