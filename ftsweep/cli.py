@@ -180,6 +180,8 @@ def main() -> None:
 
     sys.argv += distributed.launcher_overrides(sys.argv[1:])  # torchrun: one shared run directory
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if user_full_error:
+        os.environ["FTSWEEP_DEBUG"] = "1"  # a run's own failure prints its traceback too (it is caught to be recorded)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line print
     try:
         try:

@@ -206,8 +206,11 @@ class Run:
                            finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
         if self.sweep is not None:  # a single run's error is the CLI's one line
             log.error("run %s failed: %s: %s", self.name, type(exc).__name__, one_line(exc))
-        if os.environ.get("FTSWEEP_DEBUG"):
-            log.exception("traceback")
+        if os.environ.get("FTSWEEP_DEBUG"):  # also set by the CLI when the user sets HYDRA_FULL_ERROR=1
+            import sys
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
 
     def close(self) -> None:
         if self.tracker is not None:
