@@ -395,3 +395,37 @@ def test_import_and_build_never_load_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (sweep / "report.md").exists()
+
+
+# ------------------------------------------------ baseline, intervals, noise
+
+
+def test_baseline_and_improvement_columns(sweep_2x2):
+    rows = md_table((sweep_2x2 / "report.md").read_text(), "## Runs")
+    best = rows[0]  # r=16, lr=3e-4: 3.10 and 3.30 against a baseline of 5.5 (fixtures_report.write_run)
+    assert best["baseline eval loss"] == "5.5000"
+    assert best["improvement"] == f"{mean([5.5 - 3.1, 5.5 - 3.3]):.4f} ± {std([5.5 - 3.1, 5.5 - 3.3]):.4f}"
+    assert best["improvement %"].startswith(f"{100 * mean([2.4, 2.2]) / 5.5:.1f} ± ")
+    md = (sweep_2x2 / "report.md").read_text()
+    assert "from 5.5000 before training to 3.2000 for the best configuration: 2.3000 (41.8 %) less." in md
+
+
+def test_intervals_over_seeds_and_which_differences_are_noise(sweep_2x2):
+    md = (sweep_2x2 / "report.md").read_text()
+    # Pooled seed std from GRID_2X2: squared deviations 0.005 + 0.005 + 0 + 0.02 over 8 - 4 = 4 df.
+    s = math.sqrt(0.03 / 4)
+    half = 2.776 * s / math.sqrt(4)  # t(0.975, 4); four ok runs per level
+    assert f"s = {s:.4f} the spread between seeds of one configuration (pooled sample std, 4 degrees of freedom)" in md
+    effects = {(r["parameter"], r["level"]): r for r in md_table(md, "## Effects")}
+    assert effects[("`lora.r`", "`8`")]["95 % interval"] == f"{3.5 - half:.4f} to {3.5 + half:.4f}"
+    # r: 16 vs 8 differ by 0.15 < 2 x 0.12: within noise. lr: 3e-4 vs 1e-4 differ by 0.30: not.
+    assert (f"`lora.r`: 16 and 8 are within noise (95 % intervals overlap: 3.3500 ± {half:.4f} and "
+            f"3.5000 ± {half:.4f}; difference 0.1500).") in md
+    assert f"`optim.lr`: 3e-4 beats 1e-4 by 0.3000, more than the seeds' noise explains" in md
+
+
+def test_without_repeated_seeds_the_report_says_it_cannot_tell_noise(tmp_path):
+    sweep = write_2x2(tmp_path / "sweep", seeds=False)
+    md = build_report([sweep]).read_text()
+    assert "| 95 % interval |" not in md and "within noise" not in md
+    assert "cannot be told from seed-to-seed noise" in md
