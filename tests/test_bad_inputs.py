@@ -82,7 +82,7 @@ CASES = [
 
 
 # Refused before a run starts: by Hydra while composing, or (an unknown mode) before any mode runs.
-NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group", "bad_mode"}
+NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group"}
 
 
 @pytest.mark.parametrize("case, overrides, words", CASES, ids=[c[0] for c in CASES])
