@@ -88,7 +88,6 @@ def test_choice_and_a_plain_group_sweep(cli, tmp_path):
     assert "](plots/interactions.png)" in md and "](plots/heatmap.png)" in md
 
 
-@pytest.mark.xfail(strict=True, reason="sweep.json's grid lacks the search's own params (ftsweep/sweep/callbacks.py)")
 def test_optuna_search_records_its_sampled_values(cli, tmp_path):
     sweep = tmp_path / "optuna"
     record = run_sweep(cli, sweep, ["hparams_search=optuna", "hydra.sweeper.n_trials=3"])

@@ -61,7 +61,10 @@ class SweepCallback(Callback):
         previous = artifacts.read_sweep(sweep_dir) or {}
         values, swept = grid(overrides)
         # A search sweeper's own params vary too (hparams_search=optuna).
-        swept += [str(k) for k in (config.hydra.sweeper.get("params") or {}) if str(k) not in swept]
+        for key in (str(k) for k in (config.hydra.sweeper.get("params") or {})):
+            values.setdefault(key, [])  # sampled as the search goes: filled in from the run directories at the end
+            if key not in swept:
+                swept.append(key)
         self.info = {
             "id": "_".join(sweep_dir.resolve().parts[-2:]),
             # Launcher and sweeper choices (hydra/launcher=ray ...) belong to the command too; the sweep dir does not.
