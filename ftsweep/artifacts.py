@@ -57,7 +57,8 @@ PLOT_EFFECTS = "effects.png"
 PLOT_HEATMAP = "heatmap.png"
 PLOT_DATA_SIZE = "data_size.png"
 PLOT_LOSS_CURVES = "loss_curves.png"
-PLOT_FILES = (PLOT_EFFECTS, PLOT_HEATMAP, PLOT_DATA_SIZE, PLOT_LOSS_CURVES)
+PLOT_INTERACTIONS = "interactions.png"  # one panel per pair of swept factors
+PLOT_FILES = (PLOT_EFFECTS, PLOT_HEATMAP, PLOT_INTERACTIONS, PLOT_DATA_SIZE, PLOT_LOSS_CURVES)
 COMPARE = "compare"  # <first sweep>/compare/: the report of several sweeps
 PLAN_TABLE = "plan.md"  # mode=plan: one row per cell
 GPU_POOL_LOG = "gpu_pool.jsonl"  # hydra/launcher=gpu_pool: one line per job

@@ -65,7 +65,7 @@ from .table import (
 
 MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
 # The interaction view's file. (Belongs beside artifacts.PLOT_FILES and in docs/run-directory.md.)
-PLOT_INTERACTIONS = "interactions.png"
+PLOT_INTERACTIONS = artifacts.PLOT_INTERACTIONS
 
 
 def build_report(
