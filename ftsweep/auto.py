@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftsweep.metrics import GIB
+
 AUTO = "auto"
-GIB = 1024**3
 
 
 def is_auto(value: Any) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ class Stopped(BaseException):
     def __init__(self, summary: dict, run_dir: Path, sweep: dict | None):
         self.run_dir, self.sweep = run_dir, sweep
         message = (summary.get("error") or {}).get("message") or ""
-        self.exit_code = 143 if message == f"signal {int(signal.SIGTERM)}" else 130  # 128 + the signal's number
+        self.exit_code = runtime.exit_code(message)
         super().__init__(message)
 
 

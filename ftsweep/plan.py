@@ -27,10 +27,10 @@ import logging
 from pathlib import Path
 
 from ftsweep.artifacts import PLAN, PLAN_TABLE, atomic_write_json, atomic_write_text
+from ftsweep.metrics import GIB
 
 log = logging.getLogger("ftsweep")
 
-GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
 OVERHEAD_BYTES = int(0.75 * GIB)
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import shutil
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from ftsweep import artifacts, auto, distributed, manifest, resume, runtime
+from ftsweep import overrides as ovr
 from ftsweep.artifacts import MetricsLog, Stopwatch, now_iso
 from ftsweep.config import config_hash, plain
 
@@ -76,8 +80,6 @@ class Run:
     # ---- phases, in order ---------------------------------------------------------------------------------
     def begin(self, start: resume.Start) -> None:
         """Clear what belongs to another config, then mark the run running."""
-        import os
-
         self.resume_from = start.checkpoint
         distributed.barrier()  # every rank has read the directory before rank 0 changes it
         if start.discard_checkpoints and self.main:
@@ -198,8 +200,6 @@ class Run:
         log.warning("run %s interrupted; re-run the same command to resume from the last checkpoint", self.name)
 
     def stop_failed(self, exc: Exception) -> None:
-        import os
-
         from ftsweep.errors import one_line
 
         self.write_summary(status=artifacts.FAILED, error={"type": type(exc).__name__, "message": one_line(exc)},
@@ -207,9 +207,6 @@ class Run:
         if self.sweep is not None:  # a single run's error is the CLI's one line
             log.error("run %s failed: %s: %s", self.name, type(exc).__name__, one_line(exc))
         if os.environ.get("FTSWEEP_DEBUG"):  # also set by the CLI when the user sets HYDRA_FULL_ERROR=1
-            import sys
-            import traceback
-
             traceback.print_exception(exc, file=sys.stderr)
 
     def close(self) -> None:
@@ -380,10 +377,10 @@ def _planned_memory(cfg, skeleton) -> tuple[int | None, str | None]:
 
 def swept_tags(overrides: list[str], swept: list[str] | None) -> list[str]:
     """Tracker tags: the overrides of the keys this sweep varies (all overrides of a single run)."""
-    tags = [o for o in overrides if not o.startswith("hydra")]
+    tags = [o for o in overrides if not ovr.is_under(ovr.key(o), ("hydra",))]
     if not swept:
         return tags
-    return [o for o in tags if o.split("=", 1)[0].lstrip("+~") in swept]
+    return [o for o in tags if ovr.key(o) in swept]
 
 
 def describe(summary: dict, run_dir: Path) -> str:

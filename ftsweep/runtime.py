@@ -47,12 +47,22 @@ def reset_globals(seed: int) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def _signal_reason(signum: int) -> str:
+    return f"signal {int(signum)}"
+
+
+def exit_code(reason: str) -> int:
+    """128 + the number of the signal that stopped a run: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    return 128 + int(signal.SIGTERM if reason == _signal_reason(signal.SIGTERM) else signal.SIGINT)
+
+
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the run."""
+    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the run;
+    the interrupt's reason names the signal, so ``exit_code`` can tell the two apart."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(_signal_reason(signum))
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

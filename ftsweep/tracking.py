@@ -82,7 +82,9 @@ def flatten(config: dict, first: list[str] = (), prefix: str = "") -> dict[str, 
 
 def swept_keys(tags: list[str]) -> list[str]:
     """`lora.r=8` -> `lora.r`: the tags are the cell's swept overrides."""
-    return [t.split("=", 1)[0].lstrip("+~") for t in tags if "=" in t]
+    from ftsweep import overrides as ovr
+
+    return [ovr.key(t) for t in tags if "=" in t]
 
 
 def cell_index(run_name: str) -> int:
@@ -215,8 +217,9 @@ class Tracker:
         backends = []
         if logger_cfg.mode == "disabled":
             return cls([])
-        flat = flatten(config, swept_keys(tags))
-        lead = sum(1 for k in swept_keys(tags) if k in flat or f"{k}.name" in flat)
+        swept = swept_keys(tags)
+        flat = flatten(config, swept)
+        lead = sum(1 for k in swept if k in flat or f"{k}.name" in flat)
         color = colour(cell_index(run_name) if index is None else index)
         for name in logger_cfg.backends:
             logdir = root / (artifacts.SWANLOG if name == "swanlab" else artifacts.WANDB_DIR)

@@ -205,8 +205,7 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
 def length_note(cfg, n_train: int) -> str:
     """One line that says what sets the training length, e.g. for epochs:
     `training length: 2 epochs x 8 steps (64 examples / 8 per step) = 16 steps`."""
-    per_step = int(cfg.optim.micro_batch_size) * int(cfg.optim.grad_accum)
-    per_epoch = math.ceil(n_train / per_step)
+    per_step, per_epoch = sequences_per_step(cfg), steps_per_epoch(cfg, n_train)
     if cfg.optim.max_steps > 0:
         return (f"training length: optim.max_steps={int(cfg.optim.max_steps)} steps; it wins over optim.epochs={cfg.optim.epochs:g} "
                 f"({per_epoch} steps per epoch of {n_train} examples); set optim.max_steps=-1 to train by epochs")
@@ -214,12 +213,20 @@ def length_note(cfg, n_train: int) -> str:
             f"= {total_steps(cfg, n_train)} steps")
 
 
+def sequences_per_step(cfg) -> int:
+    return int(cfg.optim.micro_batch_size) * int(cfg.optim.grad_accum)
+
+
+def steps_per_epoch(cfg, n_train: int) -> int:
+    """ceil(examples / (micro x accum)): 1000 examples / (8 x 1) = 125 steps."""
+    return math.ceil(n_train / sequences_per_step(cfg))
+
+
 def total_steps(cfg, n_train: int) -> int:
-    """Optimizer steps of the run: max_steps, or epochs x ceil(examples / (micro x accum))."""
+    """Optimizer steps of the run: max_steps, or epochs x steps per epoch."""
     if cfg.optim.max_steps > 0:
         return int(cfg.optim.max_steps)
-    per_step = int(cfg.optim.micro_batch_size) * int(cfg.optim.grad_accum)
-    return max(1, math.ceil(float(cfg.optim.epochs) * math.ceil(n_train / per_step)))
+    return max(1, math.ceil(float(cfg.optim.epochs) * steps_per_epoch(cfg, n_train)))
 
 
 def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) -> TrainingArguments:

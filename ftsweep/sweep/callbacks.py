@@ -133,15 +133,20 @@ def unstarted_cells(sweep_dir: Path, record: dict) -> list[str] | None:
 
 
 def _fill_unknown_values(info: dict, sweep_dir: Path) -> None:
-    """A glob() sweep's values, as the run directories' overrides show them."""
+    """The values a glob() or a search chose, as the run directories' overrides show them."""
     unknown = [k for k, v in (info.get("grid") or {}).items() if not v]
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / artifacts.HYDRA_OVERRIDES).exists()) if unknown else []:
-        import yaml
+    if not unknown:
+        return
+    import yaml
 
-        for text in yaml.safe_load((run_dir / artifacts.HYDRA_OVERRIDES).read_text()) or []:
-            name = ovr.key(text)
-            if name in unknown and ovr.value(text) not in info["grid"][name]:
-                info["grid"][name].append(ovr.value(text))
+    for run_dir in sorted(sweep_dir.iterdir()):
+        overrides_file = run_dir / artifacts.HYDRA_OVERRIDES
+        if not overrides_file.exists():
+            continue
+        for text in yaml.safe_load(overrides_file.read_text()) or []:
+            name, value = ovr.split(text)
+            if name in unknown and value not in info["grid"][name]:
+                info["grid"][name].append(value)
 
 
 def _report(sweep_dir: Path) -> None:
