@@ -249,6 +249,9 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
         max_grad_norm=float(o.max_grad_norm),
         optim=o.optimizer,
         logging_steps=int(t.logging_steps),
+        # A diverged step is logged as NaN/inf, as it is. transformers' default drops it from the logged mean,
+        # so a run with nan_check=false would show a loss of 0.0 that looks fine.
+        logging_nan_inf_filter=False,
         eval_strategy="no",  # evaluation is driven by EvalCallback so step 0 and the end are included
         save_strategy="steps",
         save_steps=int(t.save_steps),
