@@ -61,7 +61,7 @@ PLOT_INTERACTIONS = "interactions.png"  # one panel per pair of swept factors
 PLOT_FILES = (PLOT_EFFECTS, PLOT_HEATMAP, PLOT_INTERACTIONS, PLOT_DATA_SIZE, PLOT_LOSS_CURVES)
 COMPARE = "compare"  # <first sweep>/compare/: the report of several sweeps
 PLAN_TABLE = "plan.md"  # mode=plan: one row per cell
-GPU_POOL_LOG = "gpu_pool.jsonl"  # hydra/launcher=gpu_pool: one line per job
+GPU_POOL_LOG = "gpu_pool.jsonl"  # hydra/launcher=ray: one line per cell (device, start, end, status)
 SWANLOG = "swanlog"  # folder: SwanLab's local runs of every cell (logger=swanlab)
 WANDB_DIR = "wandb_runs"  # folder: W&B's offline runs of every cell (logger=wandb)
 

@@ -24,13 +24,12 @@ def most_at_once(lines):
 
 
 @pytest.mark.slow
-def test_each_cell_gets_its_own_gpu_a_failing_cell_does_not_stop_the_pool_and_a_rerun_skips(cli, tmp_path):
+def test_each_cell_its_own_gpu_a_failing_cell_does_not_stop_the_pool_a_rerun_skips_and_half_gpus_share(cli, tmp_path):
     sweep = tmp_path / "sweep"
     # Ray hands out the devices this shell made visible, as it would on a machine with GPUs 7 and 9.
-    env = {"CUDA_VISIBLE_DEVICES": "7,9"}
     cmd = ["-m", "lora.r=4,8,-1", "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=2", *TINY,
            f"hydra.sweep.dir={sweep}"]
-    proc = cli(cmd, env=env, timeout=300)
+    proc = cli(cmd, env={"CUDA_VISIBLE_DEVICES": "7,9"}, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 run(s) failed: lora.r=-1 (lora.r=-1: the rank must be >= 1" in proc.stderr
 
@@ -52,30 +51,25 @@ def test_each_cell_gets_its_own_gpu_a_failing_cell_does_not_stop_the_pool_and_a_
     counts = json.loads((sweep / "sweep.json").read_text())["counts"]
     assert counts["ok"] == 2 and counts["failed"] == 1
 
-    # The same command again: the finished cells are skipped with their files untouched, the bad one fails
-    # again, and the report is rebuilt.
+    # The sweep widened by two cells, on one GPU shared by two cells at a time (gpus_per_cell=0.5): the finished
+    # cells are skipped with their files untouched, the bad one fails again, the new ones share GPU 0, and the
+    # report is rebuilt with all four.
     before = {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)}
     (sweep / "report.md").unlink()
-    proc = cli(cmd, env=env, timeout=300)
+    proc = cli(["-m", "lora.r=4,8,-1,16,32", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
+                "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)} == before
     counts = json.loads((sweep / "sweep.json").read_text())["counts"]
-    assert counts["skipped"] == 2 and counts["failed"] == 1
-    assert (sweep / "report.md").exists()
-
-
-@pytest.mark.slow
-def test_half_a_gpu_per_cell_puts_two_cells_on_one_gpu(cli, tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = cli(["-m", "seed=1,2", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
-                "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = pool_lines(sweep)
-    assert len(lines) == 2 and {j["device"] for j in lines} == {"0"}
-    assert most_at_once(lines) == 2  # 1 GPU x 2 cells per GPU, and the pool used both slots
-    for seed in (1, 2):
-        summary = json.loads((sweep / f"seed={seed}" / "summary.json").read_text())
+    assert counts["skipped"] == 2 and counts["failed"] == 1 and counts["ok"] == 2
+    rerun = pool_lines(sweep)[len(lines):]
+    assert len(rerun) == 5 and {j["device"] for j in rerun} == {"0"}
+    assert most_at_once(rerun) == 2  # 1 GPU x 2 cells per GPU, and the pool used both slots
+    for r in (16, 32):
+        summary = json.loads((sweep / f"lora.r={r}" / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["cuda_visible_devices"] == "0"
+    report = (sweep / "report.md").read_text()
+    assert all(f"lora.r={r}" in report for r in (4, 8, 16, 32))
 
 
 @pytest.mark.parametrize("knobs, message", [
