@@ -152,6 +152,10 @@ def test_verdicts_touching_intervals_are_within_noise_and_levels_without_interva
     # A level without a mean or without an interval is left out; one level left: no verdict.
     assert fx.verdicts([effect("x", ("1", 1.0, 0.1), ("2", None, None), ("3", 2.0, None))], maximize=False) == []
     assert fx.verdicts([effect("x", ("1", 1.0, None), ("2", 2.0, None))], maximize=False) == []
+    # A factor without verdicts does not stop the ones after it.
+    after = fx.verdicts([effect("x", ("1", 1.0, None), ("2", 2.0, None)), effect("y", ("a", 1.0, 0.1), ("b", 2.0, 0.1))],
+                        maximize=False)
+    assert [(v.factor, v.best.level.text, v.within_noise) for v in after] == [("y", "a", False)]
 
 
 def points(line):
