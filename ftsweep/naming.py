@@ -80,7 +80,9 @@ def short_list(items: list[str]) -> str:
     if len(text) <= MAX_LIST_TEXT:
         return text
     digest = hashlib.sha1(",".join(items).encode()).hexdigest()[:6]
-    return "+".join(heads[:LIST_HEAD]) + f"+{len(items) - LIST_HEAD}more{suffix}-{digest}"
+    more = len(items) - LIST_HEAD
+    count = f"+{more}more" if more > 0 else ""  # a list of LIST_HEAD or fewer long items shows them all
+    return "+".join(heads[:LIST_HEAD]) + f"{count}{suffix}-{digest}"
 
 
 def _shared_suffix(items: list[str]) -> str:

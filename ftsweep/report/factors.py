@@ -6,7 +6,8 @@ a key has the value of its resolved config, so `lora.r=16` in one sweep and no
 override (config lora.r: 8) in another are the levels 16 and 8 of lora.r.
 
 Values compare as numbers when they parse as numbers, so `1e-4` and `0.0001`
-are one level; levels sort numerically, then as text.
+are one level (and a typed list `[q_proj,v_proj]` is the list a config holds);
+levels sort numerically, then as text.
 
 `seed` is never a factor: runs that differ only in seed are replicates of one
 configuration, and the report averages over them.
@@ -203,6 +204,9 @@ def _excluded(key: str) -> bool:
 
 
 def _parse_scalar(text: str) -> Any:
+    items = naming.split_list(text)
+    if items is not None:  # a typed list is the same level as that list in a config
+        return [_parse_scalar(item) for item in items]
     lowered = text.strip().lower()
     if lowered in ("null", "none", "~"):
         return None

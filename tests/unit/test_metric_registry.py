@@ -88,3 +88,33 @@ def test_numbers_read_from_a_summary():
 
 def test_worst_value_for_a_search():
     assert M.worst(True) == -math.inf and M.worst(False) == math.inf
+
+
+def test_registry_entries_as_the_runs_table_shows_them():
+    # Quality metrics: a direction, mean ± std over seeds, the header given or else the name.
+    loss = M.REGISTRY["eval_loss"]
+    assert (loss.name, loss.direction, loss.unit, loss.digits, loss.header, loss.spread) == (
+        "eval_loss", M.MINIMIZE, "nats/token", 4, "eval loss", True)
+    f1 = M.REGISTRY["f1"]
+    assert (f1.name, f1.direction, f1.unit, f1.digits, f1.header, f1.spread) == ("f1", M.MAXIMIZE, "0-1", 4, "f1", True)
+    # Costs: no direction, the mean alone, their scaling and thousands separators.
+    mem = M.REGISTRY["estimated_memory_bytes"]
+    assert (mem.name, mem.direction, mem.unit, mem.digits, mem.header, mem.spread, mem.scale, mem.short) == (
+        "estimated_memory_bytes", None, "bytes", 2, "planned GPU memory (GiB)", False, M.GIB, "GiB")
+    seen = M.REGISTRY["tokens_seen"]
+    assert (seen.direction, seen.spread, seen.thousands, seen.scale, seen.header) == (None, False, True, 1.0, "tokens seen")
+    assert all(name == m.name for name, m in M.REGISTRY.items())
+
+
+def test_the_registry_builders():
+    # The registry is built at import; its two builders are checked here as well, called afresh.
+    q = M._quality("rouge2", M.MAXIMIZE, "0-1", 3)
+    assert q == M.Metric("rouge2", M.MAXIMIZE, "0-1", 3, "rouge2")  # header defaults to the name; spread shown
+    assert q.spread and q.scale == 1.0 and not q.thousands
+    assert M._quality("val_loss", M.MINIMIZE, "nats/token", 4, "validation loss").header == "validation loss"
+    c = M._cost("gpu_bytes", "bytes", 2, "GPU (GiB)", scale=M.GIB, short="GiB", thousands=True)
+    assert c == M.Metric("gpu_bytes", None, "bytes", 2, "GPU (GiB)", spread=False, scale=M.GIB, thousands=True,
+                         short="GiB")
+    assert c.console(3 * M.GIB) == "3.00 GiB"
+    plain = M._cost("steps", "steps", 0, "steps")
+    assert (plain.direction, plain.spread, plain.scale, plain.thousands, plain.short) == (None, False, 1.0, False, "")

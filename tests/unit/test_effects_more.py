@@ -1,0 +1,263 @@
+"""The report's noise estimate and what it decides: the t quantile, the pooled seed-to-seed spread, each level's
+95 % interval, the "within noise" verdicts and the interaction views. Every number below is computed by hand
+(or read from a printed t table) from the losses given here, not copied from the code's output."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ftsweep.report import effects as fx
+from ftsweep.report import factors as F
+from ftsweep.report import table as T
+from ftsweep.report.collect import Run, Sweep
+
+
+def run(overrides, eval_loss=3.0, status="ok") -> Run:
+    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep="s1",
+               status=status, overrides=list(overrides), summary={"status": status, "eval_loss": eval_loss},
+               manifest={}, metrics=[], _config={"seed": 1})
+
+
+def design_of(runs):
+    design = F.build_design([Sweep(path=Path("/nowhere/s1"), label="s1", meta={}, runs=runs)])
+    return design, T.runs_frame(design, "eval_loss")
+
+
+# (r, lr) -> eval_loss of seeds 1 and 2. Cell means: r8: 3.1 (lr 1e-4), 2.7 (lr 3e-4); r16: 3.3, 2.4.
+# r=16 is worse than r=8 at lr=1e-4 (+0.2) and better at lr=3e-4 (-0.3): an interaction of -0.5.
+CELLS = {("8", "1e-4"): (3.0, 3.2), ("8", "3e-4"): (2.6, 2.8), ("16", "1e-4"): (3.3, 3.3), ("16", "3e-4"): (2.3, 2.5)}
+# Pooled seed spread: squared deviations from the cell means 0.02 + 0.02 + 0 + 0.02 = 0.06 over
+# 8 runs - 4 configurations = 4 degrees of freedom.
+STD = math.sqrt(0.06 / 4)
+T4 = 2.776  # t(0.975, 4) from a printed table
+
+
+@pytest.fixture
+def grid():
+    return design_of([run([f"lora.r={r}", f"optim.lr={lr}", f"seed={s}"], loss)
+                      for (r, lr), losses in CELLS.items() for s, loss in zip("12", losses)])
+
+
+@pytest.mark.parametrize("df, t", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (10, 2.228),
+                                   (20, 2.086), (29, 2.045), (30, 2.042)])
+def test_t_quantile_from_the_table(df, t):
+    assert fx.t975(df) == t
+
+
+@pytest.mark.parametrize("df, t", [(31, 2.039513), (32, 2.036933), (40, 2.021075), (60, 2.000298), (120, 1.979930),
+                                   (1000, 1.962339), (10**6, 1.959966)])
+def test_t_quantile_beyond_the_table_is_the_exact_one_to_six_digits(df, t):
+    # Exact quantiles of Student's t (as scipy.stats.t.ppf(0.975, df) prints them), tending to z = 1.959964.
+    assert fx.t975(df) == pytest.approx(t, abs=3e-6)
+
+
+@pytest.mark.parametrize("df", [0, -1])
+def test_t_quantile_needs_a_degree_of_freedom(df):
+    with pytest.raises(ValueError, match=rf"degrees of freedom must be at least 1, got {df}"):
+        fx.t975(df)
+
+
+def test_half_width_is_t_times_std_over_root_n():
+    assert fx.Noise(0.1, 4).half_width(4) == pytest.approx(2.776 * 0.1 / 2)
+    assert fx.Noise(0.3, 1).half_width(9) == pytest.approx(12.706 * 0.3 / 3)
+
+
+def test_seed_noise_is_the_pooled_within_configuration_std(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    assert noise.df == 4 and isinstance(noise.df, int)
+    assert noise.std == pytest.approx(STD) and STD == pytest.approx(0.122474, abs=1e-6)
+
+
+def test_seed_noise_ignores_failed_runs_and_needs_a_repeated_seed():
+    # One configuration with 3 ok seeds (3.0, 3.3, 3.6: mean 3.3, squares 0.09 + 0 + 0.09), one with a single
+    # run, and a failed run whose loss would change everything: df = 4 ok runs - 2 configurations = 2.
+    runs = [run(["lora.r=8", "seed=1"], 3.0), run(["lora.r=8", "seed=2"], 3.3), run(["lora.r=8", "seed=3"], 3.6),
+            run(["lora.r=16", "seed=1"], 2.0), run(["lora.r=16", "seed=2"], 9.0, status="failed")]
+    noise = fx.seed_noise(*design_of(runs), "eval_loss")
+    assert noise.df == 2 and noise.std == pytest.approx(math.sqrt(0.18 / 2))
+    # Every configuration ran once: no estimate rather than a guess.
+    assert fx.seed_noise(*design_of([run(["lora.r=8"], 3.0), run(["lora.r=16"], 2.0)]), "eval_loss") is None
+    # No ok run at all.
+    failed = [run(["lora.r=8"], 3.0, status="failed"), run(["lora.r=16"], 2.0, status="failed")]
+    assert fx.seed_noise(*design_of(failed), "eval_loss") is None
+
+
+def test_main_effects_get_95_percent_intervals_from_the_noise(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    effects = {e.factor.name: e for e in fx.main_effects(design, frame, "eval_loss", noise)}
+    r8, r16 = effects["lora.r"].levels
+    assert (r8.stat.mean, r16.stat.mean) == (pytest.approx(2.9), pytest.approx(2.85))
+    # Each level mean is over 4 runs: half-width t(0.975, 4) * s / sqrt(4).
+    assert r8.half == pytest.approx(T4 * STD / 2) and r16.half == pytest.approx(T4 * STD / 2)
+    assert r8.half == pytest.approx(0.169994, abs=1e-6)
+    # Without a noise estimate there is no interval.
+    assert all(e.half is None for e in fx.main_effects(design, frame, "eval_loss")[0].levels)
+
+
+def test_a_level_of_two_runs_has_a_std_and_a_level_without_runs_no_interval():
+    runs = [run(["lora.r=8", "seed=1"], 3.0), run(["lora.r=8", "seed=2"], 3.4), run(["lora.r=16"], 2.0),
+            run(["lora.r=4"], 1.0, status="failed")]
+    design, frame = design_of(runs)
+    noise = fx.seed_noise(design, frame, "eval_loss")  # (3.0, 3.4) around 3.2: 0.08 over 1 df
+    assert noise.df == 1 and noise.std == pytest.approx(math.sqrt(0.08))
+    (effect,) = fx.main_effects(design, frame, "eval_loss", noise)
+    by_text = {e.level.text: e for e in effect.levels}
+    assert by_text["8"].stat.std == pytest.approx(math.sqrt(0.08))  # sample std of two runs (ddof=1)
+    assert by_text["8"].half == pytest.approx(12.706 * math.sqrt(0.08) / math.sqrt(2))
+    assert by_text["16"].stat.std is None and by_text["16"].half == pytest.approx(12.706 * math.sqrt(0.08))
+    assert by_text["4"].stat.n == 0 and by_text["4"].half is None
+
+
+def test_verdicts_compare_the_best_level_with_each_other_level(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    effects = fx.main_effects(design, frame, "eval_loss", noise)
+    half = T4 * STD / 2  # 0.17 for every level here: two levels are told apart when their means differ by > 0.34
+    by_factor = {v.factor: v for v in fx.verdicts(effects, maximize=False)}
+    assert set(by_factor) == {"lora.r", "optim.lr"}
+    r = by_factor["lora.r"]  # 2.85 (r=16) against 2.9 (r=8): 0.05 apart, within noise
+    assert (r.best.level.text, r.other.level.text, r.within_noise) == ("16", "8", True)
+    lr = by_factor["optim.lr"]  # 2.55 (3e-4) against 3.2 (1e-4): 0.65 apart, more than 2 * 0.17
+    assert (lr.best.level.text, lr.other.level.text, lr.within_noise) == ("3e-4", "1e-4", False)
+    assert 0.65 > 2 * half
+    # Higher is better: the other level is the best one.
+    flipped = {v.factor: v for v in fx.verdicts(effects, maximize=True)}
+    assert (flipped["optim.lr"].best.level.text, flipped["lora.r"].best.level.text) == ("1e-4", "8")
+    assert flipped["optim.lr"].within_noise is False
+
+
+def effect(name, *levels):
+    return fx.MainEffect(F.Factor(name, [F.level_of(t) for t, _, _ in levels]),
+                         [fx.LevelEffect(F.level_of(t), T.Stat(mean, None, 2 if mean is not None else 0), half)
+                          for t, mean, half in levels])
+
+
+def test_verdicts_touching_intervals_are_within_noise_and_levels_without_intervals_are_skipped():
+    # Means 1.0 and 1.5 with half-widths 0.25 each: the intervals [0.75, 1.25] and [1.25, 1.75] touch.
+    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.25), ("2", 1.5, 0.25))], maximize=False)
+    assert (v.factor, v.best.level.text, v.other.level.text, v.within_noise) == ("x", "1", "2", True)
+    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.25), ("2", 1.5, 0.125))], maximize=False)
+    assert v.within_noise is False
+    # Three levels: the best against each of the other two, in order of their means.
+    three = fx.verdicts([effect("x", ("1", 2.0, 0.1), ("2", 1.0, 0.1), ("3", 1.1, 0.1))], maximize=False)
+    assert [(v.best.level.text, v.other.level.text, v.within_noise) for v in three] == [
+        ("2", "3", True), ("2", "1", False)]
+    three = fx.verdicts([effect("x", ("1", 2.0, 0.1), ("2", 1.0, 0.1), ("3", 1.1, 0.1))], maximize=True)
+    assert [(v.best.level.text, v.other.level.text) for v in three] == [("1", "3"), ("1", "2")]
+    # A level without a mean or without an interval is left out; one level left: no verdict.
+    assert fx.verdicts([effect("x", ("1", 1.0, 0.1), ("2", None, None), ("3", 2.0, None))], maximize=False) == []
+    assert fx.verdicts([effect("x", ("1", 1.0, None), ("2", 2.0, None))], maximize=False) == []
+    # A factor without verdicts does not stop the ones after it.
+    after = fx.verdicts([effect("x", ("1", 1.0, None), ("2", 2.0, None)), effect("y", ("a", 1.0, 0.1), ("b", 2.0, 0.1))],
+                        maximize=False)
+    assert [(v.factor, v.best.level.text, v.within_noise) for v in after] == [("y", "a", False)]
+
+
+def points(line):
+    level, pts = line
+    return level.text, [(p.level.text, None if p.stat.mean is None else round(p.stat.mean, 9), p.stat.n) for p in pts]
+
+
+def test_two_factors_give_both_views_with_cell_means(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    views = fx.interactions(design, frame, "eval_loss", noise)
+    assert [(v.x.name, v.by.name) for v in views] == [("lora.r", "optim.lr"), ("optim.lr", "lora.r")]
+    r_by_lr = views[0]
+    assert [points(line) for line in r_by_lr.lines] == [
+        ("1e-4", [("8", 3.1, 2), ("16", 3.3, 2)]),
+        ("3e-4", [("8", 2.7, 2), ("16", 2.4, 2)])]
+    # The interaction on the 2x2 grid, by hand: (2.4 - 2.7) - (3.3 - 3.1) = -0.5.
+    (_, low), (_, high) = r_by_lr.lines
+    contrast = (high[1].stat.mean - high[0].stat.mean) - (low[1].stat.mean - low[0].stat.mean)
+    assert contrast == pytest.approx(-0.5)
+    # Each cell mean is over 2 runs: half-width t(0.975, 4) * s / sqrt(2).
+    assert all(p.half == pytest.approx(T4 * STD / math.sqrt(2)) for _, pts in r_by_lr.lines for p in pts)
+    assert [points(line) for line in views[1].lines] == [
+        ("8", [("1e-4", 3.1, 2), ("3e-4", 2.7, 2)]),
+        ("16", [("1e-4", 3.3, 2), ("3e-4", 2.4, 2)])]
+    # No noise estimate: no intervals.
+    assert all(p.half is None for v in fx.interactions(design, frame, "eval_loss") for _, pts in v.lines for p in pts)
+
+
+def test_one_factor_gives_no_interaction_and_three_give_each_pair_once():
+    design, frame = design_of([run(["lora.r=8"], 3.0), run(["lora.r=16"], 2.0)])
+    assert fx.interactions(design, frame, "eval_loss") == []
+    runs = [run([f"a={a}", f"b={b}", f"c={c}"], 1.0 + a + 2 * b + 4 * c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    design, frame = design_of(runs)
+    views = fx.interactions(design, frame, "eval_loss")
+    assert [(v.x.name, v.by.name) for v in views] == [("a", "b"), ("a", "c"), ("b", "c")]
+    # a against b, over both levels of c: at b=1, a=0 is the mean of 3 (c=0) and 7 (c=1).
+    assert [points(line) for line in views[0].lines] == [("0", [("0", 3.0, 2), ("1", 4.0, 2)]),
+                                                         ("1", [("0", 5.0, 2), ("1", 6.0, 2)])]
+
+
+def test_the_first_six_pairs_of_many_factors_are_shown():
+    # 4 factors make 6 pairs; 5 factors make 10, of which the pairs of the first ones are kept.
+    runs = [run([f"f{i}={(j >> i) & 1}" for i in range(5)], float(j)) for j in range(32)]
+    design, frame = design_of(runs)
+    views = fx.interactions(design, frame, "eval_loss")
+    assert fx.MAX_INTERACTIONS == 6
+    assert [(v.x.name, v.by.name) for v in views] == [("f0", "f1"), ("f0", "f2"), ("f0", "f3"), ("f0", "f4"),
+                                                      ("f1", "f2"), ("f1", "f3")]
+
+
+def test_a_view_needs_a_line_of_two_points_and_no_more_lines_than_colours():
+    # A search's sampled learning rates: each rate ran with one r only. Along r, every line (one per rate)
+    # has a single point and says nothing; along the rate, each r is a line of two points.
+    runs = [run(["lora.r=8", "optim.lr=1e-4"], 3.0), run(["lora.r=16", "optim.lr=2e-4"], 2.9),
+            run(["lora.r=8", "optim.lr=3e-4"], 2.8), run(["lora.r=16", "optim.lr=4e-4"], 2.7),
+            run(["lora.r=32", "optim.lr=4e-4"], 1.0, status="failed")]
+    design, frame = design_of(runs)
+    (view,) = fx.interactions(design, frame, "eval_loss")
+    assert (view.x.name, view.by.name) == ("optim.lr", "lora.r")
+    # r=32 has no ok run: no line for it.
+    assert [points(line) for line in view.lines] == [
+        ("8", [("1e-4", 3.0, 1), ("2e-4", None, 0), ("3e-4", 2.8, 1), ("4e-4", None, 0)]),
+        ("16", [("1e-4", None, 0), ("2e-4", 2.9, 1), ("3e-4", None, 0), ("4e-4", 2.7, 1)])]
+    assert all(p.half is None for _, pts in view.lines for p in pts)
+    # Exactly MAX_LINES lines are still shown; one more and the panel is left out.
+    assert fx.MAX_LINES == 10
+    ten = design_of([run([f"b={b}", f"x={x}"], float(b + x)) for b in range(10) for x in (0, 1)])
+    assert [(v.x.name, v.by.name, len(v.lines)) for v in fx.interactions(*ten, "eval_loss")] == [
+        ("b", "x", 2), ("x", "b", 10)]
+    eleven = design_of([run([f"b={b}", f"x={x}"], float(b + x)) for b in range(11) for x in (0, 1)])
+    assert [(v.x.name, v.by.name, len(v.lines)) for v in fx.interactions(*eleven, "eval_loss")] == [("b", "x", 2)]
+
+
+def test_a_factor_with_one_level_is_no_axis_of_an_interaction(grid):
+    design, frame = grid
+    only = F.Design(design.runs, [design.factors[0], F.Factor("seedless", [F.level_of("1")])],
+                    design.levels, design.seeds, design.sweeps)
+    assert fx.interactions(only, frame, "eval_loss") == []
+
+
+def test_no_ok_run_gives_no_interaction(grid):
+    design, frame = grid
+    failed = frame.assign(status="failed")
+    assert fx.interactions(design, failed, "eval_loss") == []
+
+
+def test_a_grid_of_twelve_levels_a_side_is_drawn_and_thirteen_is_not():
+    for n, drawn in ((12, True), (13, False)):
+        design, frame = design_of([run([f"a={a}", f"b={b}"], float(a + b)) for a in range(n) for b in (0, 1)])
+        configs = T.configurations(design, frame, "eval_loss", maximize=False)
+        grid = fx.two_factor_grid(design, configs, "eval_loss")
+        assert (grid is not None) is drawn
+        if drawn:
+            assert len(grid.cells) == 24 and grid.cells[(F.level_of("11").key, F.level_of("1").key)].mean == 12.0
+
+
+def test_data_size_series_label_names_every_other_factor():
+    runs = [run([f"data.n={n}", f"lora.r={r}", f"optim.lr={lr}"], loss)
+            for n, r, lr, loss in [(100, 8, "1e-4", 3.0), (10, 8, "1e-4", 4.0), (10, 16, "3e-4", 3.5)]]
+    design, frame = design_of(runs)
+    configs = T.configurations(design, frame, "eval_loss", maximize=False)
+    series = fx.data_size_series(design, configs, "eval_loss")
+    assert [s.label for s in series] == ["lora.r=8, optim.lr=1e-4", "lora.r=16, optim.lr=3e-4"]
+    assert [(x, p.mean) for x, p in series[0].points] == [(10.0, 4.0), (100.0, 3.0)]
