@@ -252,14 +252,23 @@ NO_TOOLS_FIX = (", so they would be dropped without a word; use the model's own 
                 "tools, or a data.template / model.chat_template that does")
 
 
+LISTS_TOOLS_DROPS_CALLS = TOOLS_TPL.replace("{{ 'call ' + c['function']['name'] + '(' + c['function']['arguments'] + ')' }}", "")
+
+
 @pytest.mark.parametrize("template, messages, tools, what", [
     (None, TOOL_CHAT[:1] + [{"role": "assistant", "content": "Sunny."}], TOOLS, "the record's tools"),
     (None, TOOL_CHAT, None, "tool calls (the call to 'get_weather' is missing)"),
+    # The tools listing names get_weather, but the call itself is not rendered: still refused.
+    (LISTS_TOOLS_DROPS_CALLS, TOOL_CHAT, TOOLS, "tool calls (the call to 'get_weather' is missing)"),
+    # Two calls, one rendered (the template shows only the first call of a turn): the second would be dropped.
+    (TOOLS_TPL.replace("m.get('tool_calls') or []", "(m.get('tool_calls') or [])[:1]"),
+     [TOOL_CHAT[0], dict(CALL, tool_calls=CALL["tool_calls"] * 2)] + TOOL_CHAT[2:], TOOLS,
+     "tool calls (the call to 'get_weather' is missing)"),
     ("custom", TOOL_CHAT[:1] + [{"role": "assistant", "content": "Sunny."}], TOOLS,
      "tools or tool calls (data.template=custom has no place for them)"),
 ])
 def test_tools_a_template_would_drop_are_refused(tok, template, messages, tools, what):
-    tpl = T.custom({"user": "{content}", "assistant": "{content}"}) if template == "custom" else tok.chat_template
+    tpl = {"custom": T.custom({"user": "{content}", "assistant": "{content}"}), None: tok.chat_template}.get(template, template)
     with pytest.raises(ValueError) as err:
         T.render_pieces(tok, tpl, messages, tools)
     assert str(err.value) == "the chat template does not render " + what + NO_TOOLS_FIX

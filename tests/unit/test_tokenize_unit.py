@@ -127,7 +127,7 @@ def b(text: str) -> tuple[int, ...]:
     return tuple(text.encode("utf-8"))
 
 
-PIECES = [("### Q:\n", "template", 0), ("Why?", "user", 0), ("\n\nA:", "header", 0), (" Because.", "answer", 0),
+PIECES = [("### Q:\n", "template", 0), ("Why?", "user", 0), ("\n\nA:\n", "header", 0), ("Well.", "answer", 0),
           ("\n", "after", 0), ("Ok?", "user", 1), ("\nA:", "header", 1), (" Yes?\n", "answer", 1)]
 
 
@@ -135,20 +135,21 @@ def test_a_prompt_is_tokenized_whole_and_each_token_goes_to_the_piece_it_starts_
     tok = merging_tokenizer()
     out = encode_pieces(tok, PIECES)
     # "\nW" starts in the template, so it is template; "?\n" runs past the question's end, so it is header text
-    # (a question can be cut without splitting the template's tokens).
-    assert out == [[Piece("template", b("### Q:") + (257,)), Piece("user", b("hy")), Piece("header", (256,) + b("\nA:")),
-                    Piece("answer", b(" Because.")), Piece("after", b("\n"))],
+    # (a question can be cut without splitting the template's tokens). The answer is tokenized on its own, so
+    # its "W" is not merged into the header's "\n" before it: the learned span starts where the answer starts.
+    assert out == [[Piece("template", b("### Q:") + (257,)), Piece("user", b("hy")), Piece("header", (256,) + b("\nA:\n")),
+                    Piece("answer", b("Well.")), Piece("after", b("\n"))],
                    [Piece("user", b("Ok")), Piece("header", (256,) + b("A:")), Piece("answer", b(" Yes") + (256,))]]
     # The row's ids are what the tokenizer gives the prompt and each answer (as encode_segments cuts them).
     ids = [t for ex in out for p in ex for t in p.ids]
-    texts = ["### Q:\nWhy?\n\nA:", " Because.", "\n", "Ok?\nA:", " Yes?\n"]
+    texts = ["### Q:\nWhy?\n\nA:\n", "Well.", "\n", "Ok?\nA:", " Yes?\n"]
     assert ids == [t for text in texts for t in tok.encode(text, add_special_tokens=False)]
 
 
 def test_without_offsets_each_piece_is_tokenized_on_its_own():
     out = encode_pieces(LlamaLikeTokenizer(), PIECES)
-    assert out == [[Piece("template", b("### Q:\n")), Piece("user", b("Why?")), Piece("header", b("\n\nA:")),
-                    Piece("answer", b(" Because.")), Piece("after", b("\n"))],
+    assert out == [[Piece("template", b("### Q:\n")), Piece("user", b("Why?")), Piece("header", b("\n\nA:\n")),
+                    Piece("answer", b("Well.")), Piece("after", b("\n"))],
                    [Piece("user", b("Ok?")), Piece("header", b("\nA:")), Piece("answer", b(" Yes?\n"))]]
 
 
