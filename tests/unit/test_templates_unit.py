@@ -257,6 +257,7 @@ LISTS_TOOLS_DROPS_CALLS = TOOLS_TPL.replace("{{ 'call ' + c['function']['name'] 
 
 @pytest.mark.parametrize("template, messages, tools, what", [
     (None, TOOL_CHAT[:1] + [{"role": "assistant", "content": "Sunny."}], TOOLS, "the record's tools"),
+    (T.ALPACA, TOOL_CHAT[:1] + [{"role": "assistant", "content": "Sunny."}], TOOLS, "the record's tools"),
     (None, TOOL_CHAT, None, "tool calls (the call to 'get_weather' is missing)"),
     # The tools listing names get_weather, but the call itself is not rendered: still refused.
     (LISTS_TOOLS_DROPS_CALLS, TOOL_CHAT, TOOLS, "tool calls (the call to 'get_weather' is missing)"),
