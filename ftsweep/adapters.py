@@ -172,4 +172,6 @@ def optimizer(model, lora_cfg, optim_cfg):
 
     return create_loraplus_optimizer(model=model, optimizer_cls=torch.optim.AdamW, lr=float(optim_cfg.lr),
                                      loraplus_lr_ratio=float(lora_cfg.loraplus_lr_ratio),
-                                     weight_decay=float(optim_cfg.weight_decay))
+                                     # PEFT gives every group its own weight decay, from loraplus_weight_decay
+                                     # (weight_decay= would only set the optimizer's default, which no group uses).
+                                     loraplus_weight_decay=float(optim_cfg.weight_decay))
