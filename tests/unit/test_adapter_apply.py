@@ -104,11 +104,36 @@ def test_upcast_non_quantized_upcasts_only_a_quantized_base(quant, overrides, dt
     assert not any(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("gc", [True, False])
+def test_a_kbit_base_gets_non_reentrant_checkpointing_only_when_asked(gc):
+    model = tiny()
+    model.is_loaded_in_4bit = True  # what transformers sets on a bitsandbytes 4-bit model
+    adapters.prepare_base(model, compose(["quant=nf4"]).quant, gradient_checkpointing=gc)
+    assert model.is_gradient_checkpointing is gc
+    if gc:
+        assert model.model.layers[0]._gradient_checkpointing_func.keywords == {"use_reentrant": False}
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_the_adapter_wrap_prepares_the_base_first():
     model, _ = wrapped("lora", quant="none", gc=True)
     assert model.base_model.model.is_gradient_checkpointing is True
     model, _ = wrapped("lora", "quant.upcast_non_quantized=true", quant="nf4", model=tiny(torch.bfloat16))
     assert model.base_model.model.model.norm.weight.dtype == torch.float32
+
+
+def test_classify_wraps_a_classifier_whose_head_trains_too():
+    from transformers import LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    base = LlamaForSequenceClassification(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                                      num_hidden_layers=1, num_attention_heads=2,
+                                                      num_key_value_heads=2, num_labels=3, pad_token_id=0))
+    cfg = compose(["lora=lora", "quant=none", "lora.target_modules=[q_proj]"])
+    model = adapters.apply(base, cfg.lora, cfg.quant, "classify", "tiny", False)
+    assert type(model).__name__ == "PeftModelForSequenceClassification"
+    assert model.peft_config["default"].task_type == "SEQ_CLS"
+    assert any("score" in n and p.requires_grad for n, p in model.named_parameters())
 
 
 # ---- PiSSA / OLoRA: the saved adapter fits the original base ---------------------------------------------
@@ -126,6 +151,7 @@ def test_pissa_and_olora_save_a_plain_lora_of_rank_2r_for_the_original_base(tmp_
     assert initial == tmp_path / "adapter_init"
     # The initial adapter reloads without re-running its SVD / QR; the live config keeps its init.
     assert _adapter_config(initial)["init_lora_weights"] is True
+    assert (initial / "adapter_model.safetensors").is_file()
     assert model.peft_config["default"].init_lora_weights == init_name
     adapters.save(model, tmp_path / "adapter", initial)
     saved = _adapter_config(tmp_path / "adapter")
@@ -176,6 +202,13 @@ def test_eva_is_wrapped_without_its_init_then_initialised_from_the_first_64_exam
     assert torch.isfinite(q.lora_A["default"].weight).all()
 
 
+def test_evas_data_pass_draws_no_progress_bar(capfd):
+    model, cfg = wrapped("eva", "lora.r=2", "lora.target_modules=[q_proj]")
+    capfd.readouterr()
+    adapters.initialize(model, cfg.lora, bundle(16), Spy())
+    assert "%|" not in capfd.readouterr().err  # tqdm's bar: the run log stays one line per event
+
+
 def test_eva_with_fewer_examples_uses_them_all_and_other_inits_do_no_data_pass():
     model, cfg = wrapped("eva", "lora.r=2", "lora.target_modules=[q_proj]")
     spy = Spy()
@@ -222,8 +255,8 @@ def test_linear_module_names_count_quantized_linear_classes_and_skip_a_classifie
     class Head(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.gate_proj, self.classifier = Linear4bit(), torch.nn.Linear(2, 2)
-            self.norm = torch.nn.LayerNorm(2)
+            self.classifier = torch.nn.Linear(2, 2)  # first: the modules after it are still listed
+            self.gate_proj, self.norm = Linear4bit(), torch.nn.LayerNorm(2)
 
     assert adapters.linear_module_names(Head()) == ["gate_proj"]
     assert adapters.linear_module_names(tiny()) == LINEAR

@@ -91,6 +91,17 @@ def test_eva_gets_its_config_and_other_inits_drop_it():
     assert built("lora", "+lora.extra.eva_config={rho: 3.0}").eva_config is None
 
 
+def test_eva_keeps_the_users_eva_knobs():
+    eva = built("eva", "lora.extra.eva_config.rho=3.0", "+lora.extra.eva_config.tau=0.5")
+    assert (eva.eva_config.rho, eva.eva_config.tau) == (3.0, 0.5)
+
+
+@pytest.mark.parametrize("option", ["loha", "lokr"])
+def test_loha_and_lokr_take_rank_alpha_rank_dropout_and_extra_knobs(option):
+    config = built(option, "lora.r=4", "lora.alpha=6", "lora.dropout=0.1", "+lora.extra.module_dropout=0.2")
+    assert (config.r, config.alpha, config.rank_dropout, config.module_dropout) == (4, 6.0, 0.1, 0.2)
+
+
 def test_loftq_gets_a_loftq_config():
     config = built("loftq")
     assert config.init_lora_weights == "loftq" and config.loftq_config["loftq_bits"] == 4
