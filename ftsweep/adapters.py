@@ -65,7 +65,7 @@ def peft_config(lora_cfg, task_name: str, targets, total_steps: int | None = Non
             from peft import LoftQConfig
 
             extra.setdefault("loftq_config", LoftQConfig(loftq_bits=4, loftq_iter=1))  # pragma: no mutate (= PEFT's defaults, spelled out)
-        if init == "eva":
+        if init == "eva":  # pragma: no mutate (PEFT also turns a dict eva_config into an EvaConfig itself)
             from peft import EvaConfig
 
             extra["eva_config"] = EvaConfig(**dict(extra.get("eva_config") or {}))

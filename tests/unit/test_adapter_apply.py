@@ -206,7 +206,7 @@ def test_evas_data_pass_draws_no_progress_bar(capfd):
     model, cfg = wrapped("eva", "lora.r=2", "lora.target_modules=[q_proj]")
     capfd.readouterr()
     adapters.initialize(model, cfg.lora, bundle(16), Spy())
-    assert "%|" not in capfd.readouterr().err  # tqdm's bar: the run log stays one line per event
+    assert "it/s" not in capfd.readouterr().err  # tqdm's "0/2 layers have converged: 3it [00:00, 9.5it/s]"
 
 
 def test_eva_with_fewer_examples_uses_them_all_and_other_inits_do_no_data_pass():

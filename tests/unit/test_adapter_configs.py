@@ -75,6 +75,9 @@ def test_ia3_marks_its_feedforward_modules():
     config = built("ia3", targets="all-linear")
     assert set(config.target_modules) == {"k_proj", "v_proj", "down_proj"} and set(config.feedforward_modules) == {"down_proj"}
     assert built("ia3", targets=["k_proj"]).feedforward_modules == set()
+    # Every feed-forward name PEFT's model families use (Llama's three, GPT/OPT's fc2) is marked as one.
+    config = built("ia3", targets=["q_proj", "gate_proj", "fc2", "fc1"])
+    assert set(config.feedforward_modules) == {"gate_proj", "fc2"}
 
 
 def test_adalora_spreads_its_schedule_over_the_run():
