@@ -30,7 +30,8 @@ def key(text: str) -> str:
 def value(text: str) -> str:
     """The value as the user typed it (`1e-4` stays `1e-4`); quotes around a whole string are removed."""
     ov = parse(text)
-    typed = ov.input_line.partition("=")[2].strip() if ov.input_line else ""
+    # Hydra's parse_rule always records the line it parsed (input_line).
+    typed = str(ov.input_line).partition("=")[2].strip()
     if ov.is_delete() and not typed:
         return "(deleted)"
     if len(typed) >= 2 and typed[0] == typed[-1] and typed[0] in "'\"":

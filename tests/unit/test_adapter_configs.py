@@ -75,6 +75,9 @@ def test_ia3_marks_its_feedforward_modules():
     config = built("ia3", targets="all-linear")
     assert set(config.target_modules) == {"k_proj", "v_proj", "down_proj"} and set(config.feedforward_modules) == {"down_proj"}
     assert built("ia3", targets=["k_proj"]).feedforward_modules == set()
+    # Every feed-forward name PEFT's model families use (Llama's three, GPT/OPT's fc2) is marked as one.
+    config = built("ia3", targets=["q_proj", "gate_proj", "fc2", "fc1"])
+    assert set(config.feedforward_modules) == {"gate_proj", "fc2"}
 
 
 def test_adalora_spreads_its_schedule_over_the_run():
@@ -89,6 +92,17 @@ def test_eva_gets_its_config_and_other_inits_drop_it():
     assert type(eva.eva_config).__name__ == "EvaConfig" and eva.eva_config.rho == 2.0
     assert eva.init_lora_weights == "eva"
     assert built("lora", "+lora.extra.eva_config={rho: 3.0}").eva_config is None
+
+
+def test_eva_keeps_the_users_eva_knobs():
+    eva = built("eva", "lora.extra.eva_config.rho=3.0", "+lora.extra.eva_config.tau=0.5")
+    assert (eva.eva_config.rho, eva.eva_config.tau) == (3.0, 0.5)
+
+
+@pytest.mark.parametrize("option", ["loha", "lokr"])
+def test_loha_and_lokr_take_rank_alpha_rank_dropout_and_extra_knobs(option):
+    config = built(option, "lora.r=4", "lora.alpha=6", "lora.dropout=0.1", "+lora.extra.module_dropout=0.2")
+    assert (config.r, config.alpha, config.rank_dropout, config.module_dropout) == (4, 6.0, 0.1, 0.2)
 
 
 def test_loftq_gets_a_loftq_config():
