@@ -105,6 +105,12 @@ def test_loha_and_lokr_take_rank_alpha_rank_dropout_and_extra_knobs(option):
     assert (config.r, config.alpha, config.rank_dropout, config.module_dropout) == (4, 6.0, 0.1, 0.2)
 
 
+def test_vera_takes_the_rank_the_dropout_and_extra_knobs():
+    # VeRA's shared random matrices have the rank the user set, not PEFT's default 256.
+    config = built("vera", "lora.r=64", "lora.dropout=0.1", "+lora.extra.d_initial=0.3")
+    assert (config.r, config.vera_dropout, config.d_initial) == (64, 0.1, 0.3)
+
+
 def test_loftq_gets_a_loftq_config():
     config = built("loftq")
     assert config.init_lora_weights == "loftq" and config.loftq_config["loftq_bits"] == 4
