@@ -289,3 +289,33 @@ def test_resume_with_no_log_yet_and_a_fresh_run_start_empty(tmp_path):
     log.write({"step": 1, "loss": 2.0})
     assert path.read_text() == '{"step": 1, "loss": 2.0}\n'  # flushed per line, before close
     log.close()
+
+
+def test_six_bad_lines_are_all_counted_and_the_sixth_is_dots(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(["bad"] * 6) + '\n{"step": 1}\n')
+    problems: list[str] = []
+    assert artifacts.read_metrics(path, problems) == [{"step": 1}]
+    assert problems == ["metrics.jsonl: skipped 6 unreadable line(s) (line 1, 2, 3, 4, 5, ...)"]
+
+
+def test_a_write_creates_the_missing_folders_above_it(tmp_path):
+    target = tmp_path / "sweep" / "cell" / "summary.json"
+    artifacts.atomic_write_text(target, "{}\n")
+    assert target.read_text() == "{}\n"
+
+
+def test_timestamps_are_utc_whatever_the_machines_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        parsed = datetime.strptime(artifacts.now_iso(), "%Y-%m-%dT%H:%M:%SZ")
+        assert abs((parsed - datetime.utcnow()).total_seconds()) < 5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_quoted_value_with_an_equals_sign_keeps_its_key_in_the_run_name():
+    # The key ends at the first "=": the rest, "=" included, is the value (quotes become "_": filesystem-safe).
+    assert artifacts.run_name(["data.path='in=1.json'"]) == "data.path=_in=1.json_"
