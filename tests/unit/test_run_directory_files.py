@@ -257,22 +257,20 @@ def test_swept_keys_as_sweep_json_records_them(tmp_path):
 # ---- metrics.jsonl across a resume --------------------------------------------------------------------
 
 
-def test_resume_keeps_lines_up_to_the_checkpoint_and_drops_cut_or_foreign_ones(tmp_path):
+@pytest.mark.parametrize("before, after", [
+    # Lines up to the checkpoint stay (a line without a step too); later, cut or non-object lines go.
+    ('{"split": "eval", "step": 0}\n{"note": "no step"}\n[1]\n{"step": 10}\n{"step": 20}\n{"step": 1',
+     '{"split": "eval", "step": 0}\n{"note": "no step"}\n{"step": 10}\n'),
+    # A last line without its newline is completed before the next record.
+    ('{"step": 5}\n{"step": 10}', '{"step": 5}\n{"step": 10}\n'),
+], ids=["drops-cut-or-foreign", "completes-last-line"])
+def test_resume_at_step_10_keeps_what_the_checkpoint_saw(tmp_path, before, after):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"split": "eval", "step": 0}\n{"note": "no step"}\n[1]\n{"step": 10}\n{"step": 20}\n{"step": 1')
+    path.write_text(before)
     log = artifacts.MetricsLog(path, resume_step=10)
     log.write({"step": 11})
     log.close()
-    assert path.read_text() == '{"split": "eval", "step": 0}\n{"note": "no step"}\n{"step": 10}\n{"step": 11}\n'
-
-
-def test_resume_completes_a_last_line_without_its_newline(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 5}\n{"step": 10}')
-    log = artifacts.MetricsLog(path, resume_step=10)
-    log.write({"step": 15})
-    log.close()
-    assert path.read_text() == '{"step": 5}\n{"step": 10}\n{"step": 15}\n'
+    assert path.read_text() == after + '{"step": 11}\n'
 
 
 def test_resume_with_no_log_yet_and_a_fresh_run_start_empty(tmp_path):
