@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from conftest import data_cfg
 from ftsweep import data
 from ftsweep.data import templates
 from ftsweep.data.preview import marked_text
@@ -22,15 +23,6 @@ def tok(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-def data_cfg(path, **kw):
-    base = dict(name="t", source="auto", path=str(path), format="alpaca", columns={}, roles={}, template=None, system=None,
-                custom_template={}, n=None, val_size=1, val_path=None, max_length=512, train_on_prompt=False, shuffle_seed=0,
-                shuffle=True, instruction_as_system=False, on_bad_record="error", pad_to_multiple_of=None, hub_config=None,
-                split="train")
-    base.update(kw)
-    return OmegaConf.create(base)
 
 
 SFT = OmegaConf.create({"name": "sft", "num_labels": None, "class_weights": None})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import data_cfg
 from ftsweep import data
 from ftsweep.data.sources import DataError
 from ftsweep.data.tokenize import IGNORE
@@ -45,12 +47,7 @@ def tok(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def cfg(path, **kw):
-    base = dict(name="t", source="auto", path=str(path), format="sharegpt", columns={}, roles={}, template=None, system=None,
-                custom_template={}, n=None, val_size=1, val_path=None, max_length=512, train_on_prompt=False, shuffle_seed=0,
-                shuffle=True, instruction_as_system=False, on_bad_record="error", pad_to_multiple_of=None, hub_config=None,
-                split="train")
-    return OmegaConf.create(dict(base, **kw))
+cfg = partial(data_cfg, format="sharegpt")
 
 
 SFT = OmegaConf.create({"name": "sft", "num_labels": None, "class_weights": None})

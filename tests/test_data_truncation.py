@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from conftest import data_cfg
 from ftsweep import data
 from ftsweep.data import _ChatVariants
 from ftsweep.data.tokenize import IGNORE, Piece, fit
@@ -130,13 +132,7 @@ def tok(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def data_cfg(path, **kw):
-    base = dict(name="t", source="auto", path=str(path), format="sharegpt", columns={}, roles={}, template=None, system=None,
-                custom_template={}, n=None, val_size=1, val_path=None, max_length=512, train_on_prompt=False, shuffle_seed=0,
-                shuffle=True, instruction_as_system=False, on_bad_record="error", pad_to_multiple_of=None, hub_config=None,
-                split="train")
-    base.update(kw)
-    return OmegaConf.create(base)
+sharegpt_cfg = partial(data_cfg, format="sharegpt")
 
 
 SFT = OmegaConf.create({"name": "sft", "num_labels": None, "class_weights": None})
@@ -174,9 +170,9 @@ def write(tmp_path, records):
 def test_two_turn_chats_lose_their_first_exchange_and_keep_the_system(tmp_path, tok, monkeypatch):
     monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
     path = write(tmp_path, [two_turn(i) for i in range(4)])
-    full = data.prepare(data_cfg(path), SFT, tok).train[0]
+    full = data.prepare(sharegpt_cfg(path), SFT, tok).train[0]
     # 171 tokens for the whole chat; at 100 the first exchange goes, the second fits whole.
-    bundle = data.prepare(data_cfg(path, max_length=100), SFT, tok)
+    bundle = data.prepare(sharegpt_cfg(path, max_length=100), SFT, tok)
     assert len(full["input_ids"]) > 100
     s = bundle.stats
     assert (s["truncated"], s["turns_dropped"], s["prompts_cut"], s["responses_cut"], s["dropped_examples"]) == (4, 4, 0, 0, 0)
@@ -190,7 +186,7 @@ def test_two_turn_chats_lose_their_first_exchange_and_keep_the_system(tmp_path, 
 def test_a_long_last_answer_keeps_system_question_and_header(tmp_path, tok, monkeypatch):
     monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
     path = write(tmp_path, [two_turn(i, long_answer=True) for i in range(3)])
-    bundle = data.prepare(data_cfg(path, max_length=96), SFT, tok)
+    bundle = data.prepare(sharegpt_cfg(path, max_length=96), SFT, tok)
     s = bundle.stats
     assert (s["turns_dropped"], s["responses_cut"], s["dropped_too_long"]) == (3, 3, 0)
     row = bundle.train[0]
@@ -203,7 +199,7 @@ def test_a_long_last_answer_keeps_system_question_and_header(tmp_path, tok, monk
 def test_llama2_keeps_the_system_inside_the_first_kept_inst(tmp_path, tok, monkeypatch):
     monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
     path = write(tmp_path, [two_turn(i) for i in range(3)])
-    bundle = data.prepare(data_cfg(path, template="llama2", max_length=90), SFT, tok)
+    bundle = data.prepare(sharegpt_cfg(path, template="llama2", max_length=90), SFT, tok)
     text = tok.decode(bundle.train[0]["input_ids"])
     assert text.startswith("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nSecond question") and "First" not in text
     assert bundle.stats["turns_dropped"] == 3
@@ -213,7 +209,7 @@ def test_an_example_without_room_for_header_and_one_token_is_dropped_and_counted
     monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
     long_system = {"conversations": [{"from": "system", "value": "s" * 80}, *two_turn(0)["conversations"][1:]]}
     path = write(tmp_path, [long_system, two_turn(1), two_turn(2)])  # file order: the last is held out
-    bundle = data.prepare(data_cfg(path, max_length=60, shuffle=False), SFT, tok)
+    bundle = data.prepare(sharegpt_cfg(path, max_length=60, shuffle=False), SFT, tok)
     assert bundle.stats["dropped_too_long"] == 1 and bundle.stats["dropped_examples"] == 1
 
 

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from conftest import data_cfg
 from ftsweep.data import cache, templates
 from ftsweep.data.packing import PackingCollator
 from ftsweep.data.tokenize import IGNORE, Collator
@@ -59,13 +60,9 @@ def test_packed_positions_restart_per_example_and_labels_never_cross(seqs):
     assert pos == expected and batch["input_ids"][0].tolist() == [t for s in seqs for t in s]
 
 
-def data_cfg(**kw):
-    base = dict(name="synthetic", source="synthetic", path=None, format="alpaca", columns={}, roles={}, template=None,
-                custom_template={}, system=None, instruction_as_system=False, n=None, val_size=64, val_path=None,
-                max_length=128, train_on_prompt=False, shuffle=True, shuffle_seed=0, on_bad_record="error",
-                hub_config=None, split="train", num_records=200, synthetic_tasks=["extract"])
-    base.update(kw)
-    return OmegaConf.create(base)
+def synthetic_cfg(**changes):
+    return data_cfg(**{"name": "synthetic", "source": "synthetic", "val_size": 64, "max_length": 128, "num_records": 200,
+                       "synthetic_tasks": ["extract"], **changes})
 
 
 def test_cache_key_changes_with_what_shapes_the_tokens_and_nothing_else(tok, tiny_model_dir):
@@ -73,28 +70,28 @@ def test_cache_key_changes_with_what_shapes_the_tokens_and_nothing_else(tok, tin
 
     task = OmegaConf.create({"name": "sft", "num_labels": None})
     chatml = templates.resolve(None, tok)
-    key = cache.cache_key(data_cfg(), task, tok, chatml)
+    key = cache.cache_key(synthetic_cfg(), task, tok, chatml)
     # Not changed by what is cut after loading or by training knobs outside data:
-    assert cache.cache_key(data_cfg(n=50), task, tok, chatml) == key
-    assert cache.cache_key(data_cfg(packing=True, group_by_length=True), task, tok, chatml) == key
+    assert cache.cache_key(synthetic_cfg(n=50), task, tok, chatml) == key
+    assert cache.cache_key(synthetic_cfg(packing=True, group_by_length=True), task, tok, chatml) == key
     # Changed by max length, template, tokenizer, task and the source:
-    assert cache.cache_key(data_cfg(max_length=64), task, tok, chatml) != key
-    assert cache.cache_key(data_cfg(), task, tok, templates.resolve("llama2", tok)) != key
-    assert cache.cache_key(data_cfg(train_on_prompt=True), task, tok, chatml) != key
-    assert cache.cache_key(data_cfg(num_records=300), task, tok, chatml) != key
-    assert cache.cache_key(data_cfg(), OmegaConf.create({"name": "classify", "num_labels": 2}), tok, chatml) != key
+    assert cache.cache_key(synthetic_cfg(max_length=64), task, tok, chatml) != key
+    assert cache.cache_key(synthetic_cfg(), task, tok, templates.resolve("llama2", tok)) != key
+    assert cache.cache_key(synthetic_cfg(train_on_prompt=True), task, tok, chatml) != key
+    assert cache.cache_key(synthetic_cfg(num_records=300), task, tok, chatml) != key
+    assert cache.cache_key(synthetic_cfg(), OmegaConf.create({"name": "classify", "num_labels": 2}), tok, chatml) != key
     other = AutoTokenizer.from_pretrained(tiny_model_dir)
     other.add_tokens(["<extra>"])
-    assert cache.cache_key(data_cfg(), task, other, chatml) != key
+    assert cache.cache_key(synthetic_cfg(), task, other, chatml) != key
 
 
 def test_a_changed_file_is_a_new_key(tok, tmp_path):
     task = OmegaConf.create({"name": "sft", "num_labels": None})
     path = tmp_path / "d.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n')
-    a = cache.cache_key(data_cfg(source="auto", path=str(path)), task, tok, None)
+    a = cache.cache_key(synthetic_cfg(source="auto", path=str(path)), task, tok, None)
     path.write_text('{"instruction": "a", "output": "c"}\n')
-    assert cache.cache_key(data_cfg(source="auto", path=str(path)), task, tok, None) != a
+    assert cache.cache_key(synthetic_cfg(source="auto", path=str(path)), task, tok, None) != a
 
 
 @pytest.mark.slow
