@@ -114,8 +114,7 @@ class Run:
         self.bundle = data.prepare(cfg.data, cfg.task, self.tokenizer, cfg.model)
         stats = self.bundle.stats
         log.info("data: %d train / %d held-out examples (%s)", len(self.bundle.train), len(self.bundle.val),
-                 ", ".join(f"{k} {v}" for k, v in stats.items() if k in ("truncated", "turns_dropped", "prompts_cut", "responses_cut",
-                                                                       "dropped_examples", "skipped_records")))
+                 ", ".join(f"{k} {v}" for k, v in stats.items() if k in (*data.TRUNCATION_KEYS, "dropped_examples", "skipped_records")))
         log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(

@@ -194,13 +194,12 @@ def _check_tools(tokenizer, template, messages: list[dict], tools: list | None) 
         return
     if isinstance(template, FormatTemplate):
         raise ValueError(NO_TOOLS.format(what="tools or tool calls (data.template=custom has no place for them)"))
-    if tools:
-        without = _render(tokenizer, template, messages[:1], False)
-        if _render(tokenizer, template, messages[:1], False, tools) == without:
-            raise ValueError(NO_TOOLS.format(what="the record's tools"))
-    rendered = _render(tokenizer, template, messages, False, tools)
-    # The tools listing names every function too: a call counts as rendered only where its name shows up beyond it.
+    # The first message rendered with the tools: the tools listing, which names every function too.
     listed = _render(tokenizer, template, messages[:1], False, tools) if tools else ""
+    if tools and listed == _render(tokenizer, template, messages[:1], False):
+        raise ValueError(NO_TOOLS.format(what="the record's tools"))
+    rendered = _render(tokenizer, template, messages, False, tools)
+    # A call counts as rendered only where its name shows up beyond the listing.
     missing = [name for name in calls if rendered.count(name) - listed.count(name) < calls.count(name)]
     if missing:
         raise ValueError(NO_TOOLS.format(what=f"tool calls (the call to {missing[0]!r} is missing)"))
