@@ -143,3 +143,12 @@ def test_t_quantiles():
     scipy_stats = pytest.importorskip("scipy.stats")
     for df in (31, 40, 60, 120, 1000):
         assert t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=2e-4)
+
+
+def test_a_figure_this_build_does_not_draw_does_not_linger_from_an_older_report(tmp_path):
+    sweep = write_variants(tmp_path / "one")
+    (sweep / "plots").mkdir()
+    for stale in ("interactions.png", "heatmap.png", "data_size.png"):  # drawn by an older, wider report
+        (sweep / "plots" / stale).write_bytes(b"old")
+    build_report([sweep])
+    assert sorted(p.name for p in (sweep / "plots").iterdir()) == ["effects.png", "loss_curves.png"]

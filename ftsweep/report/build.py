@@ -25,6 +25,7 @@ from ftsweep.artifacts import (
     PLOT_DATA_SIZE,
     PLOT_EFFECTS,
     PLOT_FILES,
+    PLOT_INTERACTIONS,
     PLOT_HEATMAP,
     PLOT_LOSS_CURVES,
     PLOTS,
@@ -64,8 +65,6 @@ from .table import (
 )
 
 MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
-# The interaction view's file. (Belongs beside artifacts.PLOT_FILES and in docs/run-directory.md.)
-PLOT_INTERACTIONS = artifacts.PLOT_INTERACTIONS
 
 
 def build_report(
@@ -104,7 +103,7 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_dir = out_dir / PLOTS
     plot_dir.mkdir(exist_ok=True)
-    for name in (*PLOT_FILES, PLOT_INTERACTIONS):  # a figure this build does not draw must not linger from an older one
+    for name in PLOT_FILES:  # a figure this build does not draw must not linger from an older one
         (plot_dir / name).unlink(missing_ok=True)
 
     title = "Ablation report: " + " vs ".join(design.sweeps)
