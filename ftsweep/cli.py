@@ -39,6 +39,7 @@ def _cell_name(overrides, sweep_dir: str) -> str:
 OmegaConf.register_new_resolver("ftsweep_run_name", _cell_name, replace=True)
 config_mod.register()
 runtime.quiet_imports()
+runtime.skip_exit_collection()
 
 
 class Stopped(BaseException):

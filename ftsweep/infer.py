@@ -353,6 +353,9 @@ def seed_everything(seed: int) -> None:
 
 def cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run a command's main; UsageError becomes one line on stderr and exit code 2."""
+    from ftsweep import runtime
+
+    runtime.skip_exit_collection()
     try:
         return int(main() or 0)
     except UsageError as exc:

@@ -94,6 +94,7 @@ class Run:
         from ftsweep import models
 
         runtime.quiet_libraries()
+        runtime.settle_heap()
         runtime.reset_globals(int(self.cfg.seed))
         self.model_path = models.resolve_model_path(self.cfg.model)
         self.skeleton = _meta_model(self.cfg)

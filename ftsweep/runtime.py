@@ -7,6 +7,8 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import resource
 import signal
@@ -34,6 +36,30 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()  # "Saving the dataset" bars of the tokenized-data cache
+
+
+def skip_exit_collection() -> None:
+    """At exit Python's last garbage collection walks every object the libraries made at import (about
+    700,000 with torch, transformers, PEFT and bitsandbytes): 1.5 s on 2 CPU cores after every command.
+    Freezing them first skips the walk. Registered first, it runs after every other exit hook (trackers,
+    logging's flush); ftsweep closes its own files itself, so nothing waits on that collection."""
+    atexit.register(gc.freeze)
+
+
+def settle_heap() -> None:
+    """Before a run builds its model: the cycle collector stops re-walking what lives for the whole process.
+
+    Each full collection walks every tracked object, and torch, transformers, PEFT and bitsandbytes leave
+    about 700,000 at import: 13 full collections, 2.3 s, in the default 4-run sweep. Here the heavy modules are
+    imported, everything frozen by the previous run is thawed and the previous run's garbage collected (one
+    full walk), then everything alive is frozen until the next run. The run object itself is alive and frozen
+    with the rest; the next call thaws it, so that once finished it is collected like any other garbage."""
+    import peft  # noqa: F401 - imported now, so that their objects are frozen too
+    import transformers.trainer  # noqa: F401
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def reset_globals(seed: int) -> None:

@@ -199,3 +199,34 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ftsweep", "--cfg", "job", "lora=lora"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "r: 8" in proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_cell_run_in_the_same_process_frees_the_previous_cells_model(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """The basic launcher runs a sweep's cells one after another in one process: on a GPU, a model still held
+    from the last cell would take the memory the next one needs. Checked where the next cell starts loading."""
+    import gc
+    import weakref
+
+    from ftsweep import run as run_mod
+    from ftsweep.cli import train
+
+    models, alive_at_start = [], []
+    setup_adapter, setup_data = run_mod.Run.setup_adapter, run_mod.Run.setup_data
+
+    def remember_model(self):
+        setup_adapter(self)
+        models.append(weakref.ref(self.model))
+
+    def count_alive(self):  # after setup_model: the heap was settled, nothing of this cell's model exists yet
+        gc.collect()
+        alive_at_start.append(sum(ref() is not None for ref in models))
+        setup_data(self)
+
+    monkeypatch.setattr(run_mod.Run, "setup_adapter", remember_model)
+    monkeypatch.setattr(run_mod.Run, "setup_data", count_alive)
+    overrides = [*FAST, "optim.max_steps=1", "eval.every_n_steps=0", "eval.num_samples=1", "train.save_steps=100"]
+    for r in (4, 8, 16):
+        cell = [*overrides, f"lora.r={r}"]
+        assert train(composed(cell), tmp_path / f"r{r}", f"lora.r={r}", cell)["status"] == "ok"
+    assert len(models) == 3 and alive_at_start == [0, 0, 0]
