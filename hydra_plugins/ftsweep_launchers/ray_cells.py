@@ -37,7 +37,7 @@ try:
     import hydra_plugins.hydra_ray_launcher._config  # noqa: F401
 
     # Whether Ray is there, without importing it: Hydra imports every plugin on every command, and `import ray`
-    # costs 1.7 s on 2 CPU cores; only a sweep that uses this launcher imports it.
+    # made `--cfg job` take 0.77 s instead of 0.37 s on 2 CPU cores; only a sweep on this launcher imports it.
     RAY_MISSING = None if importlib.util.find_spec("ray") else ImportError("No module named 'ray'")
 except ImportError as exc:  # the [ray] extra is not installed: hydra/launcher=ray says so when used
     RAY_MISSING = exc
