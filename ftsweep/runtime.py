@@ -16,9 +16,10 @@ import warnings
 from contextlib import contextmanager
 
 
-# Import-time log lines a user cannot act on: bitsandbytes on a CPU with AVX512-BF16 says an optional
-# `kernels` package is missing (its fallback kernel computes the same result).
-NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+# Log lines a user cannot act on: bitsandbytes on a CPU with AVX512-BF16 says at import that an optional
+# `kernels` package is missing (its fallback kernel computes the same result); matplotlib's first report on a
+# machine says "generated new fontManager" (its font cache), through Hydra's log format.
+NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops", "matplotlib.font_manager")
 
 
 def quiet_imports() -> None:

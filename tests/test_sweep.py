@@ -30,8 +30,11 @@ def digests(sweep: Path) -> dict[str, str]:
 
 def test_a_bad_cell_fails_alone_and_the_sweep_exits_nonzero(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli(["-m", "lora.r=8,-1", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"])
+    # A fresh matplotlib config dir: the report is this machine's first, as on a new user's machine.
+    proc = cli(["-m", "lora.r=8,-1", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"],
+               env={"MPLCONFIGDIR": str(tmp_path / "mpl")})
     assert proc.returncode == 1
+    assert "fontManager" not in proc.stdout + proc.stderr  # matplotlib's font-cache chatter stays off the console
     runs = summaries(sweep)
     assert runs["lora.r=8"]["status"] == "ok"
     bad = runs["lora.r=-1"]
