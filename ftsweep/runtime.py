@@ -54,8 +54,11 @@ def settle_heap() -> None:
     Each full collection walks every tracked object, and torch, transformers, PEFT and bitsandbytes leave
     about 700,000 at import: 13 full collections, 2.3 s, in the default 4-run sweep. Here the heavy modules are
     imported, everything frozen by the previous run is thawed and the previous run's garbage collected (one
-    full walk), then everything alive is frozen until the next run. The run object itself is alive and frozen
-    with the rest; the next call thaws it, so that once finished it is collected like any other garbage."""
+    full walk), then everything alive is frozen until the next run. That collection is also what frees the
+    previous cell's model before this one loads (and before `reset_globals` empties the CUDA cache): a finished
+    run sits in reference cycles (its trainer's callbacks hold the run), which reference counting never frees.
+    The run object itself is alive and frozen with the rest; the next call thaws it, so that once finished it is
+    collected like any other garbage."""
     import peft  # noqa: F401 - imported now, so that their objects are frozen too
     import transformers.trainer  # noqa: F401
 

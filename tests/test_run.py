@@ -204,8 +204,9 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
 @pytest.mark.slow
 def test_a_cell_run_in_the_same_process_frees_the_previous_cells_model(tiny_model_dir, tmp_path, monkeypatch, composed):
     """The basic launcher runs a sweep's cells one after another in one process: on a GPU, a model still held
-    from the last cell would take the memory the next one needs. Checked where the next cell starts loading."""
-    import gc
+    from the last cell would take the memory the next one needs. A finished run sits in reference cycles (its
+    trainer's callbacks hold the run), which only the cycle collector frees; the run's setup collects them
+    before the next model loads and before the CUDA cache is emptied. Checked where the next cell starts loading."""
     import weakref
 
     from ftsweep import run as run_mod
@@ -218,8 +219,7 @@ def test_a_cell_run_in_the_same_process_frees_the_previous_cells_model(tiny_mode
         setup_adapter(self)
         models.append(weakref.ref(self.model))
 
-    def count_alive(self):  # after setup_model: the heap was settled, nothing of this cell's model exists yet
-        gc.collect()
+    def count_alive(self):  # after setup_model, which collected the previous cell's garbage (in reference cycles)
         alive_at_start.append(sum(ref() is not None for ref in models))
         setup_data(self)
 
