@@ -117,15 +117,19 @@ def test_class_weights_enter_the_loss(cli, tmp_path):
     """The same first batch, the same initial weights: the step-1 train loss moves with task.class_weights,
     and equal weights give the plain mean."""
     path = classify_data(tmp_path)
-    base = [*QUICK, "task=classify", "task.num_labels=4", "data=alpaca", "data.format=multiple_choice",
-            f"data.path={path}", "data.val_size=8", "optim.max_steps=1", "train.logging_steps=1"]
+    sweep = tmp_path / "sweep"
+    weights = {"none": "null", "equal": "[1,1,1,1]", "skewed": "[1,10,10,10]"}
+    # One sweep, three cells: the same seed, data and first batch in each; only the weights differ.
+    proc = cli(["-m", *QUICK, "task=classify", "task.num_labels=4", "data=alpaca", "data.format=multiple_choice",
+                f"data.path={path}", "data.val_size=8", "optim.max_steps=1", "train.logging_steps=1",
+                f"task.class_weights={','.join(weights.values())}", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
     first = {}
-    for name, weights in (("none", "null"), ("equal", "[1,1,1,1]"), ("skewed", "[1,10,10,10]")):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        proc = cli([*base, f"task.class_weights={weights}"], cwd=cwd)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        lines = artifacts.read_metrics(the_run(cwd) / artifacts.METRICS)
+    for name, value in weights.items():
+        (metrics_file,) = [p for p in sweep.glob(f"*/{artifacts.METRICS}")
+                           if json.loads((p.parent / artifacts.MANIFEST).read_text())["config"]["task"]["class_weights"]
+                           == json.loads(value)]
+        lines = artifacts.read_metrics(metrics_file)
         first[name] = (next(r["loss"] for r in lines if r["split"] == "train"),
                        next(r["eval_loss"] for r in lines if r["split"] == "eval" and r["step"] == 0))
     assert first["equal"][0] == pytest.approx(first["none"][0], rel=1e-5)
