@@ -15,6 +15,7 @@ from conftest import compose
 from omegaconf import OmegaConf
 
 from ftsweep import overrides as ovr
+from ftsweep.report.collect import Run, Sweep
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}
@@ -33,3 +34,15 @@ def configured(overrides=()):
         parsed = ovr.parse(text)  # Hydra's reading of the value: `yes` stays a string, `1e-4` is a float
         OmegaConf.update(cfg, parsed.key_or_group, parsed.value(), merge=False)
     return cfg
+
+
+def report_run(overrides, eval_loss=3.0, status="ok", sweep="s1", config=None, summary=None, manifest=None) -> Run:
+    """A finished run as the report reads it, built in memory: its overrides, summary and resolved config."""
+    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep=sweep,
+               status=status, overrides=list(overrides), summary={"status": status, "eval_loss": eval_loss} | (summary or {}),
+               manifest=manifest or {}, metrics=[], _config=config if config is not None else {"seed": 1})
+
+
+def report_sweep(runs, label="s1", grid=None) -> Sweep:
+    """A sweep of those runs; ``grid`` is what sweep.json records as swept."""
+    return Sweep(path=Path("/nowhere") / label, label=label, meta={"grid": grid} if grid is not None else {}, runs=runs)

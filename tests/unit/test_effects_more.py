@@ -5,24 +5,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from lane import report_run as run
+from lane import report_sweep
 
 from ftsweep.report import effects as fx
 from ftsweep.report import factors as F
 from ftsweep.report import table as T
-from ftsweep.report.collect import Run, Sweep
-
-
-def run(overrides, eval_loss=3.0, status="ok") -> Run:
-    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep="s1",
-               status=status, overrides=list(overrides), summary={"status": status, "eval_loss": eval_loss},
-               manifest={}, metrics=[], _config={"seed": 1})
 
 
 def design_of(runs):
-    design = F.build_design([Sweep(path=Path("/nowhere/s1"), label="s1", meta={}, runs=runs)])
+    design = F.build_design([report_sweep(runs)])
     return design, T.runs_frame(design, "eval_loss")
 
 

@@ -3,21 +3,11 @@ is shown with, where "(not set)" sorts, config groups without a name, and the sw
 
 from __future__ import annotations
 
-from pathlib import Path
+from lane import report_run as run
+from lane import report_sweep as sweep
 
 from ftsweep.report import factors as F
 from ftsweep.report import table as T
-from ftsweep.report.collect import Run, Sweep
-
-
-def run(overrides, config=None, sweep="s1") -> Run:
-    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep=sweep,
-               status="ok", overrides=list(overrides), summary={"status": "ok", "eval_loss": 3.0}, manifest={},
-               metrics=[], _config=config if config is not None else {"seed": 1})
-
-
-def sweep(runs, label="s1", grid=None) -> Sweep:
-    return Sweep(path=Path("/nowhere") / label, label=label, meta={"grid": grid} if grid is not None else {}, runs=runs)
 
 
 def names(design):

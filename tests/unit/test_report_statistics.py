@@ -5,26 +5,22 @@ sign or a wrong ddof here changes which configuration a reader believes is bette
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from lane import report_run
+from lane import report_sweep as sweep
 
 from ftsweep.report import effects as fx
 from ftsweep.report import factors as F
 from ftsweep.report import table as T
-from ftsweep.report.collect import Run, Sweep
+from ftsweep.report.collect import Run
 
 
 def run(overrides, eval_loss=3.0, status="ok", sweep="s1", config=None, summary=None, manifest=None) -> Run:
-    body = {"status": status, "eval_loss": eval_loss, "baseline_eval_loss": 5.0} | (summary or {})
-    return Run(path=Path("/nowhere") / ",".join(overrides), name=",".join(overrides) or "run", sweep=sweep,
-               status=status, overrides=list(overrides), summary=body, manifest=manifest or {},
-               metrics=[], _config=config if config is not None else {"lora": {"r": 8, "name": "lora"}, "seed": 1})
-
-
-def sweep(runs, label="s1", grid=None) -> Sweep:
-    return Sweep(path=Path("/nowhere") / label, label=label, meta={"grid": grid} if grid else {}, runs=runs)
+    """lane.report_run with a baseline of 5.0 and a config that sets lora.r: 8 unless the test says otherwise."""
+    return report_run(overrides, eval_loss, status, sweep, config if config is not None else {"lora": {"r": 8, "name": "lora"}, "seed": 1},
+                      {"baseline_eval_loss": 5.0} | (summary or {}), manifest)
 
 
 # (r, lr, seed) -> eval_loss: every mean and std below is computed by hand from these.
