@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import artifacts, runtime
 from ftsweep import config as config_mod
+from ftsweep import overrides as ovr
 
 log = logging.getLogger("ftsweep")
 
@@ -49,8 +49,8 @@ class Stopped(BaseException):
     Exceptions per job and go on with the next cell.
     """
 
-    def __init__(self, summary: dict, run_dir: Path, sweep: dict | None):
-        self.run_dir, self.sweep = run_dir, sweep
+    def __init__(self, summary: dict, run_dir: Path, sweep: dict | None, resume: str | None = None):
+        self.run_dir, self.sweep, self.resume = run_dir, sweep, resume  # resume: a single run's command
         message = (summary.get("error") or {}).get("message") or ""
         self.exit_code = runtime.exit_code(message)
         super().__init__(message)
@@ -117,7 +117,7 @@ def _dispatch(cfg: DictConfig):
 
     summary = train(cfg, run_dir, name, overrides, sweep, swept)
     if summary["status"] == artifacts.INTERRUPTED:
-        raise Stopped(summary, run_dir, sweep)
+        raise Stopped(summary, run_dir, sweep, resume=None if sweep else _single_resume(run_dir))
     if sweep is None and summary["status"] in artifacts.UNFINISHED:
         raise RunFailed((summary.get("error") or {}).get("message") or summary["status"], run_dir)
     if distributed.is_main():
@@ -153,20 +153,45 @@ def _objective(summary: dict, metric: str) -> float:
     return metrics.worst(str(HydraConfig.get().sweeper.get("direction", "minimize")) == "maximize")
 
 
+def _single_resume(run_dir: Path) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return ovr.resume_at(ovr.command(list(hc.overrides.task), hydra=list(hc.overrides.hydra)), run_dir.resolve(), multirun=False)
+
+
+def _signal_name(code: int) -> str:
+    return "SIGTERM" if code == 143 else "Ctrl-C"
+
+
 def _stopped_message(exc: Stopped) -> str:
     """What was stopped, what never started, and the command that goes on from there."""
-    signame = "SIGTERM" if exc.exit_code == 143 else "Ctrl-C"
+    signame = _signal_name(exc.exit_code)
     if exc.sweep is None:
-        return (f"stopped by {signame}; the run saved a checkpoint (run dir: {exc.run_dir}); "
-                "re-run the same command to resume from it")
+        return f"stopped by {signame}; the run saved a checkpoint (run dir: {exc.run_dir}); resume with: {exc.resume}"
+    return f"stopped by {signame} during {exc.run_dir.name} (checkpoint saved); " + _sweep_left(Path(exc.sweep["dir"]))
+
+
+def _sweep_left(sweep_dir: Path) -> str:
+    """A stopped sweep: sweep.json closed with its counts, the cells that never started, the resume command."""
     from ftsweep.sweep.callbacks import close_sweep, unstarted_cells
 
-    record = close_sweep(Path(exc.sweep["dir"]))
-    waiting = unstarted_cells(Path(exc.sweep["dir"]), record)
+    record = close_sweep(sweep_dir)
+    waiting = unstarted_cells(sweep_dir, record)
     not_run = ", ".join(waiting) if waiting is not None else "the remaining cells"
-    resume_cmd = f"{record.get('command')} hydra.sweep.dir={shlex.quote(str(exc.sweep['dir']))}"  # the same sweep dir resumes
-    return (f"stopped by {signame} during {exc.run_dir.name} (checkpoint saved); no further cell was started; "
-            f"not yet run: {not_run or 'none'}; resume with: {resume_cmd}")
+    return (f"no further cell was started; not yet run: {not_run or 'none'}; "
+            f"resume with: {ovr.resume_at(record.get('command'), sweep_dir, multirun=True)}")
+
+
+def _interrupted_message(code: int) -> str:
+    """A stop outside a run's own handling: between a sweep's cells, while its report is written, before a
+    run started, or a second Ctrl-C while the first one's checkpoint is saved."""
+    from ftsweep.sweep.callbacks import running_sweep
+
+    sweep_dir = running_sweep()
+    if sweep_dir is None:
+        return f"stopped by {_signal_name(code)}"
+    return f"stopped by {_signal_name(code)}; " + _sweep_left(sweep_dir)
 
 
 def main() -> None:
@@ -176,7 +201,7 @@ def main() -> None:
     """
     from ftsweep import distributed
     from ftsweep.errors import one_line
-    from ftsweep.sweep.callbacks import SweepFailed
+    from ftsweep.sweep.callbacks import SweepFailed, forget_running_sweep
 
     sys.argv += distributed.launcher_overrides(sys.argv[1:])  # torchrun: one shared run directory
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -185,7 +210,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line print
     try:
         try:
-            app()
+            with runtime.sigterm_as_interrupt():  # SIGTERM between cells too, not only inside a run
+                app()
         except Escaped as escaped:
             raise escaped.error from None
     except SystemExit:
@@ -193,9 +219,10 @@ def main() -> None:
     except Stopped as exc:
         print(f"ftsweep: {_stopped_message(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a run: stop at once
-        print("ftsweep: interrupted; re-run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside a run's own handling: stop at once
+        code = runtime.exit_code(str(exc))
+        print(f"ftsweep: {_interrupted_message(code)}", file=sys.stderr)
+        sys.exit(code)
     except SweepFailed as exc:
         print(f"ftsweep: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -208,5 +235,6 @@ def main() -> None:
         print(f"ftsweep: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     finally:
+        forget_running_sweep()
         if not user_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shlex
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ftsweep import overrides as ovr
 from ftsweep.artifacts import Manifest
 
 PACKAGES = ("ftsweep", "torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core", "omegaconf")
@@ -53,10 +53,6 @@ def device_info() -> dict[str, Any]:
             "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def reproduce_command(overrides: list[str]) -> str:
-    return " ".join(["python -m ftsweep", *(shlex.quote(o) for o in overrides)]).strip()
-
-
 def secret_values() -> set[str]:
     """Values of environment variables whose names look secret (WANDB_API_KEY, HF_TOKEN, ...)."""
     return {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
@@ -80,7 +76,7 @@ def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str
     return {
         "run_name": run_name,
         "overrides": scrub(list(overrides)),
-        "command": scrub(reproduce_command(overrides)),
+        "command": scrub(ovr.command(overrides)),
         "config": scrub(config),
         "config_hash": config_hash,
         "seed": seed,

@@ -7,6 +7,7 @@ they mean to Hydra.
 
 from __future__ import annotations
 
+import shlex
 from functools import lru_cache
 
 
@@ -46,3 +47,30 @@ def split(text: str) -> tuple[str, str]:
 def is_under(name: str, keys) -> bool:
     """`logger.mode` is under `logger`; `hydra/launcher` is under `hydra`."""
     return any(name == k or name.startswith((k + ".", k + "/")) for k in keys)
+
+
+# Where a command writes is not part of what it computes: `resume_at` names the directory when it matters.
+_PLACE = ("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode=")
+
+
+def command(task, *, hydra=(), multirun: bool = False) -> str:
+    """The command line that gives these overrides again, each quoted for a POSIX shell, e.g.
+    `python -m ftsweep -m lora.r=8,16 'data.system=Be brief.'`. Launcher and sweeper choices
+    (`hydra/launcher=ray`) are kept, the run and sweep directories left out."""
+    words = [str(o) for o in hydra if not str(o).startswith(_PLACE)] + [str(o) for o in task]
+    return " ".join(["python -m ftsweep", *(["-m"] if multirun else []), *(shell_word(w) for w in words)])
+
+
+def resume_at(command_line: str, directory, *, multirun: bool) -> str:
+    """``command_line`` writing into ``directory``: the default directories are time-stamped, so the
+    same command alone would start afresh in a new one instead of resuming this one."""
+    return f"{command_line} " + shell_word(f"hydra.{'sweep' if multirun else 'run'}.dir={directory}")
+
+
+def shell_word(word: str) -> str:
+    """One word for a POSIX shell, as a person would type it: bare when it can be, in double quotes when it holds
+    Hydra's single quotes (`"data.system='Be brief, please.'"`), else in single quotes."""
+    quoted = shlex.quote(word)
+    if quoted != word and "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return quoted

@@ -56,8 +56,8 @@ class Run:
         if start.action == resume.SKIP:
             log.info("skip %s: finished ok with the same config (hash %s)", self.name, self.hash)
             return dict(previous, status=artifacts.SKIPPED, _previous_status=artifacts.OK)
-        self.begin(start)
         try:
+            self.begin(start)
             if refused is not None:
                 raise refused
             with runtime.sigterm_as_interrupt():
@@ -70,6 +70,8 @@ class Run:
                 self.final_eval()
                 self.write()
         except KeyboardInterrupt as exc:
+            if self.summary.get("status") == artifacts.OK:
+                raise  # it had finished (only tidying up was left): the stop is for what comes next, not this run
             self.stop_interrupted(exc)
         except Exception as exc:  # noqa: BLE001 - a run records its failure instead of raising
             self.stop_failed(exc)
@@ -194,10 +196,12 @@ class Run:
 
     # ---- endings --------------------------------------------------------------------------------------------
     def stop_interrupted(self, exc: BaseException) -> None:
-        self.save_checkpoint_quietly()
+        # The status first: a second Ctrl-C during the checkpoint leaves the run marked interrupted, and a
+        # checkpoint cut short has no trainer_state.json, so the resume takes the last complete one.
         self.write_summary(status=artifacts.INTERRUPTED, error={"type": "Interrupted", "message": str(exc) or "interrupted"},
                            finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
-        log.warning("run %s interrupted; re-run the same command to resume from the last checkpoint", self.name)
+        self.save_checkpoint_quietly()
+        log.warning("run %s interrupted; checkpoint saved", self.name)
 
     def stop_failed(self, exc: Exception) -> None:
         from ftsweep.errors import one_line

@@ -26,6 +26,15 @@ def _sweep_args(sweep_dir: Path) -> list[str]:
             "lora.r=4,8,16", f"hydra.sweep.dir={sweep_dir}"]
 
 
+def _signal_state(pid: int) -> str:
+    """The kernel's view of a process's signals (hex masks): blocked, ignored, caught. Bit 1 (value 0x2) is SIGINT."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "no /proc"
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def _train_steps(metrics: Path) -> list[int]:
     if not metrics.exists():
         return []
@@ -39,21 +48,33 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "ftsweep", *_sweep_args(sweep_dir)]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a command started in the background of a script (`pytest ... &`) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt. A handled signal is reset to the default at exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     first = sweep_dir / CELLS[0] / "metrics.jsonl"
     deadline = time.time() + 240
     while max(_train_steps(first), default=0) < 6:  # past the checkpoint at step 4
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "cell 1 never reached step 6"
         time.sleep(0.2)
+    signals = _signal_state(proc.pid)
     proc.send_signal(sig)
+    signalled_at = time.time()
     out, err = proc.communicate(timeout=240)
 
-    assert proc.returncode == code, err
+    # On a failure, everything that says where the signal went.
+    seen = (f"exit {proc.returncode} {time.time() - signalled_at:.1f} s after the signal; train steps per cell: "
+            f"{ {c: _train_steps(sweep_dir / c / 'metrics.jsonl') for c in CELLS} }; signals before it: {signals}\n"
+            f"--- stderr\n{err}\n--- stdout (end)\n{out[-3000:]}")
+    assert proc.returncode == code, seen
     summary = json.loads((sweep_dir / CELLS[0] / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
+    assert summary["status"] == "interrupted", seen
     assert not (sweep_dir / CELLS[1]).exists() and not (sweep_dir / CELLS[2]).exists(), "a cell started after the stop"
-    assert "not yet run: lora.r=8, lora.r=16" in err, err
+    assert "not yet run: lora.r=8, lora.r=16" in err, seen
     resume_cmd = err.split("resume with: ", 1)[1].strip()
     assert resume_cmd.startswith("python -m ftsweep -m") and "lora.r=4,8,16" in resume_cmd, err
     assert f"hydra.sweep.dir={sweep_dir.resolve()}" in resume_cmd, "the printed command must resume this sweep, not start a new one"
@@ -70,3 +91,54 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     resumed = json.loads((sweep_dir / CELLS[0] / "summary.json").read_text())
     assert resumed["resumed_from"] and resumed["resumed_from"].startswith("checkpoint-")
     assert _train_steps(first) == list(range(1, 41)), "every step once, none lost or repeated"
+
+
+def test_sigterm_between_cells_stops_the_sweep_with_its_resume_command(tmp_path, tiny_model_dir):
+    """Between cells no run has its own handler: the CLI's turns SIGTERM into the same stop (before, the
+    process died at once with no word of what was left)."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "ftsweep", "-m", *FAST, "eval.every_n_steps=0", "lora.r=4,8,16", f"hydra.sweep.dir={sweep_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = sweep_dir / CELLS[0] / "summary.json"
+    deadline = time.time() + 240
+    while not (first.exists() and json.loads(first.read_text() or "{}").get("status") == "ok"):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "cell 1 never finished"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # the next cell is being launched, or has only just begun
+    out, err = proc.communicate(timeout=240)
+
+    assert proc.returncode == 143, f"exit {proc.returncode}\n--- stderr\n{err}\n--- stdout\n{out[-2000:]}"
+    assert err.startswith("ftsweep: stopped by SIGTERM") and "Traceback" not in err, err
+    assert "lora.r=16" in err.split("not yet run: ", 1)[1].split(";")[0], err
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert record["counts"]["ok"] == 1 and record["counts"]["failed"] == 0 and record["failed_runs"] == [], record["counts"]
+    resume_cmd = err.split("resume with: ", 1)[1].strip()
+    again = subprocess.run([sys.executable, *shlex.split(resume_cmd)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert [json.loads((sweep_dir / c / "summary.json").read_text())["status"] for c in CELLS] == ["ok"] * 3
+
+
+def test_a_stop_after_the_run_finished_leaves_it_ok_and_stops_what_comes_next(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """Ctrl-C while a finished run tidies up (summary.json already says ok, the checkpoints are being removed)
+    is for what comes next: the run stays ok, with its adapter, and the interrupt goes on to stop the sweep."""
+    import shutil
+
+    from ftsweep.cli import train
+
+    remove = shutil.rmtree
+
+    def ctrl_c_while_tidying(path, *args, **kwargs):
+        if Path(path).name == "checkpoints":
+            raise KeyboardInterrupt
+        remove(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", ctrl_c_while_tidying)
+    cell = [*FAST, "eval.every_n_steps=0", "eval.num_samples=1"]
+    with pytest.raises(KeyboardInterrupt):
+        train(composed(cell), tmp_path / "run", "run", cell)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["steps"] == 6, summary.get("status")
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -79,9 +80,10 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp
     assert counts["skipped"] == 4 and counts["ok"] == 2
 
 
-def start_run(run_dir: Path, cwd: Path, steps: int) -> subprocess.Popen:
+def start_run(run_dir: Path | None, cwd: Path, steps: int) -> subprocess.Popen:
+    """A single run; with no ``run_dir`` it writes where Hydra's default puts it (outputs/<date>/<time> under cwd)."""
     args = [sys.executable, "-m", "ftsweep", *FAST, f"optim.max_steps={steps}", "train.save_steps=5", "train.logging_steps=1",
-            "eval.every_n_steps=10", "optim.micro_batch_size=2", f"hydra.run.dir={run_dir}"]
+            "eval.every_n_steps=10", "optim.micro_batch_size=2", *([f"hydra.run.dir={run_dir}"] if run_dir else [])]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -138,25 +140,33 @@ def test_runs_killed_at_random_steps_resume_without_lost_or_repeated_steps(tiny_
     assert seen[resumed[-1]] > resumed[-1] * per_step * 0.5  # the first line after the last resume counts the steps before it
 
 
-def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_rerun_resumes(tiny_model_dir, tmp_path):
-    run_dir, steps = tmp_path / "run", 30
-    metrics = run_dir / artifacts.METRICS
-    proc = start_run(run_dir, tmp_path, steps)
+def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_resumes(tiny_model_dir, tmp_path):
+    steps = 30
+    proc = start_run(None, tmp_path, steps)  # the default, time-stamped run directory: the same command would start afresh
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        train = [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"] if metrics.exists() else []
+        found = list(tmp_path.glob(f"outputs/*/*/{artifacts.METRICS}"))
+        train = [r["step"] for r in artifacts.read_metrics(found[0]) if r.get("split") == "train"] if found else []
         if train and train[-1] >= 7:  # past the checkpoint at step 5, before the one at 10
             break
         time.sleep(0.02)
+    run_dir, metrics = found[0].parent, found[0]
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "stopped by SIGTERM" in err and "resume" in err  # 128 + 15
+    assert proc.returncode == 143 and "stopped by SIGTERM" in err, err  # 128 + 15
     summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
     assert summary["status"] == "interrupted" and summary["error"]["type"] == "Interrupted"
     saved = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
     assert saved >= 7  # the interrupt saved where training stood, not only the periodic checkpoint at 5
-    again = start_run(run_dir, tmp_path, steps)
-    again.communicate(timeout=300)
+
+    resume = err.split("resume with: ", 1)[1].strip()  # pasted as a user would, a second later
+    assert resume.endswith(f"hydra.run.dir={run_dir.resolve()}"), resume
+    time.sleep(1.1)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    again = subprocess.run([sys.executable, *shlex.split(resume)[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [p.parent for p in tmp_path.glob(f"outputs/*/*/{artifacts.SUMMARY}")] == [run_dir], "the resume made a new run"
     summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
     assert summary["status"] == "ok" and summary["resumed_from"] == f"checkpoint-{saved}"
     train_steps = [r["step"] for r in artifacts.read_metrics(metrics) if r["split"] == "train"]

@@ -67,9 +67,7 @@ class SweepCallback(Callback):
                 swept.append(key)
         self.info = {
             "id": "_".join(sweep_dir.resolve().parts[-2:]),
-            # Launcher and sweeper choices (hydra/launcher=ray ...) belong to the command too; the sweep dir does not.
-            "command": "python -m ftsweep -m " + " ".join(
-                [o for o in config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode="))] + overrides),
+            "command": ovr.command(overrides, hydra=list(config.hydra.overrides.hydra), multirun=True),
             "overrides": overrides,
             "grid": values,
             "swept": sorted(swept),
@@ -80,8 +78,11 @@ class SweepCallback(Callback):
             "previous_invocations": previous.get("previous_invocations", []) + ([{k: previous.get(k) for k in ("command", "started_at", "finished_at", "counts")}] if previous else []),
         }
         artifacts.write_sweep(sweep_dir, self.info)  # the jobs read "swept" from here to name themselves
+        global _running
+        _running = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _running
         sweep_dir = Path(config.hydra.sweep.dir)
         record = close_sweep(sweep_dir)
         if config.get("mode") == "plan":
@@ -90,9 +91,25 @@ class SweepCallback(Callback):
             print(f"plan: {write_table(sweep_dir)}", flush=True)
         else:
             _report(sweep_dir)
+        _running = None
         failed = [(f["run"], f["reason"]) for f in record["failed_runs"]]
         if failed:
             raise SweepFailed(failed)
+
+
+# The sweep this process is running, from its start to its report: a stop between cells (or while the
+# report is written) still names the cells not yet run and the command that resumes them.
+_running: Path | None = None
+
+
+def running_sweep() -> Path | None:
+    return _running
+
+
+def forget_running_sweep() -> None:
+    """At the end of the command, however it ended (an in-process caller may start another sweep)."""
+    global _running
+    _running = None
 
 
 def close_sweep(sweep_dir: Path) -> dict:

@@ -91,3 +91,32 @@ def test_only_whole_quotes_are_removed():
     assert ovr.value("x=XabX") == "XabX"
     assert ovr.value("x='ab'") == "ab" and ovr.value('x="ab"') == "ab"
 
+
+
+@pytest.mark.parametrize("word, typed", [
+    ("lora.r=4,8,16", "lora.r=4,8,16"),
+    ("data.system='Be brief, please.'", "\"data.system='Be brief, please.'\""),
+    ("lora.target_modules=[q_proj,v_proj]", "'lora.target_modules=[q_proj,v_proj]'"),
+    ("data.path=my data.jsonl", "'data.path=my data.jsonl'"),
+    ("data.system='$HOME'", "'data.system='\"'\"'$HOME'\"'\"''"),
+])
+def test_a_shell_word_is_typed_as_a_person_would_and_the_shell_gives_it_back(word, typed):
+    import shlex
+
+    assert ovr.shell_word(word) == typed
+    assert shlex.split(typed) == [word]
+
+
+def test_a_command_keeps_launcher_choices_and_drops_where_it_wrote():
+    hydra = ["hydra/launcher=ray", "hydra.sweep.dir=multirun/x", "hydra.run.dir=out", "hydra.mode=MULTIRUN"]
+    assert ovr.command(["lora.r=8,16", "data.system='a, b'"], hydra=hydra, multirun=True) == (
+        "python -m ftsweep -m hydra/launcher=ray lora.r=8,16 \"data.system='a, b'\"")
+    assert ovr.command(["lora.r=8"]) == "python -m ftsweep lora.r=8"
+    assert ovr.command([]) == "python -m ftsweep"
+
+
+def test_a_resume_command_names_the_directory_it_goes_on_in():
+    assert ovr.resume_at("python -m ftsweep -m lora.r=8,16", "/w/multirun/a b", multirun=True) == (
+        "python -m ftsweep -m lora.r=8,16 'hydra.sweep.dir=/w/multirun/a b'")
+    assert ovr.resume_at("python -m ftsweep", "/w/outputs/2026-11-24/07-08-15", multirun=False) == (
+        "python -m ftsweep hydra.run.dir=/w/outputs/2026-11-24/07-08-15")
