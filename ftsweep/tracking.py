@@ -171,6 +171,12 @@ class SwanLabBackend:
             self.swanlab.finish()
         _order_swanlab_config(self.dir, self.lead)
 
+    def abandon(self, reason: str) -> None:
+        """End the record as crashed: left active, the dashboard would show it running for ever, its Ctrl-C handler
+        would stay installed, and the next cell's swanlab.init (which refuses while a run is active) would fail."""
+        with _swanlab_console(quiet=True):
+            self.swanlab.finish(state="crashed", error=reason)
+
 
 class WandbBackend:
     name = "wandb"
@@ -198,6 +204,10 @@ class WandbBackend:
         for k, v in summary.items():
             self.run.summary[k] = v
         self.run.finish()
+
+    def abandon(self, reason: str) -> None:
+        """End the run as failed (exit code 1) rather than leave it open until the next cell's init."""
+        self.run.finish(exit_code=1)
 
 
 BACKENDS = {"swanlab": SwanLabBackend, "wandb": WandbBackend}
@@ -236,8 +246,13 @@ class Tracker:
         try:
             fn(*args)
         except Exception as exc:
-            log.warning("tracker %s failed on %s (%s: %s); it is switched off for this run", backend.name, what, type(exc).__name__, exc)
+            reason = f"tracker {backend.name} failed on {what} ({type(exc).__name__}: {exc})"
+            log.warning("%s; it is switched off for this run", reason)
             self.backends = [b for b in self.backends if b is not backend]
+            try:
+                backend.abandon(f"{reason}; the run's metrics.jsonl is complete")
+            except Exception:  # noqa: BLE001 - already warned; the run goes on without it
+                pass
 
     @staticmethod
     def chart_names(record: dict) -> dict[str, float]:

@@ -218,3 +218,16 @@ def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tm
     assert train_losses(tmp_path / "run") == 4  # metrics.jsonl is complete
     warnings = [r.message for r in caplog.records if "tracker swanlab failed" in r.getMessage()]
     assert len(warnings) == 1  # one warning, then the tracker is off for this run
+
+    # The switched-off SwanLab run was ended (as crashed), not left active: its Ctrl-C handler is gone, and the
+    # next cell in this process starts its own SwanLab run (swanlab.init refuses while another is active).
+    import signal
+
+    import swanlab
+
+    assert not swanlab.has_run() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    caplog.clear()
+    assert Run(cfg, tmp_path / "run2", "run2", overrides, None).execute()["status"] == "ok"
+    assert not [r for r in caplog.records if "tracker swanlab" in r.getMessage()], [r.getMessage() for r in caplog.records]
+    assert len(list((tmp_path / "run2" / "swanlog").glob("run-*"))) == 1
