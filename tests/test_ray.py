@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import FAST
@@ -90,3 +96,50 @@ def test_cells_get_this_shells_settings_but_not_its_secrets():
     env = {"FTSWEEP_HOME": "/data/ftsweep", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_API_KEY": "k",
            "HF_TOKEN": "t", "SWANLAB_API_KEY": "s", "PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"}
     assert forwarded_env(env) == {"FTSWEEP_HOME": "/data/ftsweep", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the_printed_command_resumes(tmp_path, tiny_model_dir):
+    """Ray runs the cells' workers in sessions of their own: the driver passes Ctrl-C on (ray.cancel), and each
+    running cell saves where it stood and marks itself interrupted, as under the basic launcher."""
+    sweep, steps = tmp_path / "sweep", 40
+    cells = ["lora.r=4", "lora.r=8"]
+    cmd = [sys.executable, "-m", "ftsweep", "-m", *FAST, f"optim.max_steps={steps}", "train.save_steps=5",
+           "train.logging_steps=1", "eval.every_n_steps=0", "eval.num_samples=0", "lora.r=4,8", "hydra/launcher=ray",
+           "hydra.launcher.ray.init.num_gpus=2", f"hydra.sweep.dir={sweep}"]
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "CUDA_VISIBLE_DEVICES": "7,9"}
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see test_stopping.py)
+    try:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    def train_steps(cell):
+        metrics = sweep / cell / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        return [json.loads(line)["step"] for line in lines if '"train"' in line]
+
+    deadline = time.time() + 240
+    while not all(len(train_steps(c)) >= 3 for c in cells):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the cells never got going"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+
+    assert proc.returncode == 130, err[-3000:]
+    for cell in cells:
+        summary = json.loads((sweep / cell / "summary.json").read_text())
+        assert summary["status"] == "interrupted", (cell, summary["status"])
+        saved = max(int(p.name.split("-")[1]) for p in (sweep / cell / "checkpoints").glob("checkpoint-*"))
+        assert saved == train_steps(cell)[-1] < steps, cell  # where it stood, not the last periodic checkpoint
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert record["counts"]["interrupted"] == 2 and record["failed_runs"] == [], record["counts"]
+
+    resume = err.split("resume with: ", 1)[1].strip()
+    again = subprocess.run([sys.executable, *shlex.split(resume)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for cell in cells:
+        assert json.loads((sweep / cell / "summary.json").read_text())["status"] == "ok"
+        assert train_steps(cell) == list(range(1, steps + 1)), cell

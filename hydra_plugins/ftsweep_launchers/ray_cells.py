@@ -122,7 +122,7 @@ class RayCellsLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import importlib
 
-        from ftsweep.artifacts import GPU_POOL_LOG, POOL_CRASHED, append_jsonl
+        from ftsweep.artifacts import GPU_POOL_LOG
 
         if RAY_MISSING is not None:
             raise ImportError(f'hydra/launcher=ray needs Ray: pip install "ftsweep[ray]" ({RAY_MISSING})')
@@ -170,6 +170,16 @@ class RayCellsLauncher(Launcher):
             ref = remote_cell.remote(self.hydra_context, sweep_config, self.task_function, singleton_state)
             pending[ref] = (i, list(overrides), time.time())
 
+        try:
+            results = self._collect(ray, pending, initial_job_idx, pool_log)
+        except KeyboardInterrupt:
+            _stop_cells(ray, list(pending))
+            raise
+        return [results[i] for i in range(len(job_overrides))]
+
+    def _collect(self, ray, pending: Dict[Any, tuple], initial_job_idx: int, pool_log: Path) -> Dict[int, JobReturn]:
+        from ftsweep.artifacts import POOL_CRASHED, append_jsonl
+
         results: Dict[int, JobReturn] = {}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -186,4 +196,22 @@ class RayCellsLauncher(Launcher):
                 append_jsonl(pool_log, {"job": initial_job_idx + i, "overrides": overrides, "device": where["device"],
                                         "start": round(where["start"], 3), "end": round(where["end"], 3),
                                         "status": status})
-        return [results[i] for i in range(len(job_overrides))]
+        return results
+
+
+# How long a stopped pool waits for its running cells to save their checkpoints: a 7B adapter and its optimizer
+# state take seconds to write; a second Ctrl-C stops the wait at once.
+STOP_GRACE_S = 300
+
+
+def _stop_cells(ray, refs: list) -> None:
+    """Ctrl-C (or SIGTERM) reached this driver, not the cells' workers, which Ray runs in sessions of their own.
+    ray.cancel raises KeyboardInterrupt inside each running cell, which then saves a checkpoint and marks itself
+    interrupted, as under the basic launcher; cells not started yet are dropped. Without it the driver's exit took
+    the workers down mid-step, leaving their runs `running` and losing the steps since the last checkpoint."""
+    if not refs:
+        return
+    log.warning("stopping %d cell(s): each running one saves a checkpoint first (Ctrl-C again to stop at once)", len(refs))
+    for ref in refs:
+        ray.cancel(ref)
+    ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)

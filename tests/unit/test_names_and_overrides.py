@@ -96,6 +96,7 @@ def test_only_whole_quotes_are_removed():
 @pytest.mark.parametrize("word, typed", [
     ("lora.r=4,8,16", "lora.r=4,8,16"),
     ("data.system='Be brief, please.'", "\"data.system='Be brief, please.'\""),
+    ("data.system='XL: one line'", "\"data.system='XL: one line'\""),
     ("lora.target_modules=[q_proj,v_proj]", "'lora.target_modules=[q_proj,v_proj]'"),
     ("data.path=my data.jsonl", "'data.path=my data.jsonl'"),
     ("data.system='$HOME'", "'data.system='\"'\"'$HOME'\"'\"''"),
