@@ -115,9 +115,11 @@ def _dispatch(cfg: DictConfig):
     from ftsweep import distributed
     from ftsweep.run import describe
 
+    global _single_run
+    _single_run = None if sweep else (run_dir, _single_resume(run_dir))
     summary = train(cfg, run_dir, name, overrides, sweep, swept)
     if summary["status"] == artifacts.INTERRUPTED:
-        raise Stopped(summary, run_dir, sweep, resume=None if sweep else _single_resume(run_dir))
+        raise Stopped(summary, run_dir, sweep, resume=_single_run[1] if _single_run else None)
     if sweep is None and summary["status"] in artifacts.UNFINISHED:
         raise RunFailed((summary.get("error") or {}).get("message") or summary["status"], run_dir)
     if distributed.is_main():
@@ -151,6 +153,11 @@ def _objective(summary: dict, metric: str) -> float:
     if value is not None and summary.get("status") in artifacts.HAS_RESULT:
         return value
     return metrics.worst(str(HydraConfig.get().sweeper.get("direction", "minimize")) == "maximize")
+
+
+# The single run this command is training, and the command that resumes it: a second Ctrl-C, which leaves the
+# run at once, still prints it.
+_single_run: tuple[Path, str] | None = None
 
 
 def _single_resume(run_dir: Path) -> str:
@@ -189,9 +196,12 @@ def _interrupted_message(code: int) -> str:
     from ftsweep.sweep.callbacks import running_sweep
 
     sweep_dir = running_sweep()
-    if sweep_dir is None:
-        return f"stopped by {_signal_name(code)}"
-    return f"stopped by {_signal_name(code)}; " + _sweep_left(sweep_dir)
+    if sweep_dir is not None:
+        return f"stopped by {_signal_name(code)}; " + _sweep_left(sweep_dir)
+    if _single_run is not None:
+        run_dir, resume = _single_run
+        return f"stopped by {_signal_name(code)} (run dir: {run_dir}); resume with: {resume}"
+    return f"stopped by {_signal_name(code)}"
 
 
 def main() -> None:
@@ -217,10 +227,12 @@ def main() -> None:
     except SystemExit:
         raise
     except Stopped as exc:
+        runtime.exit_at_next_signal(exc.exit_code)
         print(f"ftsweep: {_stopped_message(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:  # outside a run's own handling: stop at once
         code = runtime.exit_code(str(exc))
+        runtime.exit_at_next_signal(code)
         print(f"ftsweep: {_interrupted_message(code)}", file=sys.stderr)
         sys.exit(code)
     except SweepFailed as exc:
@@ -235,6 +247,8 @@ def main() -> None:
         print(f"ftsweep: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     finally:
+        global _single_run
+        _single_run = None
         forget_running_sweep()
         if not user_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)

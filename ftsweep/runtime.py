@@ -10,8 +10,10 @@ from __future__ import annotations
 import atexit
 import gc
 import logging
+import os
 import resource
 import signal
+import sys
 import warnings
 from contextlib import contextmanager
 
@@ -104,6 +106,23 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def exit_at_next_signal(code: int) -> None:
+    """Once a stop is recorded and only the exit is left: another Ctrl-C or SIGTERM ends the process at once with
+    ``code``, instead of a traceback from whichever exit hook it lands in."""
+
+    def handler(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored (a background job): it stays so
+                signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
 
 
 def peak_memory_bytes() -> int:

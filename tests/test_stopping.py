@@ -142,3 +142,20 @@ def test_a_stop_after_the_run_finished_leaves_it_ok_and_stops_what_comes_next(ti
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["steps"] == 6, summary.get("status")
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_once_a_stop_is_recorded_another_signal_ends_the_process_at_once_with_its_code(sig, code):
+    """A second Ctrl-C while the exit runs (atexit hooks, tracker shutdown) ends it with the stop's code, instead of
+    a traceback from whichever hook it lands in."""
+    script = ("import os, signal, sys, time\nfrom ftsweep import runtime\n"
+              f"runtime.exit_at_next_signal({code})\nprint('recorded', flush=True)\n"
+              f"os.kill(os.getpid(), {int(sig)})\ntime.sleep(30)\nprint('not stopped')")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+    try:
+        started = time.time()
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, "recorded\n", "")
+    assert time.time() - started < 10
