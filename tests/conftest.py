@@ -71,6 +71,19 @@ def tiny_model_dir() -> Path:
     return ensure_tiny_model()
 
 
+def start_as_from_a_terminal(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Popen with Ctrl-C reaching the child, as for a command typed in a terminal. A command started in the background
+    of a script (`pytest ... &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a handled
+    signal is reset to the default at exec, so the child starts with Python's own Ctrl-C handling."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m ftsweep ARGS` in a subprocess, as a user would."""
     full_env = dict(os.environ, **(env or {}))

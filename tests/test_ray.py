@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import FAST
+from conftest import FAST, start_as_from_a_terminal
 
 from hydra_plugins.ftsweep_launchers.ray_cells import forwarded_env
 
@@ -108,11 +108,7 @@ def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the
            "train.logging_steps=1", "eval.every_n_steps=0", "eval.num_samples=0", "lora.r=4,8", "hydra/launcher=ray",
            "hydra.launcher.ray.init.num_gpus=2", f"hydra.sweep.dir={sweep}"]
     env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "CUDA_VISIBLE_DEVICES": "7,9"}
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see test_stopping.py)
-    try:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = start_as_from_a_terminal(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def train_steps(cell):
         metrics = sweep / cell / "metrics.jsonl"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST
+from conftest import FAST, start_as_from_a_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -48,13 +48,7 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "ftsweep", *_sweep_args(sweep_dir)]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    # As from a terminal: a command started in the background of a script (`pytest ... &`) inherits SIGINT
-    # ignored, and Python then never raises KeyboardInterrupt. A handled signal is reset to the default at exec.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = start_as_from_a_terminal(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = sweep_dir / CELLS[0] / "metrics.jsonl"
     deadline = time.time() + 240
     while max(_train_steps(first), default=0) < 6:  # past the checkpoint at step 4
@@ -151,11 +145,8 @@ def test_once_a_stop_is_recorded_another_signal_ends_the_process_at_once_with_it
     script = ("import os, signal, sys, time\nfrom ftsweep import runtime\n"
               f"runtime.exit_at_next_signal({code})\nprint('recorded', flush=True)\n"
               f"os.kill(os.getpid(), {int(sig)})\ntime.sleep(30)\nprint('not stopped')")
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
-    try:
-        started = time.time()
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (code, "recorded\n", "")
+    started = time.time()
+    proc = start_as_from_a_terminal([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (code, "recorded\n", "")
     assert time.time() - started < 10
