@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from ftsweep import accounting, artifacts, distributed
 
@@ -39,8 +40,32 @@ def plain_loss(model):
             c.orth_reg_weight = w
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches whose order is a function of (seed, epoch) alone.
+
+    transformers' own sampler draws each epoch's order from the global random state. A run resumed mid-epoch restores
+    that state only after the epoch's order is drawn, so it skipped the batches of another order than the one it had
+    trained on: within that epoch some examples came twice and others never, and the resumed run diverged from the
+    run it continued (tokens_seen differed from the first step after the checkpoint).
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it before each epoch's iterator, resumed ones too
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class SweepTrainer(Trainer):
-    """Trainer that counts real (non-pad) tokens and stops on a non-finite loss."""
+    """Trainer that counts real (non-pad) tokens, stops on a non-finite loss and resumes length-grouped batches
+    in the order it left them."""
 
     def __init__(self, *args, nan_check: bool = True, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,6 +76,13 @@ class SweepTrainer(Trainer):
         # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
         # so the retry path runs on machines without a GPU.
         self.inject_oom = os.environ.get("FTSWEEP_INJECT_OOM") == "1"
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.inject_oom:

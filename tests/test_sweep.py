@@ -171,3 +171,33 @@ def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_re
     assert summary["status"] == "ok" and summary["resumed_from"] == f"checkpoint-{saved}"
     train_steps = [r["step"] for r in artifacts.read_metrics(metrics) if r["split"] == "train"]
     assert train_steps == list(range(1, steps + 1))
+
+
+def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_does(tiny_model_dir, tmp_path):
+    """Length-grouped batches (the CPU default) resume in the order they had: after the checkpoint, every step's
+    batch is the one the uninterrupted run trains on (tokens_seen equal at every step), and so are the losses."""
+    steps = 30
+
+    def train_lines(run_dir):
+        return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
+
+    whole = start_run(tmp_path / "whole", tmp_path, steps)
+    whole.communicate(timeout=300)
+    assert whole.returncode == 0
+    proc = start_run(tmp_path / "resumed", tmp_path, steps)
+    deadline = time.monotonic() + 240
+    while not any(s >= 8 for s in (train_lines(tmp_path / "resumed") if (tmp_path / "resumed" / artifacts.METRICS).exists() else {})):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    again = start_run(tmp_path / "resumed", tmp_path, steps)
+    again.communicate(timeout=300)
+    summary = json.loads((tmp_path / "resumed" / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "ok" and summary["resumed_from"], summary.get("resumed_from")
+    assert json.loads((tmp_path / "whole" / artifacts.SUMMARY).read_text())["auto"]["data.group_by_length"] is True
+
+    a, b = train_lines(tmp_path / "whole"), train_lines(tmp_path / "resumed")
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    assert [a[s]["tokens_seen"] for s in a] == [b[s]["tokens_seen"] for s in a]
+    assert [round(a[s]["loss"], 3) for s in a] == [round(b[s]["loss"], 3) for s in a]
