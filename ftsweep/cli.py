@@ -49,8 +49,8 @@ class Stopped(BaseException):
     Exceptions per job and go on with the next cell.
     """
 
-    def __init__(self, summary: dict, run_dir: Path, sweep: dict | None, resume: str | None = None):
-        self.run_dir, self.sweep, self.resume = run_dir, sweep, resume  # resume: a single run's command
+    def __init__(self, summary: dict, run_dir: Path, sweep: dict | None):
+        self.run_dir, self.sweep = run_dir, sweep
         message = (summary.get("error") or {}).get("message") or ""
         self.exit_code = runtime.exit_code(message)
         super().__init__(message)
@@ -119,7 +119,7 @@ def _dispatch(cfg: DictConfig):
     _single_run = None if sweep else (run_dir, _single_resume(run_dir))
     summary = train(cfg, run_dir, name, overrides, sweep, swept)
     if summary["status"] == artifacts.INTERRUPTED:
-        raise Stopped(summary, run_dir, sweep, resume=_single_run[1] if _single_run else None)
+        raise Stopped(summary, run_dir, sweep)
     if sweep is None and summary["status"] in artifacts.UNFINISHED:
         raise RunFailed((summary.get("error") or {}).get("message") or summary["status"], run_dir)
     if distributed.is_main():
@@ -155,8 +155,8 @@ def _objective(summary: dict, metric: str) -> float:
     return metrics.worst(str(HydraConfig.get().sweeper.get("direction", "minimize")) == "maximize")
 
 
-# The single run this command is training, and the command that resumes it: a second Ctrl-C, which leaves the
-# run at once, still prints it.
+# The single run this command is training, and the command that resumes it, for the stop line: printed whether the
+# run stopped itself or a second Ctrl-C left it at once.
 _single_run: tuple[Path, str] | None = None
 
 
@@ -175,7 +175,7 @@ def _stopped_message(exc: Stopped) -> str:
     """What was stopped, what never started, and the command that goes on from there."""
     signame = _signal_name(exc.exit_code)
     if exc.sweep is None:
-        return f"stopped by {signame}; the run saved a checkpoint (run dir: {exc.run_dir}); resume with: {exc.resume}"
+        return f"stopped by {signame}; the run saved a checkpoint (run dir: {exc.run_dir}); resume with: {_single_run[1]}"
     return f"stopped by {signame} during {exc.run_dir.name} (checkpoint saved); " + _sweep_left(Path(exc.sweep["dir"]))
 
 

@@ -71,6 +71,13 @@ def tiny_model_dir() -> Path:
     return ensure_tiny_model()
 
 
+def train_steps(metrics: Path) -> list[int]:
+    """The steps of a metrics.jsonl's train lines, in file order ([] before the file exists)."""
+    from ftsweep import artifacts
+
+    return [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"]
+
+
 def start_as_from_a_terminal(cmd: list[str], **kwargs) -> subprocess.Popen:
     """Popen with Ctrl-C reaching the child, as for a command typed in a terminal. A command started in the background
     of a script (`pytest ... &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a handled

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import FAST, start_as_from_a_terminal
+from conftest import FAST, start_as_from_a_terminal, train_steps
 
 from hydra_plugins.ftsweep_launchers.ray_cells import forwarded_env
 
@@ -110,13 +110,8 @@ def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the
     env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "CUDA_VISIBLE_DEVICES": "7,9"}
     proc = start_as_from_a_terminal(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def train_steps(cell):
-        metrics = sweep / cell / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        return [json.loads(line)["step"] for line in lines if '"train"' in line]
-
     deadline = time.time() + 240
-    while not all(len(train_steps(c)) >= 3 for c in cells):
+    while not all(len(train_steps(sweep / c / "metrics.jsonl")) >= 3 for c in cells):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the cells never got going"
         time.sleep(0.1)
@@ -128,7 +123,7 @@ def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the
         summary = json.loads((sweep / cell / "summary.json").read_text())
         assert summary["status"] == "interrupted", (cell, summary["status"])
         saved = max(int(p.name.split("-")[1]) for p in (sweep / cell / "checkpoints").glob("checkpoint-*"))
-        assert saved == train_steps(cell)[-1] < steps, cell  # where it stood, not the last periodic checkpoint
+        assert saved == train_steps(sweep / cell / "metrics.jsonl")[-1] < steps, cell  # where it stood, not the last periodic checkpoint
     record = json.loads((sweep / "sweep.json").read_text())
     assert record["counts"]["interrupted"] == 2 and record["failed_runs"] == [], record["counts"]
 
@@ -138,4 +133,4 @@ def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the
     assert again.returncode == 0, again.stderr[-3000:]
     for cell in cells:
         assert json.loads((sweep / cell / "summary.json").read_text())["status"] == "ok"
-        assert train_steps(cell) == list(range(1, steps + 1)), cell
+        assert train_steps(sweep / cell / "metrics.jsonl") == list(range(1, steps + 1)), cell

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, start_as_from_a_terminal
+from conftest import FAST, start_as_from_a_terminal, train_steps
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,6 @@ def _signal_state(pid: int) -> str:
     return " ".join(line.replace("\t", "") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
-def _train_steps(metrics: Path) -> list[int]:
-    if not metrics.exists():
-        return []
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [r["step"] for r in lines if r.get("split") == "train"]
-
-
 # SIGTERM takes the same path with exit code 143: tests/test_sweep.py sends it to a single run.
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130)])
 def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny_model_dir, sig, code):
@@ -51,7 +44,7 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     proc = start_as_from_a_terminal(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = sweep_dir / CELLS[0] / "metrics.jsonl"
     deadline = time.time() + 240
-    while max(_train_steps(first), default=0) < 6:  # past the checkpoint at step 4
+    while max(train_steps(first), default=0) < 6:  # past the checkpoint at step 4
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "cell 1 never reached step 6"
         time.sleep(0.2)
@@ -62,7 +55,7 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
 
     # On a failure, everything that says where the signal went.
     seen = (f"exit {proc.returncode} {time.time() - signalled_at:.1f} s after the signal; train steps per cell: "
-            f"{ {c: _train_steps(sweep_dir / c / 'metrics.jsonl') for c in CELLS} }; signals before it: {signals}\n"
+            f"{ {c: train_steps(sweep_dir / c / 'metrics.jsonl') for c in CELLS} }; signals before it: {signals}\n"
             f"--- stderr\n{err}\n--- stdout (end)\n{out[-3000:]}")
     assert proc.returncode == code, seen
     summary = json.loads((sweep_dir / CELLS[0] / "summary.json").read_text())
@@ -84,7 +77,7 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
         assert json.loads((sweep_dir / cell / "summary.json").read_text())["status"] == "ok", cell
     resumed = json.loads((sweep_dir / CELLS[0] / "summary.json").read_text())
     assert resumed["resumed_from"] and resumed["resumed_from"].startswith("checkpoint-")
-    assert _train_steps(first) == list(range(1, 41)), "every step once, none lost or repeated"
+    assert train_steps(first) == list(range(1, 41)), "every step once, none lost or repeated"
 
 
 def test_sigterm_between_cells_stops_the_sweep_with_its_resume_command(tmp_path, tiny_model_dir):

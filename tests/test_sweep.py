@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, train_steps
 
 from ftsweep import artifacts
 
@@ -92,12 +92,11 @@ def kill_at(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 2
     """SIGKILL the run once metrics.jsonl shows a train step >= step."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metrics.exists():
-            steps = [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"]
-            if steps and steps[-1] >= step:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return
+        steps = train_steps(metrics)
+        if steps and steps[-1] >= step:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before step {step}: {proc.stderr.read()[-2000:]}")
         time.sleep(0.02)
@@ -126,9 +125,8 @@ def test_runs_killed_at_random_steps_resume_without_lost_or_repeated_steps(tiny_
     assert summary["status"] == "ok" and summary["steps"] == steps
     assert summary["resumed_from"] == f"checkpoint-{resumed[-1]}"
     records = artifacts.read_metrics(metrics)
-    train_steps = [r["step"] for r in records if r["split"] == "train"]
     eval_steps = [r["step"] for r in records if r["split"] == "eval"]
-    assert train_steps == list(range(1, steps + 1))  # every step exactly once, in order
+    assert train_steps(metrics) == list(range(1, steps + 1))  # every step exactly once, in order
     assert eval_steps == [0, 10, 20, 30, 40]
     assert summary["baseline_eval_loss"] == records[0]["eval_loss"]
     # Token counts go on from where each resumed run stopped: they never fall back at a resume, and the
@@ -146,7 +144,7 @@ def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_re
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         found = list(tmp_path.glob(f"outputs/*/*/{artifacts.METRICS}"))
-        train = [r["step"] for r in artifacts.read_metrics(found[0]) if r.get("split") == "train"] if found else []
+        train = train_steps(found[0]) if found else []
         if train and train[-1] >= 7:  # past the checkpoint at step 5, before the one at 10
             break
         time.sleep(0.02)
@@ -169,8 +167,7 @@ def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_re
     assert [p.parent for p in tmp_path.glob(f"outputs/*/*/{artifacts.SUMMARY}")] == [run_dir], "the resume made a new run"
     summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
     assert summary["status"] == "ok" and summary["resumed_from"] == f"checkpoint-{saved}"
-    train_steps = [r["step"] for r in artifacts.read_metrics(metrics) if r["split"] == "train"]
-    assert train_steps == list(range(1, steps + 1))
+    assert train_steps(metrics) == list(range(1, steps + 1))
 
 
 def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_does(tiny_model_dir, tmp_path):
@@ -186,7 +183,7 @@ def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_doe
     assert whole.returncode == 0
     proc = start_run(tmp_path / "resumed", tmp_path, steps)
     deadline = time.monotonic() + 240
-    while not any(s >= 8 for s in (train_lines(tmp_path / "resumed") if (tmp_path / "resumed" / artifacts.METRICS).exists() else {})):
+    while max(train_steps(tmp_path / "resumed" / artifacts.METRICS), default=0) < 8:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
