@@ -175,7 +175,7 @@ class Run:
         from ftsweep import training
 
         self.fit = training.fit(self.trainer, self.build_trainer, self.evals, self.resume_from,
-                                bool(self.cfg.train.oom_retry), self.restart_logs)
+                                bool(self.cfg.train.oom_retry), self.restart_logs, label=self.name)
         self.trainer = self.fit.trainer
 
     def final_eval(self) -> None:
@@ -215,7 +215,7 @@ class Run:
 
     def close(self) -> None:
         if self.tracker is not None:
-            self.tracker.finish({k: v for k, v in self.summary.items() if k != "error"})
+            self.tracker.finish(self.summary)
         if self.metrics is not None:
             self.metrics.close()
 

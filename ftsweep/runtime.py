@@ -84,28 +84,46 @@ def _signal_reason(signum: int) -> str:
     return f"signal {int(signum)}"
 
 
+def interrupt(signum: int) -> KeyboardInterrupt:
+    """The interrupt a stop signal raises: Ctrl-C's is Python's own (no message); SIGTERM's names the signal, so
+    ``exit_code`` can tell the two apart."""
+    return KeyboardInterrupt(_signal_reason(signum)) if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def exit_code(reason: str) -> int:
     """128 + the number of the signal that stopped a run: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
     return 128 + int(signal.SIGTERM if reason == _signal_reason(signal.SIGTERM) else signal.SIGINT)
 
 
 @contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the run;
-    the interrupt's reason names the signal, so ``exit_code`` can tell the two apart."""
+def stop_signals(handler, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Inside the block ``handler(signum, frame)`` receives these signals; the previous handlers come back after.
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(_signal_reason(signum))
-
+    A signal that is ignored (SIGINT in a background job) stays ignored, and outside the main thread, where
+    Python cannot set handlers, the block runs with the signals left to whoever owns them."""
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: signals stay with whoever owns them
-        yield
-        return
+        for sig in signals:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the block."""
+
+    def handler(signum, frame):
+        raise interrupt(signum)
+
+    with stop_signals(handler, (signal.SIGTERM,)):
+        yield
 
 
 def exit_at_next_signal(code: int) -> None:

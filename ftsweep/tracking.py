@@ -13,10 +13,11 @@ import math
 import os
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftsweep import artifacts
+from ftsweep import artifacts, runtime
 
 log = logging.getLogger("ftsweep.tracking")
 
@@ -142,6 +143,25 @@ def _order_swanlab_config(run_dir: Path, lead: int) -> None:
     artifacts.atomic_write_text(path, yaml.safe_dump(ordered, allow_unicode=True, default_flow_style=False, sort_keys=False))
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as the trackers record it: SwanLab's success / aborted / crashed states; for W&B an exit
+    code, 0 finished, else failed, with 128 + the signal for a stop (W&B's convention for runs ended by a signal)."""
+
+    status: str
+    error: str
+    exit_code: int
+
+    @classmethod
+    def of(cls, summary: dict) -> Ending:
+        status, error = summary.get("status"), (summary.get("error") or {}).get("message") or ""
+        if status == artifacts.OK:
+            return cls(status, "", 0)
+        if status == artifacts.INTERRUPTED:
+            return cls(status, error or "interrupted", runtime.exit_code(error))
+        return cls(str(status), error or f"run {status}", 1)
+
+
 class SwanLabBackend:
     name = "swanlab"
 
@@ -163,12 +183,13 @@ class SwanLabBackend:
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: dict, ending: Ending) -> None:
         # SwanLab has no run summary: the values join the config, so the experiment table has them as columns
         # (a value logged as a metric would be a chart with one point).
         self.run.config.update({f"summary.{k}": v for k, v in summary.items()})
+        state = {artifacts.OK: "success", artifacts.INTERRUPTED: "aborted"}.get(ending.status, "crashed")
         with _swanlab_console(quiet=True):  # the `swanlab watch` hint again
-            self.swanlab.finish()
+            self.swanlab.finish(state=state, error=None if state == "success" else ending.error)
         _order_swanlab_config(self.dir, self.lead)
 
     def abandon(self, reason: str) -> None:
@@ -200,10 +221,10 @@ class WandbBackend:
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: dict, ending: Ending) -> None:
         for k, v in summary.items():
             self.run.summary[k] = v
-        self.run.finish()
+        self.run.finish(exit_code=ending.exit_code)
 
     def abandon(self, reason: str) -> None:
         """End the run as failed (exit code 1) rather than leave it open until the next cell's init."""
@@ -287,7 +308,9 @@ class Tracker:
         return values
 
     def finish(self, summary: dict) -> None:
-        values = self.summary_values(summary)
+        """End every record with the run's end values and its real ending: a failed or stopped run is not shown
+        as finished."""
+        values, ending = self.summary_values(summary), Ending.of(summary)
         for b in list(self.backends):
-            self._guard(b, "finish", b.finish, values)
+            self._guard(b, "finish", b.finish, values, ending)
         self.backends = []

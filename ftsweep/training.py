@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, Callable
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ftsweep import accounting, artifacts, distributed
+from ftsweep import accounting, artifacts, distributed, runtime
 
 log = logging.getLogger("ftsweep")
 
@@ -176,7 +177,8 @@ class EvalCallback(TrainerCallback):
             self.seconds += time.perf_counter() - started
 
     def _maybe(self, state, control) -> None:
-        if state.global_step < state.max_steps and state.global_step != self.done_at:
+        # should_training_stop: a stop was asked for during this step (StopAtStepEnd); the user waits for the exit.
+        if state.global_step < state.max_steps and state.global_step != self.done_at and not control.should_training_stop:
             self.done_at = state.global_step
             # trainer.evaluate() logs, and logging clears control.should_log: without restoring it
             # the train loss of this very step would never be written.
@@ -196,6 +198,43 @@ class EvalCallback(TrainerCallback):
             self._maybe(state, control)
 
 
+class StopAtStepEnd(TrainerCallback):
+    """Ctrl-C or SIGTERM during an optimizer step stops the run when that step is complete; elsewhere, at once.
+
+    An interrupt raised inside a step leaves a checkpoint that is not a step boundary: the step's random draws
+    (dropout) already spent with the step undone, or the optimizer stepped with `global_step` not yet counted, and
+    the resumed run then trains differently from one never stopped. So a signal inside a step only asks the Trainer
+    to stop after it (its loss is logged, its checkpoint is due), and ``fit`` raises the interrupt once `train()`
+    returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        self.asked: int | None = None  # the signal that asked for a stop at the step's end
+        self._in_step = False
+        self._step = 0
+
+    def handler(self, signum, frame):
+        if self._in_step and self.asked is None:
+            self.asked = signum
+            again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
+            log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._step + 1, again)
+            return
+        raise runtime.interrupt(signum)
+
+    def raise_if_asked(self) -> None:
+        if self.asked is not None:
+            raise runtime.interrupt(self.asked)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step, self._in_step = state.global_step, True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._in_step = False
+        if self.asked is not None:
+            control.should_training_stop = True
+
+
 @dataclass
 class Fit:
     trainer: "SweepTrainer"
@@ -205,19 +244,27 @@ class Fit:
 
 
 def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], evals: EvalCallback,
-        resume_from: Path | None, oom_retry: bool, on_retry: Callable[[], None]) -> Fit:
+        resume_from: Path | None, oom_retry: bool, on_retry: Callable[[], None], label: str = "run") -> Fit:
     """Train; on a CUDA out-of-memory error retry once from step 0 with the same effective batch.
 
     8 micro x 2 accum = 4 micro x 4 accum = 16 sequences/step: halving the micro batch halves
     activation memory and keeps the optimisation the same. ``on_retry`` lets the run drop what
     the failed attempt wrote (checkpoints, train lines) before ``rebuild`` makes the new trainer.
+    Ctrl-C or SIGTERM during a step raises KeyboardInterrupt once the step is complete (StopAtStepEnd).
     """
     import torch
 
     started, evals_before, retries = time.perf_counter(), evals.seconds, 0
     while True:
         try:
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            stop = StopAtStepEnd(label)
+            trainer.callback_handler.callbacks.insert(0, stop)  # first: the evaluation after a stopped step is skipped
+            try:
+                with runtime.stop_signals(stop.handler):
+                    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            finally:
+                trainer.remove_callback(stop)
+            stop.raise_if_asked()
             seconds = time.perf_counter() - started - (evals.seconds - evals_before)
             return Fit(trainer, output, retries, seconds)
         except torch.OutOfMemoryError:

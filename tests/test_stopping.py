@@ -143,3 +143,77 @@ def test_once_a_stop_is_recorded_another_signal_ends_the_process_at_once_with_it
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out, err) == (code, "recorded\n", "")
     assert time.time() - started < 10
+
+
+def _signal_inside_step(monkeypatch, at_call: int, signals: int) -> None:
+    """SIGTERM ``signals`` times from inside the ``at_call``-th training step, after its forward and backward (its
+    dropout draws spent) and before the optimizer steps: where a stop lands most of the time, since steps are most
+    of the time."""
+    from ftsweep import training
+
+    step, calls = training.SweepTrainer.training_step, []
+
+    def training_step(self, *args, **kwargs):
+        loss = step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == at_call:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(training.SweepTrainer, "training_step", training_step)
+
+
+def _train_lines(run_dir: Path) -> dict[int, dict]:
+    from ftsweep import artifacts
+
+    return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
+
+
+def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_never_stopped(
+        tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
+    """The stop waits for the step to complete: the checkpoint is at that step with its random state, and the resumed
+    run's losses equal the uninterrupted run's at every step (raised at once, the checkpoint was the step before,
+    with this step's dropout draws already spent, and the resumed losses differed)."""
+    from ftsweep.cli import train
+
+    cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=2",
+            "eval.num_samples=0"]
+    assert train(composed(cell), tmp_path / "whole", "whole", cell)["status"] == "ok"
+
+    _signal_inside_step(monkeypatch, at_call=5, signals=1)
+    stopped = train(composed(cell), tmp_path / "run", "run", cell)
+    assert stopped["status"] == "interrupted", stopped.get("error")
+    assert "run: stopping when step 5 is complete (send SIGTERM again to stop at once)" in caplog.text
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-5"], checkpoints
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-5" / "trainer_state.json").read_text())
+    assert state["global_step"] == 5
+    assert sorted(_train_lines(tmp_path / "run")) == [1, 2, 3, 4, 5], "step 5 ran to its end, its loss logged"
+    from ftsweep import artifacts
+
+    evals = [r["step"] for r in artifacts.read_metrics(tmp_path / "run" / artifacts.METRICS) if r.get("split") == "eval"]
+    assert 4 in evals and 6 not in evals, evals
+
+    monkeypatch.undo()
+    resumed = train(composed(cell), tmp_path / "run", "run", cell)
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == "checkpoint-5", resumed.get("resumed_from")
+    whole, again = _train_lines(tmp_path / "whole"), _train_lines(tmp_path / "run")
+    assert sorted(again) == list(range(1, 9))
+    assert [again[s]["loss"] for s in whole] == pytest.approx([whole[s]["loss"] for s in whole], rel=1e-6, abs=0)
+    assert resumed["eval_loss"] == pytest.approx(json.loads((tmp_path / "whole" / "summary.json").read_text())["eval_loss"],
+                                                 rel=1e-6, abs=0)
+
+
+def test_a_second_signal_inside_a_step_stops_at_once(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """The user who asks twice does not wait for the step: the run stops where it is, checkpointed at the last
+    complete step."""
+    from ftsweep.cli import train
+
+    cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=0",
+            "eval.num_samples=0"]
+    _signal_inside_step(monkeypatch, at_call=5, signals=2)
+    stopped = train(composed(cell), tmp_path / "run", "run", cell)
+    assert stopped["status"] == "interrupted" and stopped["error"]["message"] == "signal 15", stopped.get("error")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-4"]
+    assert sorted(_train_lines(tmp_path / "run")) == [1, 2, 3, 4]

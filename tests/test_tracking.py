@@ -46,7 +46,7 @@ def swanlab_runs(swanlog: Path) -> dict[str, dict]:
     for path in swanlog.glob("run-*/run-*.swanlab"):
         reader = DataStoreReader()
         reader.open(path)
-        start, finish, series, configs = None, None, {}, 0
+        start, finish, series = None, None, {}
         for blob in reader:
             rec = Record()
             rec.ParseFromString(blob)
@@ -59,7 +59,10 @@ def swanlab_runs(swanlog: Path) -> dict[str, dict]:
                 series.setdefault(rec.scalar.key, []).append(rec.scalar)
         reader.close()
         config = yaml.safe_load((path.parent / "files" / "config.yaml").read_text())
+        from swanlab.proto.swanlab.run.v1.run_pb2 import RunState
+
         runs[start.name] = {"group": start.group, "tags": list(start.tags), "series": series, "finished": finish is not None,
+                            "state": RunState.Name(finish.state) if finish else None, "error": finish.error if finish else None,
                             "color": start.color, "config": config}
     return runs
 
@@ -73,7 +76,7 @@ def wandb_runs(root: Path) -> dict[str, dict]:
     for path in root.glob("wandb/offline-run-*/run-*.wandb"):
         reader = WBDataStoreReader()
         reader.open(path)
-        run, history, exited, summary = None, [], False, {}
+        run, history, exit_code, summary = None, [], None, {}
         while (blob := reader.scan()) is not None:
             rec = pb.Record()
             rec.ParseFromString(blob)
@@ -86,11 +89,11 @@ def wandb_runs(root: Path) -> dict[str, dict]:
                 summary.update({"/".join(i.nested_key) if i.nested_key else i.key: json.loads(i.value_json)
                                 for i in rec.summary.update})
             elif kind == "exit":
-                exited = True
+                exit_code = rec.exit.exit_code
         reader.close()
         config = {u.key: json.loads(u.value_json) for u in run.config.update}
         runs[run.display_name] = {"group": run.run_group, "tags": list(run.tags), "history": history, "config": config,
-                                  "exited": exited, "summary": summary}
+                                  "exit_code": exit_code, "summary": summary}
     return runs
 
 
@@ -104,7 +107,7 @@ def test_swanlab_local_has_one_run_per_cell_with_the_full_loss_series(tracked_sw
     for name, run in runs.items():
         assert run["group"] == "_".join(tracked_sweep.parts[-2:])  # the sweep id
         assert run["tags"] == name.split(",")  # the swept values, not the fixed overrides
-        assert run["finished"]
+        assert run["state"] == "RUN_STATE_FINISHED"
         assert len(run["series"]["train/loss"]) == train_losses(tracked_sweep / name) == 4
         assert len(run["series"]["eval/loss"]) == 3  # steps 0, 2, 4
         assert {"train/lr", "train/grad_norm", "train/tokens_per_second", "eval/perplexity"} <= set(run["series"])
@@ -142,7 +145,8 @@ def test_wandb_offline_has_one_run_per_cell_grouped_by_sweep(tracked_sweep):
     runs = wandb_runs(tracked_sweep / "wandb_runs")
     assert sorted(runs) == CELLS
     for name, run in runs.items():
-        assert run["group"] == "_".join(tracked_sweep.parts[-2:]) and run["tags"] == name.split(",") and run["exited"]
+        assert run["group"] == "_".join(tracked_sweep.parts[-2:]) and run["tags"] == name.split(",")
+        assert run["exit_code"] == 0  # ended as finished
         losses = [h["train/loss"] for h in run["history"] if "train/loss" in h]
         assert len(losses) == train_losses(tracked_sweep / name) == 4
         r, lr = (v.split("=")[1] for v in name.split(","))
@@ -231,3 +235,39 @@ def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tm
     assert Run(cfg, tmp_path / "run2", "run2", overrides, None).execute()["status"] == "ok"
     assert not [r for r in caplog.records if "tracker swanlab" in r.getMessage()], [r.getMessage() for r in caplog.records]
     assert len(list((tmp_path / "run2" / "swanlog").glob("run-*"))) == 1
+
+
+def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """A run stopped by SIGTERM ends its SwanLab record as aborted and its W&B run with exit code 143 (128 + the
+    signal, W&B's convention); a failed run as crashed, with its error, and exit code 1. Before, both were recorded
+    as finished successfully."""
+    import os
+    import signal
+
+    from ftsweep import training
+    from ftsweep.cli import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cell = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab_wandb", "eval.num_samples=0"]
+    step = training.SweepTrainer.training_step
+
+    def stopped_in_step_3(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, *args, **kwargs)
+
+    def fails_in_step_3(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise RuntimeError("the GPU fell off the bus")
+        return step(self, *args, **kwargs)
+
+    for name, training_step in (("stopped", stopped_in_step_3), ("failed", fails_in_step_3)):
+        monkeypatch.setattr(training.SweepTrainer, "training_step", training_step)
+        assert train(composed(cell), tmp_path / name, name, cell)["status"] == {"stopped": "interrupted"}.get(name, name)
+
+    swan = {**swanlab_runs(tmp_path / "stopped" / "swanlog"), **swanlab_runs(tmp_path / "failed" / "swanlog")}
+    assert swan["stopped"]["state"] == "RUN_STATE_ABORTED"
+    assert swan["failed"]["state"] == "RUN_STATE_CRASHED" and "the GPU fell off the bus" in swan["failed"]["error"]
+    wb = {**wandb_runs(tmp_path / "stopped" / "wandb_runs"), **wandb_runs(tmp_path / "failed" / "wandb_runs")}
+    assert wb["stopped"]["exit_code"] == 143 and wb["stopped"]["summary"]["status"] == "interrupted"
+    assert wb["failed"]["exit_code"] == 1 and wb["failed"]["summary"]["status"] == "failed"
