@@ -185,6 +185,11 @@ def _sweep_left(sweep_dir: Path) -> str:
 
     record = close_sweep(sweep_dir)
     waiting = unstarted_cells(sweep_dir, record)
+    counts = record.get("counts") or {}
+    if waiting == [] and not counts.get(artifacts.INTERRUPTED) and not counts.get(artifacts.RUNNING):
+        # Every cell had run to its end: only the report was left (stopped while it was being written).
+        return ("every cell had run; the report was not written; "
+                f"write it with: python -m ftsweep.report {ovr.shell_word(str(sweep_dir))}")
     not_run = ", ".join(waiting) if waiting is not None else "the remaining cells"
     return (f"no further cell was started; not yet run: {not_run or 'none'}; "
             f"resume with: {ovr.resume_at(record.get('command'), sweep_dir, multirun=True)}")

@@ -121,3 +121,41 @@ def test_a_resume_command_names_the_directory_it_goes_on_in():
         "python -m ftsweep -m lora.r=8,16 'hydra.sweep.dir=/w/multirun/a b'")
     assert ovr.resume_at("python -m ftsweep", "/w/outputs/2026-11-24/07-08-15", multirun=False) == (
         "python -m ftsweep hydra.run.dir=/w/outputs/2026-11-24/07-08-15")
+
+
+def _sweep_with(tmp_path, statuses: dict[str, str]):
+    from ftsweep import artifacts
+
+    sweep = tmp_path / "multirun" / "sw"
+    sweep.mkdir(parents=True)
+    artifacts.write_sweep(sweep, {"id": "multirun_sw", "command": "python -m ftsweep -m lora.r=8,16",
+                                  "overrides": ["lora.r=8,16"], "grid": {"lora.r": ["8", "16"]}, "swept": ["lora.r"],
+                                  "started_at": "2026-11-24T09:00:00Z", "finished_at": None, "counts": None,
+                                  "failed_runs": [], "previous_invocations": []})
+    for cell, status in statuses.items():
+        (sweep / cell).mkdir()
+        artifacts.write_summary(sweep / cell, {"status": status, "run_name": cell, "finished_at": "2026-11-24T09:01:00Z"})
+    return sweep
+
+
+@pytest.mark.parametrize("statuses, says", [
+    ({"lora.r=8": "ok", "lora.r=16": "ok"},
+     "stopped by SIGTERM; every cell had run; the report was not written; write it with: python -m ftsweep.report {dir}"),
+    ({"lora.r=8": "ok", "lora.r=16": "failed"},
+     "stopped by SIGTERM; every cell had run; the report was not written; write it with: python -m ftsweep.report {dir}"),
+    ({"lora.r=8": "ok"},
+     "stopped by SIGTERM; no further cell was started; not yet run: lora.r=16; "
+     "resume with: python -m ftsweep -m lora.r=8,16 hydra.sweep.dir={dir}"),
+    ({"lora.r=8": "ok", "lora.r=16": "interrupted"},
+     "stopped by SIGTERM; no further cell was started; not yet run: none; "
+     "resume with: python -m ftsweep -m lora.r=8,16 hydra.sweep.dir={dir}"),
+])
+def test_a_stop_outside_a_run_names_what_is_left_to_do(tmp_path, monkeypatch, statuses, says):
+    """Stopped while the report was written, every cell done: the line says how to write the report (the resume
+    command would only skip every cell first); otherwise the cells not yet run and the command that resumes."""
+    from ftsweep import cli
+    from ftsweep.sweep import callbacks
+
+    sweep = _sweep_with(tmp_path, statuses)
+    monkeypatch.setattr(callbacks, "_running", sweep)
+    assert cli._interrupted_message(143) == says.format(dir=sweep)
