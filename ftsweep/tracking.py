@@ -123,6 +123,24 @@ def _swanlab_console(quiet: bool):
         console.c.quiet, console.c.soft_wrap = before
 
 
+@contextmanager
+def _own_ctrl_c():
+    """Ctrl-C stays with the run. swanlab.init installs a handler that ends the record as aborted at once and then
+    interrupts: the run's own finish (its summary values, its ending) would find the record closed and fail. The run
+    ends the record itself on every path (Run.close), so SwanLab's handler is put back to what it replaced; SwanLab
+    restores that same handler at finish."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        try:
+            signal.signal(signal.SIGINT, before)
+        except (ValueError, TypeError):  # not the main thread (SwanLab installed nothing either), or set outside Python
+            pass
+
+
 def _order_swanlab_config(run_dir: Path, lead: int) -> None:
     """SwanLab writes files/config.yaml with its keys sorted alphabetically, each with its insertion `sort`; the local
     dashboard lays out its table columns in file order (data.columns, data.custom_template, ...). Rewritten with the
@@ -173,7 +191,7 @@ class SwanLabBackend:
         config = {k: "null" if v is None else v for k, v in config.items()}
         # The greeting once per log folder: the first run of a sweep says where the runs are and how to watch them.
         first = not any(Path(logdir).glob("run-*"))
-        with _swanlab_console(quiet=not first):
+        with _swanlab_console(quiet=not first), _own_ctrl_c():
             self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
                                     mode=mode, log_dir=str(logdir))
         self.dir = Path(self.run.dir)

@@ -271,3 +271,35 @@ def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model
     wb = {**wandb_runs(tmp_path / "stopped" / "wandb_runs"), **wandb_runs(tmp_path / "failed" / "wandb_runs")}
     assert wb["stopped"]["exit_code"] == 143 and wb["stopped"]["summary"]["status"] == "interrupted"
     assert wb["failed"]["exit_code"] == 1 and wb["failed"]["summary"]["status"] == "failed"
+
+
+def test_ctrl_c_outside_training_steps_ends_the_swanlab_record_once_with_the_run_summary(tiny_model_dir, tmp_path,
+                                                                                         monkeypatch, composed, caplog):
+    """Ctrl-C during the final evaluation (generation can take minutes): the run records the stop and ends its SwanLab
+    record as aborted with the summary values, once. SwanLab's own Ctrl-C handler would end the record first, without
+    them, and the run's own finish would then fail with a warning."""
+    import os
+    import signal
+
+    from ftsweep.cli import train
+    from ftsweep.run import Run
+
+    evaluate = Run.evaluate
+
+    def ctrl_c_in_the_final_evaluation(self, final=False):
+        if final:
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(self, final=final)
+
+    monkeypatch.setattr(Run, "evaluate", ctrl_c_in_the_final_evaluation)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever ran pytest
+    try:
+        cell = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab"]
+        summary = train(composed(cell), tmp_path / "run", "run", cell)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert summary["status"] == "interrupted"
+    run = swanlab_runs(tmp_path / "run" / "swanlog")["run"]
+    assert run["state"] == "RUN_STATE_ABORTED"
+    assert run["config"]["summary.status"]["value"] == "interrupted", run["config"].get("summary.status")
+    assert not [r.getMessage() for r in caplog.records if "tracker swanlab" in r.getMessage()]
