@@ -79,11 +79,34 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def ensure_tiny_model(home: Path | None = None) -> Path:
-    """Create the tiny model directory once (deterministic: seed 0) and return its path."""
+def _tiny_model_complete(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "model.safetensors").exists()
+
+
+def ensure_tiny_model(home: Path | None = None, wait_s: float = 600.0) -> Path:
+    """Create the tiny model directory once (deterministic: seed 0) and return its path.
+
+    Under torchrun rank 0 builds it and the other ranks wait for it: in a process group transformers'
+    save_pretrained writes nothing on ranks other than 0, and such a rank's empty copy, renamed into place
+    first, was the one every rank then loaded ("Unrecognized model ... model_type").
+    """
+    import shutil
+    import time
+
+    from ftsweep import distributed
+
     target = (home or cache_home()) / f"tiny-llama-v{TINY_VERSION}"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _tiny_model_complete(target):
         return target
+    if not distributed.is_main():
+        deadline = time.monotonic() + wait_s
+        while not _tiny_model_complete(target):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target}: rank 0 did not create the built-in tiny model within {wait_s:.0f} s")
+            time.sleep(0.1)
+        return target
+    if target.exists() and not _tiny_model_complete(target):  # left incomplete by an earlier version: built again
+        shutil.rmtree(target, ignore_errors=True)
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -113,6 +136,8 @@ def ensure_tiny_model(home: Path | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / artifacts.TINY_MARKER).write_text(json.dumps({"builtin": TINY_NAME, "version": TINY_VERSION}))
+        if not _tiny_model_complete(tmp):
+            raise RuntimeError(f"the built-in tiny model was not written completely to {tmp}")
     return target
 
 

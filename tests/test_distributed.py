@@ -28,6 +28,9 @@ def test_accumulation_keeps_the_effective_batch():
 def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["OMP_NUM_THREADS"] = "1"
+    # A fresh home, as on a first use: the ranks must not race to create the built-in model (rank 1's copy, which
+    # transformers leaves without weights in a process group, was sometimes the one renamed into place).
+    env["FTSWEEP_HOME"] = str(tmp_path / "fresh-home")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
                            "-m", "ftsweep", *ARGS], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +39,7 @@ def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
     assert proc.stdout.count("ok | eval_loss") == 1
     ddp = json.loads((dirs[0] / artifacts.SUMMARY).read_text())
     assert ddp["status"] == "ok" and ddp["steps"] == 3 and ddp["grad_accum"] == 1
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "fresh-home" / "tiny-llama-v1").iterdir()}
 
     (tmp_path / "single").mkdir()
     single = cli(ARGS, cwd=tmp_path / "single")
