@@ -206,19 +206,24 @@ class StopAtStepEnd(TrainerCallback):
     the resumed run then trains differently from one never stopped. So a signal inside a step only asks the Trainer
     to stop after it (its loss is logged, its checkpoint is due), and ``fit`` raises the interrupt once `train()`
     returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step.
+
+    Over several processes (torchrun) every first signal waits for a step's end, where the ranks agree (one
+    all-reduce of a flag per step) to stop after the same step: a rank that stopped alone, between steps, left the
+    others waiting in the next step's gradient all-reduce, and the whole job hung.
     """
 
     def __init__(self, label: str):
         self.label = label
-        self.asked: int | None = None  # the signal that asked for a stop at the step's end
+        self.asked: int | None = None  # the signal that asked for a stop at a step's end
         self._in_step = False
-        self._step = 0
+        self._done = 0  # optimizer steps complete
+        self._ranks = distributed.world_size()
 
     def handler(self, signum, frame):
-        if self._in_step and self.asked is None:
+        if self.asked is None and (self._in_step or self._ranks > 1):
             self.asked = signum
             again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
-            log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._step + 1, again)
+            log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._done + 1, again)
             return
         raise runtime.interrupt(signum)
 
@@ -227,10 +232,12 @@ class StopAtStepEnd(TrainerCallback):
             raise runtime.interrupt(self.asked)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._step, self._in_step = state.global_step, True
+        self._done, self._in_step = state.global_step, True
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._in_step = False
+        self._done, self._in_step = state.global_step, False
+        if self._ranks > 1 and distributed.total(int(self.asked is not None))[0]:
+            self.asked = self.asked or signal.SIGTERM  # another rank was signalled (the launcher passes SIGTERM on)
         if self.asked is not None:
             control.should_training_stop = True
 

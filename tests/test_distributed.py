@@ -52,3 +52,58 @@ def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
     assert step1["loss"] == pytest.approx(step1_single["loss"], rel=1e-3)
     baseline = [r for r in artifacts.read_metrics(dirs[0] / artifacts.METRICS) if r["split"] == "eval"][0]
     assert baseline["step"] == 0
+
+
+def _worker_of_rank(launcher_pid: int, rank: int) -> int:
+    """The PID of torchrun's worker process with this RANK (from its environment)."""
+    from pathlib import Path
+
+    for child in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split():
+        env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in env:
+            return int(child)
+    raise AssertionError(f"no worker with RANK={rank} under {launcher_pid}")
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path):
+    """SIGTERM reaching one rank stops every rank after the same step: the run is `interrupted` with a checkpoint
+    holding both ranks' random states at that step, and the same command resumes it. A rank that stopped alone
+    left the other waiting in the next step's all-reduce: the job hung (still running 120 s later)."""
+    import signal
+    import time
+
+    from conftest import train_steps
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    args = [a for a in ARGS if not a.startswith("optim.max_steps")] + ["optim.max_steps=40", "train.save_steps=100",
+                                                                       "hydra.run.dir=run"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29542", "-m",
+           "ftsweep", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hung job is killed whole
+    metrics, deadline = tmp_path / "run" / artifacts.METRICS, time.monotonic() + 300
+    try:
+        while max(train_steps(metrics), default=0) < 6:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job ended or never reached step 6"
+            time.sleep(0.02)
+        os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # hung: the launcher and its workers go, not left to load the machine
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    summary = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "interrupted", (summary.get("error"), err[-3000:])
+    checkpoints = list((tmp_path / "run" / "checkpoints").iterdir())
+    assert len(checkpoints) == 1, checkpoints
+    step = json.loads((checkpoints[0] / "trainer_state.json").read_text())["global_step"]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoints[0].iterdir()}
+    assert train_steps(metrics)[-1] == step and 6 <= step < 40
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == checkpoints[0].name
+    assert train_steps(metrics) == list(range(1, 41)), "every step once"
