@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -168,7 +169,8 @@ def _single_resume(run_dir: Path) -> str:
 
 
 def _signal_name(code: int) -> str:
-    return "SIGTERM" if code == 143 else "Ctrl-C"
+    """130 -> Ctrl-C, 143 -> SIGTERM, 140 -> SIGUSR2."""
+    return "Ctrl-C" if code == 128 + signal.SIGINT else signal.Signals(code - 128).name
 
 
 def _stopped_message(exc: Stopped) -> str:
@@ -225,7 +227,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line print
     try:
         try:
-            with runtime.sigterm_as_interrupt():  # SIGTERM between cells too, not only inside a run
+            with runtime.stops_as_interrupt():  # SIGTERM between cells too, not only inside a run
                 app()
         except Escaped as escaped:
             raise escaped.error from None

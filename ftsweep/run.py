@@ -60,7 +60,7 @@ class Run:
             self.begin(start)
             if refused is not None:
                 raise refused
-            with runtime.sigterm_as_interrupt():
+            with runtime.stops_as_interrupt():
                 self.setup_model()
                 self.setup_data()
                 self.setup_adapter()
@@ -73,6 +73,7 @@ class Run:
             if self.summary.get("status") == artifacts.OK:
                 raise  # it had finished (only tidying up was left): the stop is for what comes next, not this run
             self.stop_interrupted(exc)
+            runtime.pass_on(exc)  # a scheduler's notice (SLURM time limit, preemption): its handler requeues the job
         except Exception as exc:  # noqa: BLE001 - a run records its failure instead of raising
             self.stop_failed(exc)
         finally:

@@ -84,26 +84,53 @@ def _signal_reason(signum: int) -> str:
     return f"signal {int(signum)}"
 
 
+def _signal_of(reason: str) -> int | None:
+    """The signal number in an interrupt's reason ("signal 15"), None for Ctrl-C's (no reason)."""
+    head, _, number = reason.partition(" ")
+    return int(number) if head == "signal" and number.isdigit() else None
+
+
+# A job scheduler's advance notice: submitit (hydra/launcher=slurm) sends SIGUSR2 before a SLURM time limit or on
+# preemption, and its handler then requeues the job. While such a handler waits for one, a run takes the notice as
+# a stop (at a step's end, with a checkpoint) and then passes it on, so the requeued job resumes where this one
+# stopped instead of at its last periodic checkpoint.
+NOTICE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def stop_signal_set() -> tuple[int, ...]:
+    """Ctrl-C, SIGTERM, and the scheduler notices that a Python handler is waiting for."""
+    return (signal.SIGINT, signal.SIGTERM, *(s for s in NOTICE_SIGNALS if callable(signal.getsignal(s))))
+
+
 def interrupt(signum: int) -> KeyboardInterrupt:
-    """The interrupt a stop signal raises: Ctrl-C's is Python's own (no message); SIGTERM's names the signal, so
-    ``exit_code`` can tell the two apart."""
-    return KeyboardInterrupt(_signal_reason(signum)) if signum == signal.SIGTERM else KeyboardInterrupt()
+    """The interrupt a stop signal raises: Ctrl-C's is Python's own (no message); any other names its signal, so
+    ``exit_code`` and ``pass_on`` can tell them apart."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else KeyboardInterrupt(_signal_reason(signum))
 
 
 def exit_code(reason: str) -> int:
-    """128 + the number of the signal that stopped a run: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
-    return 128 + int(signal.SIGTERM if reason == _signal_reason(signal.SIGTERM) else signal.SIGINT)
+    """128 + the number of the signal that stopped a run: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return 128 + (_signal_of(reason) or int(signal.SIGINT))
+
+
+def pass_on(stop: BaseException) -> None:
+    """After a run stopped for a scheduler's notice and saved its checkpoint: the notice goes on to the scheduler's
+    handler, which requeues the job (and exits)."""
+    signum = _signal_of(str(stop))
+    if signum in NOTICE_SIGNALS and callable(signal.getsignal(signum)):
+        signal.raise_signal(signum)
 
 
 @contextmanager
-def stop_signals(handler, signals=(signal.SIGINT, signal.SIGTERM)):
-    """Inside the block ``handler(signum, frame)`` receives these signals; the previous handlers come back after.
+def stop_signals(handler, signals=None):
+    """Inside the block ``handler(signum, frame)`` receives these signals (default: ``stop_signal_set()``); the
+    previous handlers come back after.
 
     A signal that is ignored (SIGINT in a background job) stays ignored, and outside the main thread, where
     Python cannot set handlers, the block runs with the signals left to whoever owns them."""
     previous = {}
     try:
-        for sig in signals:
+        for sig in stop_signal_set() if signals is None else signals:
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
@@ -116,13 +143,13 @@ def stop_signals(handler, signals=(signal.SIGINT, signal.SIGTERM)):
 
 
 @contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (scancel, kill, a pool shutting down) behaves like Ctrl-C inside the block."""
+def stops_as_interrupt():
+    """SIGTERM (scancel, kill, a pool shutting down) and a scheduler's notice behave like Ctrl-C inside the block."""
 
     def handler(signum, frame):
         raise interrupt(signum)
 
-    with stop_signals(handler, (signal.SIGTERM,)):
+    with stop_signals(handler, [s for s in stop_signal_set() if s != signal.SIGINT]):
         yield
 
 

@@ -206,6 +206,7 @@ class StopAtStepEnd(TrainerCallback):
     the resumed run then trains differently from one never stopped. So a signal inside a step only asks the Trainer
     to stop after it (its loss is logged, its checkpoint is due), and ``fit`` raises the interrupt once `train()`
     returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step.
+    A scheduler's notice (runtime.NOTICE_SIGNALS: submitit's SIGUSR2 before a SLURM time limit) is such a stop too.
 
     Over several processes (torchrun) every first signal waits for a step's end, where the ranks agree (one
     all-reduce of a flag per step) to stop after the same step: a rank that stopped alone, between steps, left the
