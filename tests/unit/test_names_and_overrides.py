@@ -159,3 +159,13 @@ def test_a_stop_outside_a_run_names_what_is_left_to_do(tmp_path, monkeypatch, st
     sweep = _sweep_with(tmp_path, statuses)
     monkeypatch.setattr(callbacks, "_running", sweep)
     assert cli._interrupted_message(143) == says.format(dir=sweep)
+
+
+@pytest.mark.parametrize("signum, code, name", [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM"), (12, 140, "SIGUSR2")])
+def test_a_stop_signal_gives_128_plus_its_number_and_its_name(signum, code, name):
+    from ftsweep import cli, runtime
+
+    stop = runtime.interrupt(signum)
+    assert isinstance(stop, KeyboardInterrupt) and str(stop) == ("" if signum == 2 else f"signal {signum}")
+    assert runtime.exit_code(str(stop)) == code
+    assert cli._signal_name(code) == name
