@@ -54,7 +54,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         super().__init__(batch_size, lengths=lengths)
         self.seed, self.epoch = int(seed), 0
 
-    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it before each epoch's iterator, resumed ones too
+    def set_epoch(self, epoch: int) -> None:  # SweepTrainer._run_epoch calls it before each epoch's iterator
         self.epoch = int(epoch)
 
     def __iter__(self):
@@ -77,13 +77,24 @@ class SweepTrainer(Trainer):
         # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
         # so the retry path runs on machines without a GPU.
         self.inject_oom = os.environ.get("FTSWEEP_INJECT_OOM") == "1"
+        self._epoch_sampler: EpochSeededLengthGroupedSampler | None = None
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            self._epoch_sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            return self._epoch_sampler
         return sampler
+
+    def _run_epoch(self, *args, **kwargs):
+        # The epoch goes to the sampler here rather than through the data loader's set_epoch: accelerate's reaches a
+        # sampler at most two wrappers deep, and a resumed epoch under torchrun wraps it three deep (skipped batches
+        # around the per-rank shard around the batch sampler). There the order of epoch 0 was drawn again, and the
+        # resumed run trained on other batches than the run it continued.
+        if self._epoch_sampler is not None:
+            self._epoch_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.inject_oom:
@@ -198,6 +209,9 @@ class EvalCallback(TrainerCallback):
             self._maybe(state, control)
 
 
+SAME_STOP_S = 1.0  # a second signal sooner than this after the first is the same stop
+
+
 class StopAtStepEnd(TrainerCallback):
     """Ctrl-C or SIGTERM during an optimizer step stops the run when that step is complete; elsewhere, at once.
 
@@ -205,7 +219,9 @@ class StopAtStepEnd(TrainerCallback):
     (dropout) already spent with the step undone, or the optimizer stepped with `global_step` not yet counted, and
     the resumed run then trains differently from one never stopped. So a signal inside a step only asks the Trainer
     to stop after it (its loss is logged, its checkpoint is due), and ``fit`` raises the interrupt once `train()`
-    returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step.
+    returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step,
+    unless it comes within SAME_STOP_S of the first: a launcher passing the same stop on (torchrun sends each
+    worker its own SIGINT after the terminal's), not a person asking twice.
     A scheduler's notice (runtime.NOTICE_SIGNALS: submitit's SIGUSR2 before a SLURM time limit) is such a stop too.
 
     Over several processes (torchrun) every first signal waits for a step's end, where the ranks agree (one
@@ -219,10 +235,14 @@ class StopAtStepEnd(TrainerCallback):
         self._in_step = False
         self._done = 0  # optimizer steps complete
         self._ranks = distributed.world_size()
+        self._asked_at = 0.0
 
     def handler(self, signum, frame):
+        now = time.monotonic()
+        if self.asked is not None and now - self._asked_at < SAME_STOP_S:
+            return  # the same stop, passed on: torchrun signals each worker again after the terminal did
         if self.asked is None and (self._in_step or self._ranks > 1):
-            self.asked = signum
+            self.asked, self._asked_at = signum, now
             again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
             log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._done + 1, again)
             return

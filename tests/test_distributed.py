@@ -81,12 +81,17 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
                                                                        "hydra.run.dir=run"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29542", "-m",
            "ftsweep", *args]
+    whole = subprocess.run([*cmd[:-1], "hydra.run.dir=whole"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group: a hung job is killed whole
     metrics, deadline = tmp_path / "run" / artifacts.METRICS, time.monotonic() + 300
     try:
-        while max(train_steps(metrics), default=0) < 6:
-            assert proc.poll() is None and time.monotonic() < deadline, "the job ended or never reached step 6"
+        # Past step 12: in the second epoch (72 examples / 8 per step = 9 steps an epoch), where a resume must find
+        # the epoch's own order.
+        while max(train_steps(metrics), default=0) < 12:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job ended or never reached step 12"
             time.sleep(0.02)
         os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -100,10 +105,14 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
     assert len(checkpoints) == 1, checkpoints
     step = json.loads((checkpoints[0] / "trainer_state.json").read_text())["global_step"]
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoints[0].iterdir()}
-    assert train_steps(metrics)[-1] == step and 6 <= step < 40
+    assert train_steps(metrics)[-1] == step and 12 <= step < 40
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
     assert resumed["status"] == "ok" and resumed["resumed_from"] == checkpoints[0].name
     assert train_steps(metrics) == list(range(1, 41)), "every step once"
+    # After the checkpoint the resumed job trains on the batches the uninterrupted one does.
+    tokens = [{r["step"]: r["tokens_seen"] for r in artifacts.read_metrics(d / artifacts.METRICS) if r["split"] == "train"}
+              for d in (tmp_path / "whole", tmp_path / "run")]
+    assert tokens[0] == tokens[1]

@@ -145,10 +145,10 @@ def test_once_a_stop_is_recorded_another_signal_ends_the_process_at_once_with_it
     assert time.time() - started < 10
 
 
-def _signal_inside_step(monkeypatch, at_call: int, signals: int) -> None:
-    """SIGTERM ``signals`` times from inside the ``at_call``-th training step, after its forward and backward (its
-    dropout draws spent) and before the optimizer steps: where a stop lands most of the time, since steps are most
-    of the time."""
+def _signal_inside_step(monkeypatch, at_call: int, signals: int, gap_s: float = 0.0) -> None:
+    """SIGTERM ``signals`` times, ``gap_s`` apart, from inside the ``at_call``-th training step, after its forward and
+    backward (its dropout draws spent) and before the optimizer steps: where a stop lands most of the time, since
+    steps are most of the time."""
     from ftsweep import training
 
     step, calls = training.SweepTrainer.training_step, []
@@ -157,7 +157,9 @@ def _signal_inside_step(monkeypatch, at_call: int, signals: int) -> None:
         loss = step(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == at_call:
-            for _ in range(signals):
+            for n in range(signals):
+                if n:
+                    time.sleep(gap_s)
                 os.kill(os.getpid(), signal.SIGTERM)
         return loss
 
@@ -205,15 +207,18 @@ def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_
                                                  rel=1e-6, abs=0)
 
 
-def test_a_second_signal_inside_a_step_stops_at_once(tiny_model_dir, tmp_path, monkeypatch, composed):
+@pytest.mark.parametrize("gap_s, stopped_after", [(1.2, 4), (0.0, 5)])
+def test_a_second_signal_inside_a_step_stops_at_once_unless_it_is_the_same_stop_passed_on(
+        tiny_model_dir, tmp_path, monkeypatch, composed, gap_s, stopped_after):
     """The user who asks twice does not wait for the step: the run stops where it is, checkpointed at the last
-    complete step."""
+    complete step. A second signal within a second of the first is the same stop passed on (torchrun sends each
+    worker its own after the terminal's): the step still completes."""
     from ftsweep.cli import train
 
     cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=0",
             "eval.num_samples=0"]
-    _signal_inside_step(monkeypatch, at_call=5, signals=2)
+    _signal_inside_step(monkeypatch, at_call=5, signals=2, gap_s=gap_s)
     stopped = train(composed(cell), tmp_path / "run", "run", cell)
     assert stopped["status"] == "interrupted" and stopped["error"]["message"] == "signal 15", stopped.get("error")
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-4"]
-    assert sorted(_train_lines(tmp_path / "run")) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [f"checkpoint-{stopped_after}"]
+    assert sorted(_train_lines(tmp_path / "run")) == list(range(1, stopped_after + 1))
