@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -170,7 +169,7 @@ def _single_resume(run_dir: Path) -> str:
 
 def _signal_name(code: int) -> str:
     """130 -> Ctrl-C, 143 -> SIGTERM, 140 -> SIGUSR2."""
-    return "Ctrl-C" if code == 128 + signal.SIGINT else signal.Signals(code - 128).name
+    return runtime.signal_name(code - 128)
 
 
 def _stopped_message(exc: Stopped) -> str:

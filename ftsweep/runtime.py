@@ -102,6 +102,11 @@ def stop_signal_set() -> tuple[int, ...]:
     return (signal.SIGINT, signal.SIGTERM, *(s for s in NOTICE_SIGNALS if callable(signal.getsignal(s))))
 
 
+def signal_name(signum: int) -> str:
+    """How the console names a stop signal: Ctrl-C for SIGINT, else its name (SIGTERM, SIGUSR2)."""
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 def interrupt(signum: int) -> KeyboardInterrupt:
     """The interrupt a stop signal raises: Ctrl-C's is Python's own (no message); any other names its signal, so
     ``exit_code`` and ``pass_on`` can tell them apart."""
@@ -128,18 +133,25 @@ def stop_signals(handler, signals=None):
 
     A signal that is ignored (SIGINT in a background job) stays ignored, and outside the main thread, where
     Python cannot set handlers, the block runs with the signals left to whoever owns them."""
-    previous = {}
-    try:
-        for sig in stop_signal_set() if signals is None else signals:
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread
-        pass
+    previous = _install(handler, stop_signal_set() if signals is None else signals)
     try:
         yield
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
+
+
+def _install(handler, signals) -> dict:
+    """``handler`` for each of ``signals`` not ignored (a background job's SIGINT stays ignored); {signal: the handler
+    it replaced}. Outside the main thread, where Python cannot set handlers, nothing changes."""
+    previous = {}
+    try:
+        for sig in signals:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    return previous
 
 
 @contextmanager
@@ -162,12 +174,7 @@ def exit_at_next_signal(code: int) -> None:
             stream.flush()
         os._exit(code)
 
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored (a background job): it stays so
-                signal.signal(sig, handler)
-    except ValueError:  # not the main thread
-        pass
+    _install(handler, (signal.SIGINT, signal.SIGTERM))
 
 
 def peak_memory_bytes() -> int:

@@ -243,7 +243,8 @@ class StopAtStepEnd(TrainerCallback):
             return  # the same stop, passed on: torchrun signals each worker again after the terminal did
         if self.asked is None and (self._in_step or self._ranks > 1):
             self.asked, self._asked_at = signum, now
-            again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
+            name = runtime.signal_name(signum)
+            again = f"press {name} again" if signum == signal.SIGINT else f"send {name} again"
             log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._done + 1, again)
             return
         raise runtime.interrupt(signum)
