@@ -78,6 +78,24 @@ def train_steps(metrics: Path) -> list[int]:
     return [r["step"] for r in artifacts.read_metrics(metrics) if r.get("split") == "train"]
 
 
+def train_lines(run_dir: Path) -> dict[int, dict]:
+    """A run directory's train lines of metrics.jsonl, by step."""
+    from ftsweep import artifacts
+
+    return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its children, theirs, ...), from the kernel's per-thread children lists."""
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
 def start_as_from_a_terminal(cmd: list[str], **kwargs) -> subprocess.Popen:
     """Popen with Ctrl-C reaching the child, as for a command typed in a terminal. A command started in the background
     of a script (`pytest ... &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a handled

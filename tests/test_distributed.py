@@ -58,10 +58,11 @@ def _worker_of_rank(launcher_pid: int, rank: int) -> int:
     """The PID of torchrun's worker process with this RANK (from its environment)."""
     from pathlib import Path
 
-    for child in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split():
-        env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        if f"RANK={rank}".encode() in env:
-            return int(child)
+    from conftest import descendants
+
+    for child in descendants(launcher_pid):
+        if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            return child
     raise AssertionError(f"no worker with RANK={rank} under {launcher_pid}")
 
 
@@ -73,7 +74,7 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
     import signal
     import time
 
-    from conftest import train_steps
+    from conftest import train_lines, train_steps
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["OMP_NUM_THREADS"] = "1"
@@ -113,6 +114,5 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
     assert resumed["status"] == "ok" and resumed["resumed_from"] == checkpoints[0].name
     assert train_steps(metrics) == list(range(1, 41)), "every step once"
     # After the checkpoint the resumed job trains on the batches the uninterrupted one does.
-    tokens = [{r["step"]: r["tokens_seen"] for r in artifacts.read_metrics(d / artifacts.METRICS) if r["split"] == "train"}
-              for d in (tmp_path / "whole", tmp_path / "run")]
+    tokens = [{step: r["tokens_seen"] for step, r in train_lines(d).items()} for d in (tmp_path / "whole", tmp_path / "run")]
     assert tokens[0] == tokens[1]

@@ -36,14 +36,10 @@ def _submitit_task(root_pid: int) -> int | None:
     """The PID of the submitit task (`python -m submitit.core._submit ...`) among a process's descendants."""
     from pathlib import Path
 
-    todo = [root_pid]
-    while todo:
-        pid = todo.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            todo += [int(c) for c in (task / "children").read_text().split()]
-        if pid != root_pid and b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return pid
-    return None
+    from conftest import descendants
+
+    return next((pid for pid in descendants(root_pid) if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()),
+                None)
 
 
 def test_a_preempted_slurm_task_checkpoints_where_it_stopped_and_its_requeue_resumes_there(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, start_as_from_a_terminal, train_steps
+from conftest import FAST, start_as_from_a_terminal, train_lines, train_steps
 
 pytestmark = pytest.mark.slow
 
@@ -166,12 +166,6 @@ def _signal_inside_step(monkeypatch, at_call: int, signals: int, gap_s: float = 
     monkeypatch.setattr(training.SweepTrainer, "training_step", training_step)
 
 
-def _train_lines(run_dir: Path) -> dict[int, dict]:
-    from ftsweep import artifacts
-
-    return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
-
-
 def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_never_stopped(
         tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
     """The stop waits for the step to complete: the checkpoint is at that step with its random state, and the resumed
@@ -191,7 +185,7 @@ def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_
     assert checkpoints == ["checkpoint-5"], checkpoints
     state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-5" / "trainer_state.json").read_text())
     assert state["global_step"] == 5
-    assert sorted(_train_lines(tmp_path / "run")) == [1, 2, 3, 4, 5], "step 5 ran to its end, its loss logged"
+    assert sorted(train_lines(tmp_path / "run")) == [1, 2, 3, 4, 5], "step 5 ran to its end, its loss logged"
     from ftsweep import artifacts
 
     evals = [r["step"] for r in artifacts.read_metrics(tmp_path / "run" / artifacts.METRICS) if r.get("split") == "eval"]
@@ -200,7 +194,7 @@ def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_
     monkeypatch.undo()
     resumed = train(composed(cell), tmp_path / "run", "run", cell)
     assert resumed["status"] == "ok" and resumed["resumed_from"] == "checkpoint-5", resumed.get("resumed_from")
-    whole, again = _train_lines(tmp_path / "whole"), _train_lines(tmp_path / "run")
+    whole, again = train_lines(tmp_path / "whole"), train_lines(tmp_path / "run")
     assert sorted(again) == list(range(1, 9))
     assert [again[s]["loss"] for s in whole] == pytest.approx([whole[s]["loss"] for s in whole], rel=1e-6, abs=0)
     assert resumed["eval_loss"] == pytest.approx(json.loads((tmp_path / "whole" / "summary.json").read_text())["eval_loss"],
@@ -221,4 +215,4 @@ def test_a_second_signal_inside_a_step_stops_at_once_unless_it_is_the_same_stop_
     stopped = train(composed(cell), tmp_path / "run", "run", cell)
     assert stopped["status"] == "interrupted" and stopped["error"]["message"] == "signal 15", stopped.get("error")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [f"checkpoint-{stopped_after}"]
-    assert sorted(_train_lines(tmp_path / "run")) == list(range(1, stopped_after + 1))
+    assert sorted(train_lines(tmp_path / "run")) == list(range(1, stopped_after + 1))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, train_steps
+from conftest import FAST, train_lines, train_steps
 
 from ftsweep import artifacts
 
@@ -174,9 +174,6 @@ def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_doe
     """Length-grouped batches (the CPU default) resume in the order they had: after the checkpoint, every step's
     batch is the one the uninterrupted run trains on (tokens_seen equal at every step), with the same loss."""
     steps = 30
-
-    def train_lines(run_dir):
-        return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
 
     whole = start_run(tmp_path / "whole", tmp_path, steps)
     whole.communicate(timeout=300)
