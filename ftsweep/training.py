@@ -213,25 +213,27 @@ SAME_STOP_S = 1.0  # a second signal sooner than this after the first is the sam
 
 
 class StopAtStepEnd(TrainerCallback):
-    """Ctrl-C or SIGTERM during an optimizer step stops the run when that step is complete; elsewhere, at once.
+    """Ctrl-C or SIGTERM during training stops the run at a step boundary, with the random state of that boundary.
 
-    An interrupt raised inside a step leaves a checkpoint that is not a step boundary: the step's random draws
-    (dropout) already spent with the step undone, or the optimizer stepped with `global_step` not yet counted, and
-    the resumed run then trains differently from one never stopped. So a signal inside a step only asks the Trainer
-    to stop after it (its loss is logged, its checkpoint is due), and ``fit`` raises the interrupt once `train()`
-    returns. Evaluating, saving or between steps a signal raises at once, and so does a second one inside a step,
-    unless it comes within SAME_STOP_S of the first: a launcher passing the same stop on (torchrun sends each
-    worker its own SIGINT after the terminal's), not a person asking twice.
-    A scheduler's notice (runtime.NOTICE_SIGNALS: submitit's SIGUSR2 before a SLURM time limit) is such a stop too.
+    An interrupt raised where the signal lands leaves a checkpoint that is not a step boundary: inside a step, the
+    step's random draws (dropout) already spent with the step undone, or the optimizer stepped with `global_step` not
+    yet counted; between steps, part of the evaluation's draws spent (each evaluation's data loader draws a seed
+    from the global random state) and the rest not. The resumed run then trains differently from one never stopped.
+    So a first signal only asks for a stop: inside a step, the step completes (its loss is logged, its checkpoint is
+    due) and the evaluation after it is skipped; between steps, the evaluation or checkpoint under way completes and
+    the next step does not begin. ``fit`` raises the interrupt once `train()` returns. A second signal stops at once,
+    unless it comes within SAME_STOP_S of the first: a launcher passing the same stop on (torchrun sends each worker
+    its own SIGINT after the terminal's), not a person asking twice. A scheduler's notice (runtime.NOTICE_SIGNALS:
+    submitit's SIGUSR2 before a SLURM time limit) is such a stop too.
 
-    Over several processes (torchrun) every first signal waits for a step's end, where the ranks agree (one
-    all-reduce of a flag per step) to stop after the same step: a rank that stopped alone, between steps, left the
-    others waiting in the next step's gradient all-reduce, and the whole job hung.
+    Over several processes (torchrun) a stop always waits for a step's end, where the ranks agree (one all-reduce of
+    a flag per step) to stop after the same step: a rank that stopped alone, between steps, left the others waiting
+    in the next step's gradient all-reduce, and the whole job hung.
     """
 
     def __init__(self, label: str):
         self.label = label
-        self.asked: int | None = None  # the signal that asked for a stop at a step's end
+        self.asked: int | None = None  # the signal that asked for a stop at a step boundary
         self._in_step = False
         self._done = 0  # optimizer steps complete
         self._ranks = distributed.world_size()
@@ -241,19 +243,22 @@ class StopAtStepEnd(TrainerCallback):
         now = time.monotonic()
         if self.asked is not None and now - self._asked_at < SAME_STOP_S:
             return  # the same stop, passed on: torchrun signals each worker again after the terminal did
-        if self.asked is None and (self._in_step or self._ranks > 1):
-            self.asked, self._asked_at = signum, now
-            name = runtime.signal_name(signum)
-            again = f"press {name} again" if signum == signal.SIGINT else f"send {name} again"
-            log.warning("%s: stopping when step %d is complete (%s to stop at once)", self.label, self._done + 1, again)
-            return
-        raise runtime.interrupt(signum)
+        if self.asked is not None:
+            raise runtime.interrupt(signum)
+        self.asked, self._asked_at = signum, now
+        name = runtime.signal_name(signum)
+        again = f"press {name} again" if signum == signal.SIGINT else f"send {name} again"
+        when = (f"when step {self._done + 1} is complete" if self._in_step or self._ranks > 1
+                else f"before step {self._done + 1}")
+        log.warning("%s: stopping %s (%s to stop at once)", self.label, when, again)
 
     def raise_if_asked(self) -> None:
         if self.asked is not None:
             raise runtime.interrupt(self.asked)
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if self.asked is not None and self._ranks == 1:  # asked between steps: the next one does not begin
+            self.raise_if_asked()
         self._done, self._in_step = state.global_step, True
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -279,7 +284,7 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
     8 micro x 2 accum = 4 micro x 4 accum = 16 sequences/step: halving the micro batch halves
     activation memory and keeps the optimisation the same. ``on_retry`` lets the run drop what
     the failed attempt wrote (checkpoints, train lines) before ``rebuild`` makes the new trainer.
-    Ctrl-C or SIGTERM during a step raises KeyboardInterrupt once the step is complete (StopAtStepEnd).
+    Ctrl-C or SIGTERM during training raises KeyboardInterrupt at a step boundary (StopAtStepEnd).
     """
     import torch
 

@@ -201,6 +201,42 @@ def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_
                                                  rel=1e-6, abs=0)
 
 
+def test_a_signal_during_an_evaluation_between_steps_stops_before_the_next_step_as_if_never_stopped(
+        tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
+    """Between steps the evaluation under way completes (its data loader draws from the global random state) and
+    the next step does not begin: the resumed run's losses equal the uninterrupted run's. Raised at once, the
+    checkpoint had the random state from before the evaluation's draw, and the resumed losses differed."""
+    from ftsweep.cli import train
+    from ftsweep.run import Run
+
+    cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=2",
+            "eval.num_samples=0"]
+    assert train(composed(cell), tmp_path / "whole", "whole", cell)["status"] == "ok"
+
+    evaluate, calls = Run.evaluate, []
+
+    def sigterm_in_the_evaluation_at_step_4(self, final=False):
+        calls.append(1)
+        if len(calls) == 3:  # the baseline, step 2, step 4
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, final=final)
+
+    monkeypatch.setattr(Run, "evaluate", sigterm_in_the_evaluation_at_step_4)
+    assert train(composed(cell), tmp_path / "run", "run", cell)["status"] == "interrupted"
+    assert "run: stopping before step 5 (send SIGTERM again to stop at once)" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-4"]
+    from ftsweep import artifacts
+
+    evals = [r["step"] for r in artifacts.read_metrics(tmp_path / "run" / artifacts.METRICS) if r.get("split") == "eval"]
+    assert evals == [0, 2, 4], "the evaluation under way completed"
+
+    monkeypatch.undo()
+    resumed = train(composed(cell), tmp_path / "run", "run", cell)
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == "checkpoint-4"
+    whole, again = train_lines(tmp_path / "whole"), train_lines(tmp_path / "run")
+    assert [again[s]["loss"] for s in whole] == pytest.approx([whole[s]["loss"] for s in whole], rel=1e-6, abs=0)
+
+
 @pytest.mark.parametrize("gap_s, stopped_after", [(1.2, 4), (0.0, 5)])
 def test_a_second_signal_inside_a_step_stops_at_once_unless_it_is_the_same_stop_passed_on(
         tiny_model_dir, tmp_path, monkeypatch, composed, gap_s, stopped_after):
