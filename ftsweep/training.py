@@ -87,6 +87,21 @@ class SweepTrainer(Trainer):
             return self._epoch_sampler
         return sampler
 
+    def evaluate(self, *args, **kwargs):
+        # An evaluation before training (the baseline) prepares the bare model with accelerate for evaluation only,
+        # and marks it prepared; train() then found it marked and never wrapped it in DistributedDataParallel. Under
+        # torchrun each rank trained its own adapter on its own shard, gradients never averaged, and rank 0 saved
+        # its half-data adapter. The mark (and the mixed-precision forward wrapper it came with) is undone here, so
+        # train() prepares the model for training as it does when no evaluation came first.
+        before_training = self.model_wrapped is self.model and not getattr(self.model, "_is_accelerate_prepared", False)
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            if before_training and getattr(self.model, "_is_accelerate_prepared", False):
+                self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)  # puts the plain forward back
+                self.model._is_accelerate_prepared = False
+                self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+
     def _run_epoch(self, *args, **kwargs):
         # The epoch goes to the sampler here rather than through the data loader's set_epoch: accelerate's reaches a
         # sampler at most two wrappers deep, and a resumed epoch under torchrun wraps it three deep (skipped batches
@@ -382,6 +397,9 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
         # Length grouping (transformers 5 name): batches of similar lengths, so less padding.
         train_sampling_strategy="group_by_length" if cfg.data.group_by_length else "random",
         save_only_model=False,
+        # Under torchrun every trainable tensor of an adapter takes part in each forward pass; looking for unused
+        # ones costs a walk of the autograd graph per step (and a warning from torch each run).
+        ddp_find_unused_parameters=False,
     )
 
 

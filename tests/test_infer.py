@@ -138,7 +138,7 @@ def test_gradio_demo_answers_one_request(trained_run):
         assert client is not None, "the demo did not start"
         answer = client.predict("Reverse the word.\nstone", api_name="/chat")
         # Same template, same greedy decoding as the command-line generator.
-        direct = py("-m", "ftsweep.generate", str(trained_run), "--prompt", "Reverse the word.\nstone", "--max-new-tokens", "8",
+        py("-m", "ftsweep.generate", str(trained_run), "--prompt", "Reverse the word.\nstone", "--max-new-tokens", "8",
                     "--out", str(trained_run.parent / "direct.jsonl"))
         assert answer == json.loads((trained_run.parent / "direct.jsonl").read_text())["prediction"]
     finally:

@@ -221,7 +221,7 @@ def test_damaged_run_directories_are_reported_not_fatal(tmp_path):
     with open(good / "metrics.jsonl", "a") as fh:
         fh.write('{"split": "train", "step": 9999, "loss": \n')  # cut by a kill
         fh.write("not json at all\n")
-    no_summary = write_run(sweep, ["lora.r=16"], eval_loss=3.1, write_summary=False)
+    write_run(sweep, ["lora.r=16"], eval_loss=3.1, write_summary=False)
     bad_summary = write_run(sweep, ["lora.r=32"], eval_loss=3.2)
     (bad_summary / "summary.json").write_text('{"status": "ok", "eval_lo')
     no_metrics = write_run(sweep, ["lora.r=64"], eval_loss=2.9)
@@ -421,7 +421,7 @@ def test_intervals_over_seeds_and_which_differences_are_noise(sweep_2x2):
     # r: 16 vs 8 differ by 0.15 < 2 x 0.12: within noise. lr: 3e-4 vs 1e-4 differ by 0.30: not.
     assert (f"`lora.r`: 16 and 8 are within noise (95 % intervals overlap: 3.3500 ± {half:.4f} and "
             f"3.5000 ± {half:.4f}; difference 0.1500).") in md
-    assert f"`optim.lr`: 3e-4 beats 1e-4 by 0.3000, more than the seeds' noise explains" in md
+    assert "`optim.lr`: 3e-4 beats 1e-4 by 0.3000, more than the seeds' noise explains" in md
 
 
 def test_without_repeated_seeds_the_report_says_it_cannot_tell_noise(tmp_path):
