@@ -83,13 +83,16 @@ def barrier() -> None:
             dist.barrier()
 
 
-def total(*counts: int) -> list[int]:
-    """Per-rank counts summed over all ranks (tokens seen, for tokens/s of the whole job)."""
+def total(*values: int | float) -> list:
+    """Per-rank values summed over all ranks: token counts (tokens/s of the whole job), a held-out loss sum.
+    Whole numbers stay whole; any float makes the sum a float64 one."""
     if world_size() <= 1:
-        return list(counts)
+        return list(values)
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor(counts, dtype=torch.long, device="cuda" if torch.cuda.is_available() else "cpu")
+    floats = any(isinstance(v, float) for v in values)
+    t = torch.tensor(values, dtype=torch.float64 if floats else torch.long,
+                     device="cuda" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(t)
-    return [int(x) for x in t.tolist()]
+    return [float(x) if floats else int(x) for x in t.tolist()]

@@ -231,7 +231,8 @@ class Run:
         trainer = training.SweepTrainer(
             model=self.model, args=training.training_arguments(cfg, self.dir, micro_batch, grad_accum),
             train_dataset=bundle.train, eval_dataset=bundle.val, data_collator=bundle.collator,
-            processing_class=self.tokenizer, nan_check=bool(cfg.train.nan_check), class_weights=bundle.class_weights,
+            processing_class=self.tokenizer, nan_check=bool(cfg.train.nan_check),
+            classify=cfg.task.name == "classify", class_weights=bundle.class_weights,
             optimizers=(adapters.optimizer(self.model, cfg.lora, cfg.optim), None),  # LoRA+ builds its own; None: Trainer's
         )
         trainer.remove_callback(ProgressCallback)  # it also prints every log dict and a bar per evaluation

@@ -16,6 +16,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from ftsweep import accounting, artifacts, distributed, runtime
+from ftsweep.data.tokenize import IGNORE
 
 log = logging.getLogger("ftsweep")
 
@@ -68,10 +69,17 @@ class SweepTrainer(Trainer):
     """Trainer that counts real (non-pad) tokens, stops on a non-finite loss and resumes length-grouped batches
     in the order it left them."""
 
-    def __init__(self, *args, nan_check: bool = True, class_weights=None, **kwargs):
+    def __init__(self, *args, nan_check: bool = True, classify: bool = False, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.nan_check = nan_check
         self.class_weights = class_weights
+        if classify:
+            # transformers sees the model's forward take **kwargs and assumes its loss is a sum over the items of the
+            # whole accumulated batch divided by their count, so it neither divides by the accumulation steps nor
+            # averages over ranks. A classification head's loss is each micro batch's mean: the step's loss and
+            # gradient came out grad_accum x world size times too large (train loss 5.47 at grad_accum=4 where the
+            # held-out loss was 1.35), and max_grad_norm clipped the inflated gradient.
+            self.model_accepts_loss_kwargs = False
         self.tokens_seen = 0  # non-pad tokens fed to training
         self.tokens_total = 0  # all positions, padding included
         # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
@@ -87,20 +95,62 @@ class SweepTrainer(Trainer):
             return self._epoch_sampler
         return sampler
 
-    def evaluate(self, *args, **kwargs):
-        # An evaluation before training (the baseline) prepares the bare model with accelerate for evaluation only,
-        # and marks it prepared; train() then found it marked and never wrapped it in DistributedDataParallel. Under
-        # torchrun each rank trained its own adapter on its own shard, gradients never averaged, and rank 0 saved
-        # its half-data adapter. The mark (and the mixed-precision forward wrapper it came with) is undone here, so
-        # train() prepares the model for training as it does when no evaluation came first.
-        before_training = self.model_wrapped is self.model and not getattr(self.model, "_is_accelerate_prepared", False)
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """The held-out loss: one mean over every predicted token of the held-out set (for classification, over every
+        example), whatever the batch size and however many processes share the set.
+
+        transformers' own evaluation loop averages per-batch means, each counted as a full batch: 20 examples in
+        batches of 16 weigh the last 4 like the first 16. Under torchrun it also kept only the first rank's copies
+        when it cut the gathered values to the set's size: with 7 examples over 2 ranks the loss was rank 0's 4
+        alone (5.4786 where one process measured 5.5875, the same model). Here each rank sums its share (every
+        world-size-th example, none repeated) and one all-reduce adds them up.
+        """
+        import torch
+        from torch.utils.data import DataLoader, Subset
+
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        rank, world = distributed.rank(), distributed.world_size()
+        share = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
+        loader = DataLoader(share, batch_size=self.args.eval_batch_size, collate_fn=self.data_collator, shuffle=False)
+        model = self.model  # not the DDP wrapper: ranks may have a batch more or less, and its forward syncs buffers
+        was_training, started = model.training, time.perf_counter()
+        model.eval()
+        loss_sum, weight = 0.0, 0.0
         try:
-            return super().evaluate(*args, **kwargs)
+            with torch.no_grad(), self.accelerator.autocast():
+                for inputs in loader:
+                    inputs = self._prepare_inputs(inputs)
+                    n = self._loss_weight(inputs["labels"])
+                    if n:  # every label masked (a prompt cut at max_length): nothing to predict
+                        loss_sum += float(self.compute_loss(model, inputs)) * n
+                        weight += n
         finally:
-            if before_training and getattr(self.model, "_is_accelerate_prepared", False):
-                self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)  # puts the plain forward back
-                self.model._is_accelerate_prepared = False
-                self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+            model.train(was_training)
+        loss_sum, weight = distributed.total(loss_sum, weight)
+        metrics = {f"{metric_key_prefix}_loss": loss_sum / weight if weight else float("nan"),
+                   f"{metric_key_prefix}_runtime": round(time.perf_counter() - started, 4)}
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @staticmethod
+    def _loss_weight(labels) -> float:
+        """What a batch's mean held-out loss is a mean over. Causal LM: the predicted tokens (a label at i is predicted
+        from position i - 1, so the first column never counts). Classification: the examples."""
+        if labels.dim() == 1:
+            return float(labels.numel())
+        return float((labels[..., 1:] != IGNORE).sum())
+
+    def train(self, *args, **kwargs):
+        # transformers' evaluation or prediction before training (classification metrics at the baseline) prepares the
+        # bare model with accelerate for evaluation only and marks it prepared. train() then found it marked and never
+        # wrapped it in DistributedDataParallel: under torchrun each rank trained its own adapter on its own share of
+        # every batch, gradients never averaged, and rank 0 saved its own. The mark goes (with the mixed-precision
+        # forward it came with), so train() prepares the model for training.
+        if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
+            self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)  # puts the plain forward back
+            self.model._is_accelerate_prepared = False
+            self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+        return super().train(*args, **kwargs)
 
     def _run_epoch(self, *args, **kwargs):
         # The epoch goes to the sampler here rather than through the data loader's set_epoch: accelerate's reaches a
@@ -133,7 +183,9 @@ class SweepTrainer(Trainer):
         return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
+        # Class weights shape training only: the held-out loss is the plain cross-entropy, so cells of a sweep over
+        # task.class_weights are compared on one measure.
+        if self.class_weights is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 
@@ -206,11 +258,7 @@ class EvalCallback(TrainerCallback):
         # should_training_stop: a stop was asked for during this step (StopAtStepEnd); the user waits for the exit.
         if state.global_step < state.max_steps and state.global_step != self.done_at and not control.should_training_stop:
             self.done_at = state.global_step
-            # trainer.evaluate() logs, and logging clears control.should_log: without restoring it
-            # the train loss of this very step would never be written.
-            should_log = control.should_log
             self.now()
-            control.should_log = should_log
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.done_at = -1  # a retry after an out-of-memory error starts again from step 0

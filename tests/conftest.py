@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,15 @@ def train_lines(run_dir: Path) -> dict[int, dict]:
     from ftsweep import artifacts
 
     return {r["step"]: r for r in artifacts.read_metrics(run_dir / artifacts.METRICS) if r.get("split") == "train"}
+
+
+def classify_data(tmp_path: Path) -> str:
+    """48 multiple-choice records with 4 answers (labels 0 to 3, 0 the most common) for task=classify."""
+    path = tmp_path / "mc.jsonl"
+    rows = [{"context": f"c{i}", "question": f"q{i % 5}", "answers": ["a", "b", "c", "d"], "label": [0, 0, 0, 1, 2, 3][i % 6],
+             "id_string": str(i)} for i in range(48)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
 
 
 def descendants(pid: int) -> list[int]:

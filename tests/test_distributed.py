@@ -6,16 +6,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import FAST, train_lines
+from conftest import FAST, classify_data, train_lines
 
 from ftsweep import artifacts
 from ftsweep.distributed import accumulation
 
 # lora.dropout=0: the dropout masks are drawn per rank, so with dropout the two layouts train on other draws.
-ARGS = [*FAST, "optim.max_steps=3", "optim.micro_batch_size=4", "optim.grad_accum=2", "eval.every_n_steps=0",
-        "train.logging_steps=1", "lora.dropout=0"]
+# 7 held-out examples: one rank has 4, the other 3, and the held-out loss must still be the single process's.
+ARGS = [*(a for a in FAST if not a.startswith("data.val_size")), "data.val_size=7", "optim.max_steps=3",
+        "optim.micro_batch_size=4", "optim.grad_accum=2", "eval.every_n_steps=0", "train.logging_steps=1", "lora.dropout=0"]
 
 
 def test_accumulation_keeps_the_effective_batch():
@@ -25,46 +27,71 @@ def test_accumulation_keeps_the_effective_batch():
     assert accumulation(1, 4) == 1
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["OMP_NUM_THREADS"] = "1"
-    # A fresh home, as on a first use: the ranks must not race to create the built-in model (rank 1's copy, which
-    # transformers leaves without weights in a process group, was sometimes the one renamed into place).
-    env["FTSWEEP_HOME"] = str(tmp_path / "fresh-home")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-                           "-m", "ftsweep", *ARGS], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+def _torchrun_and_one_process(cli, tmp_path: Path, args: list[str], port: int, env: dict):
+    """The same cell over 2 processes and in one; returns (torchrun's output, its run dir, the single run dir)."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                           "-m", "ftsweep", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = [p.parent for p in tmp_path.glob("outputs/*/*/summary.json")]
-    assert [d.name for d in dirs] == ["torchrun-port29541"]  # one shared directory, written by rank 0 only
-    assert proc.stdout.count("ok | eval_loss") == 1
-    ddp = json.loads((dirs[0] / artifacts.SUMMARY).read_text())
-    assert ddp["status"] == "ok" and ddp["steps"] == 3 and ddp["grad_accum"] == 1
-    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "fresh-home" / "tiny-llama-v1").iterdir()}
-
+    assert [d.name for d in dirs] == [f"torchrun-port{port}"]  # one shared directory, written by rank 0 only
     (tmp_path / "single").mkdir()
-    single = cli(ARGS, cwd=tmp_path / "single")
+    single = cli(args, cwd=tmp_path / "single", env=env)
     assert single.returncode == 0, single.stderr[-2000:]
-    one = next((tmp_path / "single").glob("outputs/*/*/"))
-    # Each step sees the same 8 sequences either way (2 ranks x 4 micro x 1 accum = 1 x 4 micro x 2 accum), and the
-    # ranks average their gradients: every step's loss and gradient norm are the single process's. Before, the
-    # baseline evaluation left the model marked as prepared and train() never wrapped it for data parallelism:
-    # each rank trained its own adapter on its half of the data (step 1 gradient norm 1.7047 against 1.6050; from
-    # step 3 on, once the warm-up's learning rate is above 0, other losses: 5.57216 against 5.57173).
-    ddp_steps, single_steps = train_lines(dirs[0]), train_lines(one)
+    return proc, dirs[0], next((tmp_path / "single").glob("outputs/*/*/"))
+
+
+def _trains_alike(ddp: Path, one: Path) -> None:
+    """Each step sees the same 8 sequences either way (2 ranks x 4 micro x 1 accum = 1 x 4 micro x 2 accum) and the
+    ranks average their gradients: every step's loss and gradient norm, and every held-out loss, are the single
+    process's."""
+    ddp_steps, single_steps = train_lines(ddp), train_lines(one)
     assert list(ddp_steps) == list(single_steps) == [1, 2, 3]
     for step, line in ddp_steps.items():
         assert line["tokens_seen"] == single_steps[step]["tokens_seen"]
         assert line["loss"] == pytest.approx(single_steps[step]["loss"], rel=1e-5), step
         assert line["grad_norm"] == pytest.approx(single_steps[step]["grad_norm"], rel=1e-4), step
-    baseline = [r for r in artifacts.read_metrics(dirs[0] / artifacts.METRICS) if r["split"] == "eval"][0]
-    assert baseline["step"] == 0
+    evals = [[(r["step"], r["eval_loss"]) for r in artifacts.read_metrics(d / artifacts.METRICS) if r["split"] == "eval"]
+             for d in (ddp, one)]
+    assert [s for s, _ in evals[0]] == [0, 3]
+    assert [x for _, x in evals[0]] == pytest.approx([x for _, x in evals[1]], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
+    """Before, the baseline evaluation left the model marked as prepared and train() never wrapped it for data
+    parallelism: each rank trained its own adapter on its half of the data (step 1 gradient norm 1.7047 against
+    1.6050; from step 3 on, once the warm-up's learning rate is above 0, other losses: 5.57216 against 5.57173).
+    And the held-out loss was rank 0's 4 examples alone (5.4786 against 5.5875)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    # A fresh home, as on a first use: the ranks must not race to create the built-in model (rank 1's copy, which
+    # transformers leaves without weights in a process group, was sometimes the one renamed into place).
+    env["FTSWEEP_HOME"] = str(tmp_path / "fresh-home")
+    proc, ddp_dir, one = _torchrun_and_one_process(cli, tmp_path, ARGS, 29541, env)
+    assert proc.stdout.count("ok | eval_loss") == 1
+    ddp = json.loads((ddp_dir / artifacts.SUMMARY).read_text())
+    assert ddp["status"] == "ok" and ddp["steps"] == 3 and ddp["grad_accum"] == 1
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "fresh-home" / "tiny-llama-v1").iterdir()}
+    _trains_alike(ddp_dir, one)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_classifier_like_one_process(cli, tmp_path, tiny_model_dir):
+    """Classification predicts the held-out classes at every evaluation, the baseline too, with transformers'
+    prediction loop, which marks the bare model as prepared: train() must still wrap it for data parallelism."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    args = [*ARGS, "task=classify", "task.num_labels=4", "data=alpaca", "data.format=multiple_choice",
+            f"data.path={classify_data(tmp_path)}"]
+    _, ddp_dir, one = _torchrun_and_one_process(cli, tmp_path, args, 29543, env)
+    _trains_alike(ddp_dir, one)
+    accuracy = [[r["accuracy"] for r in artifacts.read_metrics(d / artifacts.METRICS) if r["split"] == "eval"]
+                for d in (ddp_dir, one)]
+    assert accuracy[0] == accuracy[1]
 
 
 def _worker_of_rank(launcher_pid: int, rank: int) -> int:
     """The PID of torchrun's worker process with this RANK (from its environment)."""
-    from pathlib import Path
-
     from conftest import descendants
 
     for child in descendants(launcher_pid):

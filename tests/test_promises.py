@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, classify_data
 
 from ftsweep import artifacts
 
@@ -104,14 +104,6 @@ def test_fp4_and_int8_bases_train(cli, tmp_path, tiny_model_dir, quant, layer):
         assert base.model.layers[0].self_attn.q_proj.weight.quant_state.quant_type == "fp4"
 
 
-def classify_data(tmp_path: Path) -> str:
-    path = tmp_path / "mc.jsonl"
-    rows = [{"context": f"c{i}", "question": f"q{i % 5}", "answers": ["a", "b", "c", "d"], "label": [0, 0, 0, 1, 2, 3][i % 6],
-             "id_string": str(i)} for i in range(48)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 @pytest.mark.slow
 def test_class_weights_enter_the_loss(cli, tmp_path):
     """The same first batch, the same initial weights: the step-1 train loss moves with task.class_weights,
@@ -136,6 +128,26 @@ def test_class_weights_enter_the_loss(cli, tmp_path):
     assert abs(first["skewed"][0] - first["none"][0]) > 1e-3, first
     # The held-out loss before training is the plain cross-entropy, whatever the training weights.
     assert first["skewed"][1] == pytest.approx(first["none"][1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_classification_trains_alike_however_the_batch_is_accumulated(cli, tmp_path):
+    """8 sequences a step as 8 x 1 or 2 x 4: the same examples (no length grouping), the same step. Before, a
+    classification head's loss was not divided by the accumulation steps: at 2 x 4 the logged loss and the
+    gradient were 4 times too large (train loss 5.47 where the held-out loss was 1.35)."""
+    path = classify_data(tmp_path)
+    lines = {}
+    for micro, accum in ((8, 1), (2, 4)):
+        run = tmp_path / f"{micro}x{accum}"
+        proc = cli([*QUICK, "task=classify", "task.num_labels=4", "data=alpaca", "data.format=multiple_choice",
+                    f"data.path={path}", "data.val_size=8", "data.group_by_length=false", "lora.dropout=0",
+                    "optim.max_steps=2", "train.logging_steps=1", f"optim.micro_batch_size={micro}",
+                    f"optim.grad_accum={accum}", f"hydra.run.dir={run}"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines[micro] = [(r["loss"], r["grad_norm"]) for r in artifacts.read_metrics(run / artifacts.METRICS)
+                        if r["split"] == "train"]
+    assert len(lines[8]) == 2 and lines[2] == [pytest.approx(x, rel=1e-5) for x in lines[8]]
+    assert lines[8][0][0] < 2.0  # the mean cross-entropy of 4 classes starts near ln 4 = 1.39
 
 
 @pytest.mark.parametrize("bad", [
