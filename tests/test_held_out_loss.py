@@ -1,5 +1,6 @@
-"""The held-out loss is one mean over every predicted token of the held-out set (every example, for classification):
-it does not depend on the evaluation batch size, and class weights, which shape training, do not enter it."""
+"""The losses a run reports are means over what they say. The held-out loss: over every predicted token of the
+held-out set (every example, for classification), whatever the evaluation batch size; class weights, which shape
+training, do not enter it. A classifier's training loss: over the step's examples, however they are accumulated."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ def _trainer(model, dataset, collator, tmp_path, batch_size: int, **kwargs) -> S
     return SweepTrainer(model=model, args=args, eval_dataset=dataset, data_collator=collator, **kwargs)
 
 
+def _classifier(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)  # the new head's initial weights: the same classifier at every call
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=4, dtype=torch.float32).eval()
+    model.config.pad_token_id = 0  # the head reads each sequence's last real token, whatever the batch's padding
+    with torch.no_grad():
+        model.score.weight.mul_(50)  # an untrained head predicts every class alike: weighted and plain would agree
+    g = torch.Generator().manual_seed(1)
+    examples = [{"input_ids": torch.randint(3, 200, (n,), generator=g).tolist(), "label": n % 4} for n in range(4, 12)]
+    return model, examples, Collator(pad_token_id=0, label_key="label")
+
+
 def test_the_held_out_loss_is_the_token_mean_whatever_the_batch_size(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -52,15 +66,7 @@ def test_the_held_out_loss_is_the_token_mean_whatever_the_batch_size(tiny_model_
 
 
 def test_class_weights_leave_the_held_out_loss_the_plain_cross_entropy(tiny_model_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=4, dtype=torch.float32).eval()
-    model.config.pad_token_id = 0  # the head reads each sequence's last real token, whatever the batch's padding
-    with torch.no_grad():
-        model.score.weight.mul_(50)  # an untrained head predicts every class alike: weighted and plain would agree
-    g = torch.Generator().manual_seed(1)
-    examples = [{"input_ids": torch.randint(3, 200, (n,), generator=g).tolist(), "label": n % 4} for n in range(4, 14)]
-    collator = Collator(pad_token_id=0, label_key="label")
+    model, examples, collator = _classifier(tiny_model_dir)
     batch = collator(examples)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -69,3 +75,28 @@ def test_class_weights_leave_the_held_out_loss_the_plain_cross_entropy(tiny_mode
     assert abs(plain - weighted) > 0.05  # the check below can tell them apart
     loss = _trainer(model, examples, collator, tmp_path, 3, classify=True, class_weights=[1.0, 10, 10, 10]).evaluate()
     assert loss["eval_loss"] == pytest.approx(plain, rel=1e-5)
+
+
+def test_a_classifier_step_is_the_same_however_its_batch_is_accumulated(tiny_model_dir, tmp_path):
+    """8 examples a step as 8 x 1 or 2 x 4. transformers took a classification head's loss (each micro batch's
+    mean) for a sum over the accumulated batch, so it never divided by the accumulation steps: at 2 x 4 the logged
+    loss and the gradient were 4 times too large (here 48.77 against 12.19)."""
+    from transformers import TrainingArguments
+
+    steps = {}
+    for micro, accum in ((8, 1), (2, 4)):
+        model, examples, collator = _classifier(tiny_model_dir)
+        args = TrainingArguments(output_dir=str(tmp_path / f"{micro}x{accum}"), per_device_train_batch_size=micro,
+                                 gradient_accumulation_steps=accum, max_steps=1, learning_rate=1e-3, logging_steps=1,
+                                 use_cpu=True, report_to="none", remove_unused_columns=False, save_strategy="no",
+                                 train_sampling_strategy="sequential")
+        trainer = SweepTrainer(model=model, args=args, train_dataset=examples, data_collator=collator, classify=True)
+        trainer.train()
+        (line,) = [x for x in trainer.state.log_history if "loss" in x]
+        steps[micro] = (line["loss"], line["grad_norm"])
+    with torch.no_grad():
+        batch = collator(examples)
+        mean = float(torch.nn.functional.cross_entropy(_classifier(tiny_model_dir)[0](
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]))
+    assert steps[8][0] == pytest.approx(mean, rel=1e-5)  # the mean over the step's 8 examples
+    assert steps[2] == pytest.approx(steps[8], rel=1e-5)
