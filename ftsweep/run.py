@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftsweep import artifacts, auto, distributed, manifest, resume, runtime
+from ftsweep import accounting, artifacts, auto, distributed, manifest, resume, runtime
 from ftsweep import overrides as ovr
 from ftsweep.artifacts import MetricsLog, Stopwatch, now_iso
 from ftsweep.config import config_hash, plain
@@ -190,8 +190,9 @@ class Run:
             self.summary.update(status=artifacts.OK)
             return
         adapters.save(self.model, self.dir / artifacts.ADAPTER, self.initial_adapter)
-        evals = [r for r in artifacts.read_metrics(self.dir / artifacts.METRICS) if r.get("split") == "eval"]
-        self.write_summary(**self.results(min(evals, key=lambda r: r["eval_loss"])))
+        lines = artifacts.read_metrics(self.dir / artifacts.METRICS)
+        evals = [r for r in lines if r.get("split") == "eval"]
+        self.write_summary(**self.results(min(evals, key=lambda r: r["eval_loss"]), accounting.mean_train_loss(lines)))
         if not self.cfg.train.keep_checkpoints:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
 
@@ -287,7 +288,7 @@ class Run:
             for p, r, y in zip(prompts, references, predictions)])
         return evaluation.generation_metrics(predictions, references, list(cfg.task.metrics))
 
-    def results(self, best: dict) -> dict:
+    def results(self, best: dict, train_loss: float | None) -> dict:
         """summary.json's fields for a run that finished ok."""
         fit, trainer, final, stats = self.fit, self.trainer, self.final, self.bundle.stats
         return dict(
@@ -297,11 +298,12 @@ class Run:
             best_step=best["step"],
             baseline_eval_loss=self.baseline_loss,
             perplexity=final["perplexity"],
-            train_loss=float(fit.output.training_loss),
+            train_loss=train_loss,
             task_metrics={k: v for k, v in final.items() if k not in artifacts.EVAL_LINE_FIELDS},
             steps=int(trainer.state.global_step),
             tokens_seen=int(trainer.tokens_seen),
-            tokens_per_second=round(trainer.tokens_seen / fit.train_seconds, 2) if fit.train_seconds > 0 else None,
+            # The rate of this session: a resumed run's tokens_seen counts steps trained before the resume too.
+            tokens_per_second=round(fit.tokens / fit.train_seconds, 2) if fit.train_seconds > 0 else None,
             padding_efficiency=round(trainer.padding_efficiency, 4) if trainer.padding_efficiency else None,
             train_seconds=round(fit.train_seconds, 2),
             eval_seconds=round(self.evals.seconds, 2),

@@ -199,6 +199,17 @@ class SweepTrainer(Trainer):
     def padding_efficiency(self) -> float | None:
         return accounting.padding_efficiency(self.tokens_seen, self.tokens_total)
 
+    def log_pending(self) -> None:
+        """Log the mean loss of the steps since the last train line, as the training loop does at a logging step.
+        A stop between steps ends the run there, and its checkpoint needs a line at that step (see MetricsCallback)."""
+        steps = self.state.global_step - self._globalstep_last_logged
+        if steps > 0:
+            loss = self._tr_loss.item() / steps
+            self._tr_loss -= self._tr_loss
+            self._total_loss_scalar += loss * steps
+            self._globalstep_last_logged = self.state.global_step
+            self.log({"loss": loss, "learning_rate": self._get_learning_rate()})
+
 
 class MetricsCallback(TrainerCallback):
     """Turns Trainer logs into metrics.jsonl lines (and tracker calls) with our key names."""
@@ -208,6 +219,15 @@ class MetricsCallback(TrainerCallback):
         self.clock = clock
         self.trainer: SweepTrainer | None = None
         self._last = (time.perf_counter(), 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # A train line at every step a checkpoint is taken or training ends (the last step, a stop), whatever
+        # train.logging_steps: a resumed run restores its token count from the line at its checkpoint and goes on
+        # from there, and the run's mean train loss counts every step. Before, the steps after the last line were
+        # in no line: a run resumed from step 10 with lines every 3 steps counted 330 tokens fewer, and its
+        # step-12 line averaged 2 steps where the uninterrupted run's averaged 3.
+        if control.should_save or control.should_training_stop:
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -294,8 +314,9 @@ class StopAtStepEnd(TrainerCallback):
     in the next step's gradient all-reduce, and the whole job hung.
     """
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, before_stop: Callable[[], None] = lambda: None):
         self.label = label
+        self.before_stop = before_stop  # between steps: the train line of the steps since the last one
         self.asked: int | None = None  # the signal that asked for a stop at a step boundary
         self._in_step = False
         self._done = 0  # optimizer steps complete
@@ -321,6 +342,7 @@ class StopAtStepEnd(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.asked is not None and self._ranks == 1:  # asked between steps: the next one does not begin
+            self.before_stop()
             self.raise_if_asked()
         self._done, self._in_step = state.global_step, True
 
@@ -338,6 +360,7 @@ class Fit:
     output: Any  # transformers' TrainOutput
     oom_retries: int
     train_seconds: float  # wall time of trainer.train() less the evaluations inside it
+    tokens: int  # real tokens trained on in that time (a resumed run: since the resume)
 
 
 def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], evals: EvalCallback,
@@ -354,7 +377,7 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
     started, evals_before, retries = time.perf_counter(), evals.seconds, 0
     while True:
         try:
-            stop = StopAtStepEnd(label)
+            stop, tokens_before = StopAtStepEnd(label, before_stop=trainer.log_pending), trainer.tokens_seen
             trainer.callback_handler.callbacks.insert(0, stop)  # first: the evaluation after a stopped step is skipped
             try:
                 with runtime.stop_signals(stop.handler):
@@ -363,7 +386,7 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
                 trainer.remove_callback(stop)
             stop.raise_if_asked()
             seconds = time.perf_counter() - started - (evals.seconds - evals_before)
-            return Fit(trainer, output, retries, seconds)
+            return Fit(trainer, output, retries, seconds, trainer.tokens_seen - tokens_before)
         except torch.OutOfMemoryError:
             micro, accum = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
             if not oom_retry or retries or micro == 1:

@@ -252,3 +252,62 @@ def test_a_second_signal_inside_a_step_stops_at_once_unless_it_is_the_same_stop_
     assert stopped["status"] == "interrupted" and stopped["error"]["message"] == "signal 15", stopped.get("error")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [f"checkpoint-{stopped_after}"]
     assert sorted(train_lines(tmp_path / "run")) == list(range(1, stopped_after + 1))
+
+
+@pytest.mark.parametrize("how", ["periodic checkpoint", "stop inside a step", "stop between steps"])
+def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
+        tiny_model_dir, tmp_path, monkeypatch, composed, how):
+    """Train lines every 3 steps, a checkpoint at step 4 or 5: the checkpoint's step gets a line of its own, so the
+    resumed run restores the tokens seen up to it and its mean train loss covers every step. Before, the steps since
+    the last line were in no line: the resumed run counted their tokens nowhere (330 fewer at a checkpoint at step
+    10 with lines every 3 steps), and its train_loss was transformers' mean over the steps after the resume only
+    (5.3695 against 5.4483)."""
+    import shutil
+
+    from ftsweep import artifacts
+    from ftsweep.cli import train
+    from ftsweep.run import Run
+
+    cell = [*FAST, "optim.max_steps=8", "train.logging_steps=3", "train.save_steps=100", "eval.every_n_steps=2",
+            "eval.num_samples=0"]
+    whole = train(composed(cell), tmp_path / "whole", "whole", cell)
+    assert whole["status"] == "ok"
+    assert sorted(train_lines(tmp_path / "whole")) == [3, 6, 8], "the last step has a line too"
+    run = tmp_path / "run"
+    if how == "periodic checkpoint":  # the run killed after its checkpoint at step 4
+        kept = [*(a for a in cell if not a.startswith("train.save_steps")), "train.save_steps=4",
+                "train.keep_checkpoints=true"]
+        assert train(composed(kept), run, "run", kept)["status"] == "ok"
+        shutil.rmtree(run / "checkpoints" / "checkpoint-8")
+        summary = json.loads((run / artifacts.SUMMARY).read_text())
+        (run / artifacts.SUMMARY).write_text(json.dumps({**summary, "status": artifacts.INTERRUPTED}))
+        cell = kept
+        step = 4
+    elif how == "stop inside a step":
+        _signal_inside_step(monkeypatch, at_call=5, signals=1)
+        assert train(composed(cell), run, "run", cell)["status"] == "interrupted"
+        step = 5
+    else:
+        evaluate, calls = Run.evaluate, []
+
+        def sigterm_in_the_evaluation_at_step_4(self, final=False):
+            calls.append(1)
+            if len(calls) == 3:  # the baseline, step 2, step 4
+                os.kill(os.getpid(), signal.SIGTERM)
+            return evaluate(self, final=final)
+
+        monkeypatch.setattr(Run, "evaluate", sigterm_in_the_evaluation_at_step_4)
+        assert train(composed(cell), run, "run", cell)["status"] == "interrupted"
+        step = 4
+    lines = {s: r for s, r in train_lines(run).items() if s <= step}
+    assert sorted(lines) == [3, step]
+    monkeypatch.undo()
+
+    resumed = train(composed(cell), run, "run", cell)
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == f"checkpoint-{step}"
+    assert resumed["tokens_seen"] == whole["tokens_seen"]
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
+    a, b = train_lines(tmp_path / "whole"), train_lines(run)
+    assert b[8]["tokens_seen"] == a[8]["tokens_seen"] and b[8]["loss"] == pytest.approx(a[8]["loss"], rel=1e-6)
+    # The mean over every step, from the lines: (3 x line 3 + 3 x line 6 + 2 x line 8) / 8.
+    assert whole["train_loss"] == pytest.approx((3 * a[3]["loss"] + 3 * a[6]["loss"] + 2 * a[8]["loss"]) / 8, rel=1e-9)

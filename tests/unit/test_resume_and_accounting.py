@@ -111,3 +111,10 @@ def test_checkpoint_step_and_last_complete_checkpoint(tmp_path):
             (ckpt / artifacts.TRAINER_STATE).write_text("{}")
     # checkpoint-20 has no trainer_state.json (cut by a kill): the newest complete one is 12, not 9 (numeric order).
     assert artifacts.last_checkpoint(tmp_path).name == "checkpoint-12"
+
+
+def test_the_mean_train_loss_weighs_each_line_by_the_steps_it_averages():
+    lines = [{"split": "eval", "step": 0, "eval_loss": 9.0}, {"split": "train", "step": 5, "loss": 4.0},
+             {"split": "train", "step": 2, "loss": 5.0}]  # any order in the file
+    assert accounting.mean_train_loss(lines) == pytest.approx((2 * 5.0 + 3 * 4.0) / 5)  # 4.4, not the lines' mean 4.5
+    assert accounting.mean_train_loss([{"split": "eval", "step": 0, "eval_loss": 9.0}]) is None
