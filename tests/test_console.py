@@ -30,9 +30,10 @@ def test_without_a_terminal_each_logging_step_prints_one_line(cli, tmp_path):
     text = log_file.read_text()
     assert proc.returncode == 0, text[-3000:]
     steps = [m for m in map(STEP_LINE.match, text.splitlines()) if m]
-    assert [int(m["step"]) for m in steps] == [2, 4, 6], text
+    # Every train line: each logging step (2) and the checkpoint's step (train.save_steps=3).
+    assert [int(m["step"]) for m in steps] == [2, 3, 4, 6], text
     assert all(float(m["loss"]) > 0 and int(m["tps"]) > 0 for m in steps)
-    assert [m["eta"] is not None for m in steps] == [True, True, False]  # no ETA once the last step is done
+    assert [m["eta"] is not None for m in steps] == [True, True, True, False]  # no ETA once the last step is done
     evals = [int(m["step"]) for m in map(EVAL_LINE.match, text.splitlines()) if m]
     assert evals == [0, 3, 6]  # baseline, every 3 steps, final
     assert "\r" not in text  # no bar redraws in a file

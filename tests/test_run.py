@@ -44,12 +44,13 @@ def test_qlora_run_writes_an_ok_run_directory(qlora_run):
     assert summary["total_params"] > summary["trainable_params"]
     assert summary["steps"] == 12 and summary["tokens_per_second"] > 0
 
-    # metrics.jsonl: baseline at step 0, evaluation every 3 steps, train records every 2 steps.
+    # metrics.jsonl: baseline at step 0, evaluation every 3 steps, train records every 2 steps and at each
+    # checkpoint (every 3 steps).
     records = artifacts.read_metrics(run_dir / artifacts.METRICS)
     eval_steps = [r["step"] for r in records if r["split"] == "eval"]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert eval_steps[0] == 0 and eval_steps[-1] == 12 and 3 in eval_steps
-    assert train_steps == sorted(set(train_steps)) and train_steps[:2] == [2, 4]
+    assert train_steps == sorted(set(train_steps)) and train_steps[:4] == [2, 3, 4, 6]
     assert all(r["loss"] > 0 for r in records if r["split"] == "train")
 
     # The manifest carries the resolved config and the same hash as the summary.
