@@ -166,6 +166,21 @@ def _signal_inside_step(monkeypatch, at_call: int, signals: int, gap_s: float = 
     monkeypatch.setattr(training.SweepTrainer, "training_step", training_step)
 
 
+def _signal_in_evaluation(monkeypatch, at_call: int) -> None:
+    """SIGTERM from inside the ``at_call``-th evaluation of the run, before it runs: between training steps."""
+    from ftsweep.run import Run
+
+    evaluate, calls = Run.evaluate, []
+
+    def evaluate_after_a_signal(self, final=False):
+        calls.append(1)
+        if len(calls) == at_call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, final=final)
+
+    monkeypatch.setattr(Run, "evaluate", evaluate_after_a_signal)
+
+
 def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_never_stopped(
         tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
     """The stop waits for the step to complete: the checkpoint is at that step with its random state, and the resumed
@@ -207,21 +222,12 @@ def test_a_signal_during_an_evaluation_between_steps_stops_before_the_next_step_
     the next step does not begin: the resumed run's losses equal the uninterrupted run's. Raised at once, the
     checkpoint had the random state from before the evaluation's draw, and the resumed losses differed."""
     from ftsweep.cli import train
-    from ftsweep.run import Run
 
     cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=2",
             "eval.num_samples=0"]
     assert train(composed(cell), tmp_path / "whole", "whole", cell)["status"] == "ok"
 
-    evaluate, calls = Run.evaluate, []
-
-    def sigterm_in_the_evaluation_at_step_4(self, final=False):
-        calls.append(1)
-        if len(calls) == 3:  # the baseline, step 2, step 4
-            os.kill(os.getpid(), signal.SIGTERM)
-        return evaluate(self, final=final)
-
-    monkeypatch.setattr(Run, "evaluate", sigterm_in_the_evaluation_at_step_4)
+    _signal_in_evaluation(monkeypatch, at_call=3)  # the baseline, step 2, step 4
     assert train(composed(cell), tmp_path / "run", "run", cell)["status"] == "interrupted"
     assert "run: stopping before step 5 (send SIGTERM again to stop at once)" in caplog.text
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-4"]
@@ -266,7 +272,6 @@ def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
 
     from ftsweep import artifacts
     from ftsweep.cli import train
-    from ftsweep.run import Run
 
     cell = [*FAST, "optim.max_steps=8", "train.logging_steps=3", "train.save_steps=100", "eval.every_n_steps=2",
             "eval.num_samples=0"]
@@ -288,15 +293,7 @@ def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
         assert train(composed(cell), run, "run", cell)["status"] == "interrupted"
         step = 5
     else:
-        evaluate, calls = Run.evaluate, []
-
-        def sigterm_in_the_evaluation_at_step_4(self, final=False):
-            calls.append(1)
-            if len(calls) == 3:  # the baseline, step 2, step 4
-                os.kill(os.getpid(), signal.SIGTERM)
-            return evaluate(self, final=final)
-
-        monkeypatch.setattr(Run, "evaluate", sigterm_in_the_evaluation_at_step_4)
+        _signal_in_evaluation(monkeypatch, at_call=3)  # the baseline, step 2, step 4
         assert train(composed(cell), run, "run", cell)["status"] == "interrupted"
         step = 4
     lines = {s: r for s, r in train_lines(run).items() if s <= step}
