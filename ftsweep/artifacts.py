@@ -477,6 +477,10 @@ class Stopwatch:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def add(self, seconds: float) -> None:
+        """Count seconds spent before this process started timing (a resumed run's earlier sessions)."""
+        self.start -= seconds
+
 
 # ---- run names -----------------------------------------------------------------------------------------
 

@@ -55,3 +55,10 @@ def baseline(metrics: list[dict]) -> float | None:
         if r.get("split") == "eval" and r.get("step") == 0:
             return r["eval_loss"]
     return None
+
+
+def elapsed(metrics: list[dict]) -> float:
+    """Seconds the run had taken up to its checkpoint: the time of its last kept line (train lines reach the
+    checkpoint's step). A resumed run's clock goes on from there, so its line times keep rising and its
+    wall_seconds count the sessions before."""
+    return max((float(r["time"]) for r in metrics if r.get("time") is not None), default=0.0)

@@ -160,9 +160,12 @@ class Run:
         self.evals = training.EvalCallback(int(cfg.eval.every_n_steps), self.evaluate, bool(cfg.eval.get("per_epoch")))
         micro = int(cfg.optim.micro_batch_size)
         self.trainer = self.build_trainer(micro, distributed.accumulation(int(cfg.optim.grad_accum), distributed.world_size()))
-        counts = resume.token_counts(artifacts.read_metrics(self.dir / artifacts.METRICS)) if self.resume_from else None
-        if counts:
-            self.trainer.tokens_seen, self.trainer.tokens_total = counts
+        if self.resume_from is not None:
+            kept = artifacts.read_metrics(self.dir / artifacts.METRICS)  # the lines up to the checkpoint
+            self.clock.add(resume.elapsed(kept))
+            counts = resume.token_counts(kept)
+            if counts:
+                self.trainer.tokens_seen, self.trainer.tokens_total = counts
 
     def baseline(self) -> None:
         """The held-out loss before training: measured once, read back on resume."""

@@ -298,6 +298,7 @@ def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
         step = 4
     lines = {s: r for s, r in train_lines(run).items() if s <= step}
     assert sorted(lines) == [3, step]
+    before = max(r["time"] for r in artifacts.read_metrics(run / artifacts.METRICS) if r["step"] <= step)
     monkeypatch.undo()
 
     resumed = train(composed(cell), run, "run", cell)
@@ -306,5 +307,10 @@ def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-6)
     a, b = train_lines(tmp_path / "whole"), train_lines(run)
     assert b[8]["tokens_seen"] == a[8]["tokens_seen"] and b[8]["loss"] == pytest.approx(a[8]["loss"], rel=1e-6)
+    # The clock goes on from the checkpoint's line: times rise through the resume, and the wall time counts both
+    # sessions (before, the resumed session's lines started again near 0 s).
+    times = [r["time"] for r in artifacts.read_metrics(run / artifacts.METRICS)]
+    assert times == sorted(times) and min(t for t in times if t > before) > before
+    assert resumed["wall_seconds"] > before + resumed["train_seconds"]
     # The mean over every step, from the lines: (3 x line 3 + 3 x line 6 + 2 x line 8) / 8.
     assert whole["train_loss"] == pytest.approx((3 * a[3]["loss"] + 3 * a[6]["loss"] + 2 * a[8]["loss"]) / 8, rel=1e-9)

@@ -118,3 +118,10 @@ def test_the_mean_train_loss_weighs_each_line_by_the_steps_it_averages():
              {"split": "train", "step": 2, "loss": 5.0}]  # any order in the file
     assert accounting.mean_train_loss(lines) == pytest.approx((2 * 5.0 + 3 * 4.0) / 5)  # 4.4, not the lines' mean 4.5
     assert accounting.mean_train_loss([{"split": "eval", "step": 0, "eval_loss": 9.0}]) is None
+
+
+def test_a_resumed_clock_goes_on_from_the_last_kept_line():
+    kept = [{"split": "eval", "step": 0, "time": 0.4}, {"split": "train", "step": 3, "time": 2.5},
+            {"split": "eval", "step": 4, "time": 3.1}, {"split": "train", "step": 4, "time": 3.0}]
+    assert resume.elapsed(kept) == 3.1
+    assert resume.elapsed([]) == 0.0
