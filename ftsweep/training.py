@@ -85,6 +85,9 @@ class SweepTrainer(Trainer):
         # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
         # so the retry path runs on machines without a GPU.
         self.inject_oom = os.environ.get("FTSWEEP_INJECT_OOM") == "1"
+        # Test hook: FTSWEEP_INJECT_NAN_RANK=R makes rank R's loss NaN at step 2 while the other ranks' stay finite
+        # (one rank's batch overflowing), so the non-finite stop the ranks agree on is tested without a diverging model.
+        self.inject_nan_rank = int(os.environ.get("FTSWEEP_INJECT_NAN_RANK", -1))
         self._epoch_sampler: EpochSeededLengthGroupedSampler | None = None
 
     def _get_train_sampler(self, train_dataset=None):
@@ -172,8 +175,15 @@ class SweepTrainer(Trainer):
         self.tokens_seen += seen
         self.tokens_total += total
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.nan_check and not math.isfinite(float(loss)):
-            raise NonFiniteLoss(f"training loss is {float(loss)} at step {self.state.global_step + 1}; lower optim.lr or check the data")
+        if self.inject_nan_rank == distributed.rank() and self.state.global_step == 1:
+            loss = loss * float("nan")
+        if self.nan_check:
+            value = float(loss)
+            # Under torchrun the ranks agree (one all-reduce of a flag) and all stop: a rank stopping alone broke the
+            # others' next all-reduce, and rank 0 recorded gloo's "Connection closed by peer" instead of the cause.
+            if distributed.total(int(not math.isfinite(value)))[0]:
+                shown = value if not math.isfinite(value) else "not finite on another rank"
+                raise NonFiniteLoss(f"training loss is {shown} at step {self.state.global_step + 1}; lower optim.lr or check the data")
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -90,6 +90,24 @@ def test_torchrun_trains_a_classifier_like_one_process(cli, tmp_path, tiny_model
     assert accuracy[0] == accuracy[1]
 
 
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_fails_the_job_with_that_cause(tmp_path):
+    """Rank 1's loss is NaN at step 2, rank 0's is finite: both stop there, and the run is recorded as failed by the
+    non-finite loss. Rank 1 stopping alone broke rank 0's next all-reduce: the run was recorded as failed by gloo's
+    "Connection closed by peer"."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(OMP_NUM_THREADS="1", FTSWEEP_INJECT_NAN_RANK="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29544",
+                           "-m", "ftsweep", *ARGS, "hydra.run.dir=run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1
+    summary = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "failed" and summary["error"] == {
+        "type": "NonFiniteLoss",
+        "message": "training loss is not finite on another rank at step 2; lower optim.lr or check the data"}
+    assert "ftsweep: error: training loss is nan at step 2" in proc.stderr  # rank 1's own line
+
+
 def _worker_of_rank(launcher_pid: int, rank: int) -> int:
     """The PID of torchrun's worker process with this RANK (from its environment)."""
     from conftest import descendants
