@@ -171,19 +171,19 @@ class SweepTrainer(Trainer):
             os.environ.pop("FTSWEEP_INJECT_OOM", None)  # once per process: the retry must succeed
             self.inject_oom = False
             raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
-        seen, total = distributed.total(*accounting.batch_tokens(inputs))  # summed over ranks under torchrun
-        self.tokens_seen += seen
-        self.tokens_total += total
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.inject_nan_rank == distributed.rank() and self.state.global_step == 1:
             loss = loss * float("nan")
-        if self.nan_check:
-            value = float(loss)
-            # Under torchrun the ranks agree (one all-reduce of a flag) and all stop: a rank stopping alone broke the
-            # others' next all-reduce, and rank 0 recorded gloo's "Connection closed by peer" instead of the cause.
-            if distributed.total(int(not math.isfinite(value)))[0]:
-                shown = value if not math.isfinite(value) else "not finite on another rank"
-                raise NonFiniteLoss(f"training loss is {shown} at step {self.state.global_step + 1}; lower optim.lr or check the data")
+        value = float(loss) if self.nan_check else 0.0
+        # One all-reduce per micro batch under torchrun: the job's token counts, and whether any rank's loss is not
+        # finite. The ranks then all stop: a rank stopping alone broke the others' next all-reduce, and rank 0
+        # recorded gloo's "Connection closed by peer" instead of the cause.
+        seen, total, not_finite = distributed.total(*accounting.batch_tokens(inputs), int(not math.isfinite(value)))
+        self.tokens_seen += seen
+        self.tokens_total += total
+        if not_finite:
+            shown = value if not math.isfinite(value) else "not finite on another rank"
+            raise NonFiniteLoss(f"training loss is {shown} at step {self.state.global_step + 1}; lower optim.lr or check the data")
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
