@@ -139,7 +139,7 @@ def test_gradio_demo_answers_one_request(trained_run):
         answer = client.predict("Reverse the word.\nstone", api_name="/chat")
         # Same template, same greedy decoding as the command-line generator.
         py("-m", "ftsweep.generate", str(trained_run), "--prompt", "Reverse the word.\nstone", "--max-new-tokens", "8",
-                    "--out", str(trained_run.parent / "direct.jsonl"))
+           "--out", str(trained_run.parent / "direct.jsonl"))
         assert answer == json.loads((trained_run.parent / "direct.jsonl").read_text())["prediction"]
     finally:
         server.terminate()
