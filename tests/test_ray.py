@@ -102,7 +102,9 @@ def test_cells_get_this_shells_settings_but_not_its_secrets():
 def test_ctrl_c_at_the_driver_stops_every_running_cell_with_a_checkpoint_and_the_printed_command_resumes(tmp_path, tiny_model_dir):
     """Ray runs the cells' workers in sessions of their own: the driver passes Ctrl-C on (ray.cancel), and each
     running cell saves where it stood and marks itself interrupted, as under the basic launcher."""
-    sweep, steps = tmp_path / "sweep", 40
+    # 120 steps of about 50 ms: the stop takes about 1 s from the driver to the workers, and with 40 steps the faster
+    # cell sometimes ran to its last step in that time (checkpoint-40, nothing left to resume).
+    sweep, steps = tmp_path / "sweep", 120
     cells = ["lora.r=4", "lora.r=8"]
     cmd = [sys.executable, "-m", "ftsweep", "-m", *FAST, f"optim.max_steps={steps}", "train.save_steps=5",
            "train.logging_steps=1", "eval.every_n_steps=0", "eval.num_samples=0", "lora.r=4,8", "hydra/launcher=ray",
