@@ -155,7 +155,7 @@ class TrainSchema:
 
 @dataclass
 class PlanSchema:
-    gpu_mem_gb: float = MISSING
+    gpu_mem_gb: Any = MISSING  # auto or GiB
 
 
 @dataclass
@@ -264,6 +264,9 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
     for key, value in (("data.packing", D.packing), ("data.group_by_length", D.group_by_length),
                        ("train.gradient_checkpointing", cfg.train.gradient_checkpointing)):
         need(isinstance(value, bool) or value == "auto", f"{key}={value}: choose true, false or auto")
+    gpu_mem = cfg.plan.gpu_mem_gb
+    need(gpu_mem == "auto" or (isinstance(gpu_mem, (int, float)) and not isinstance(gpu_mem, bool) and gpu_mem > 0),
+         f"plan.gpu_mem_gb={gpu_mem}: give the GPU's memory in GiB (a number > 0) or auto")
     need(cfg.eval.every_n_steps >= 0, f"eval.every_n_steps={cfg.eval.every_n_steps}: must be >= 0")
     for name in cfg.logger.backends:
         need(name in ("swanlab", "wandb"), f"logger.backends: unknown tracker {name!r}; choose swanlab or wandb")

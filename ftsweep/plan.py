@@ -11,9 +11,17 @@ split into the base weights, the adapter's training state and activations:
 
     base      quantized linear weights x bytes/param + the rest at its dtype
     adapter   trainable x (4 weight + 4 grad + 8 AdamW moments) bytes     (fp32, as PEFT keeps adapters on k-bit bases)
-    activations  per layer and token, (8h + 4i) values saved for backward (attention in/outs, q/k/v, MLP gate/up/act)
-              x micro batch x max length x 2 bytes; with gradient checkpointing only each layer's input (h values)
-              is kept plus one layer recomputed; plus the logits and their gradient in fp32 (tokens x vocab x 8 bytes)
+    activations  the larger of the two phases that hold them:
+              training   per layer and token, (8h + 4i) values saved for backward (attention in/outs, q/k/v, MLP
+                         gate/up/act) x micro batch x max length x 2 bytes; with gradient checkpointing only each
+                         layer's input (h values) is kept plus one layer recomputed; plus the logits at their peak in
+                         backward, 14 bytes a logit: the bf16 logits (2), the fp32 log-softmax kept for backward (4),
+                         the loss's gradient (4) and the log-softmax's input gradient (4)
+              evaluation the held-out loss, no gradients, eval.batch_size x max length tokens: one layer's (4h + 3i)
+                         values in flight, the decoder's output (h), and the logits of ftsweep.heldout's chunk of
+                         positions at 10 bytes a logit (bf16 2 + fp32 copy 4 + fp32 log-softmax 4). Before the loss
+                         was chunked, the whole batch's logits at 10 bytes each were the run's peak on an H200 for the
+                         Qwen2.5-0.5B, Qwen2.5-7B and Llama-2-7B shapes (10.1-10.6 bytes a logit measured)
     overhead  0.75 GiB for the CUDA context and allocator slack
 
 Each cell prints its line and writes plan.json into its directory; cells above
@@ -26,6 +34,7 @@ import json
 import logging
 from pathlib import Path
 
+from ftsweep import heldout
 from ftsweep.artifacts import PLAN, PLAN_TABLE, atomic_write_json, atomic_write_text
 from ftsweep.metrics import GIB
 
@@ -90,6 +99,31 @@ def model_config_and_source(model_cfg):
     return AutoConfig.from_pretrained(path, trust_remote_code=remote), f"config.json in {path}"
 
 
+TRAIN_BYTES_PER_LOGIT = 14  # bf16 logits 2 + fp32 log-softmax 4 + loss gradient 4 + log-softmax input gradient 4
+EVAL_BYTES_PER_LOGIT = 10   # bf16 logits 2 + their fp32 copy 4 + fp32 log-softmax 4 (no gradients)
+
+
+def activation_bytes(cfg, config, chunked: bool = True) -> tuple[int, int]:
+    """(training, evaluation) bytes of activations and logits at their peak, for the longest batches (module doc)."""
+    h = int(config.hidden_size)
+    i = int(getattr(config, "intermediate_size", 4 * h))
+    layers = int(config.num_hidden_layers)
+    vocab = int(getattr(config, "vocab_size", 0)) if cfg.task.name != "classify" else 0
+    act = 2  # bf16/fp16 activations on GPU
+    tokens = int(cfg.optim.micro_batch_size) * int(cfg.data.max_length)
+    per_layer = tokens * (8 * h + 4 * i) * act
+    if cfg.train.gradient_checkpointing:
+        train = layers * tokens * h * act + per_layer
+    else:
+        train = layers * per_layer
+    train += tokens * vocab * TRAIN_BYTES_PER_LOGIT
+    eval_tokens = int(cfg.eval.batch_size) * int(cfg.data.max_length)
+    # ftsweep.heldout computes the loss a chunk of positions at a time; models it cannot split take the whole batch's.
+    logits_at_once = min(eval_tokens, heldout.CHUNK_TOKENS) if chunked else eval_tokens
+    evaluation = eval_tokens * (4 * h + 3 * i + h) * act + logits_at_once * vocab * EVAL_BYTES_PER_LOGIT
+    return train, evaluation
+
+
 def plan_cell(cfg, base=None) -> dict:
     """Counts and memory of one cell; ``base`` is the cell's meta-device model when the caller built it already."""
     from omegaconf import OmegaConf
@@ -127,29 +161,24 @@ def plan_cell(cfg, base=None) -> dict:
     optimizer_state = 2 if "8bit" in str(cfg.optim.optimizer) else 8  # two moments, fp32 or 8-bit
     adapter_bytes = trainable * (4 + 4 + optimizer_state)
 
-    h = int(config.hidden_size)
-    i = int(getattr(config, "intermediate_size", 4 * h))
-    layers = int(config.num_hidden_layers)
-    tokens = int(cfg.optim.micro_batch_size) * int(cfg.data.max_length)
-    act = 2  # bf16/fp16 activations on GPU
-    per_layer = tokens * (8 * h + 4 * i) * act
-    if cfg.train.gradient_checkpointing:
-        activations = layers * tokens * h * act + per_layer
-    else:
-        activations = layers * per_layer
-    logits = tokens * int(getattr(config, "vocab_size", 0)) * 8 if cfg.task.name != "classify" else 0
-    activation_bytes = activations + logits
+    train_bytes, eval_bytes = activation_bytes(cfg, config, chunked=heldout.parts(base) is not None)
+    activations = max(train_bytes, eval_bytes)
 
-    est = base_bytes + adapter_bytes + activation_bytes + OVERHEAD_BYTES
-    limit = float(cfg.plan.gpu_mem_gb)
+    est = base_bytes + adapter_bytes + activations + OVERHEAD_BYTES
+    from ftsweep import auto
+
+    limit = auto.memory_budget_gib(cfg)
     return {
         "model": cfg.model.name, "config_source": model_config_and_source(cfg.model)[1], "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
         "total_params": int(all_params), "trainable_params": int(trainable), "trainable_share": round(trainable / all_params, 6),
         "memory_gib": {"base_weights": round(base_bytes / GIB, 3), "adapter_grads_optimizer": round(adapter_bytes / GIB, 3),
-                       "activations": round(activation_bytes / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),
+                       "activations": round(activations / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),
                        "total": round(est / GIB, 3)},
         "micro_batch_size": int(cfg.optim.micro_batch_size), "max_length": int(cfg.data.max_length),
         "gradient_checkpointing": bool(cfg.train.gradient_checkpointing),
+        # Which phase holds the most: "training" (micro batch, with gradients) or "evaluation" (eval.batch_size).
+        "activations_peak": "evaluation" if eval_bytes > train_bytes else "training",
+        "activations_gib": {"training": round(train_bytes / GIB, 3), "evaluation": round(eval_bytes / GIB, 3)},
         "gpu_mem_gb": limit, "fits": est / GIB <= limit,
     }
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ftsweep import accounting, artifacts, distributed, runtime
+from ftsweep import accounting, artifacts, distributed, heldout, runtime
 from ftsweep.data.tokenize import IGNORE
 
 log = logging.getLogger("ftsweep")
@@ -72,6 +72,7 @@ class SweepTrainer(Trainer):
     def __init__(self, *args, nan_check: bool = True, classify: bool = False, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.nan_check = nan_check
+        self.classify = classify
         self.class_weights = class_weights
         if classify:
             # transformers sees the model's forward take **kwargs and assumes its loss is a sum over the items of the
@@ -123,6 +124,13 @@ class SweepTrainer(Trainer):
             with torch.no_grad(), self.accelerator.autocast():
                 for inputs in loader:
                     inputs = self._prepare_inputs(inputs)
+                    # A causal LM's loss in chunks of positions (ftsweep.heldout): the whole batch's logits were the
+                    # run's memory peak. Classification and models whose logits are not a plain projection: as before.
+                    summed = None if self.classify else heldout.loss_sum(model, inputs)
+                    if summed is not None:
+                        loss_sum += summed[0]
+                        weight += summed[1]
+                        continue
                     n = self._loss_weight(inputs["labels"])
                     if n:  # every label masked (a prompt cut at max_length): nothing to predict
                         loss_sum += float(self.compute_loss(model, inputs)) * n

@@ -100,3 +100,29 @@ def test_a_classifier_step_is_the_same_however_its_batch_is_accumulated(tiny_mod
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]))
     assert steps[8][0] == pytest.approx(mean, rel=1e-5)  # the mean over the step's 8 examples
     assert steps[2] == pytest.approx(steps[8], rel=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_held_out_loss_in_chunks_is_the_models_own_loss(tiny_model_dir, packed):
+    """ftsweep.heldout runs the decoder once and the output layer on a few positions at a time (the whole batch's
+    logits were a run's memory peak on a GPU): through a LoRA adapter, padded or packed, the sum is the model's own."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftsweep import heldout
+    from ftsweep.data.packing import PackingCollator
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    base.config.use_cache = False  # with a cache transformers ignores the packed rows' restarting positions
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+    examples = _examples(base.config.vocab_size)
+    batch = (PackingCollator() if packed else Collator(pad_token_id=0))(examples)
+    n = int((batch["labels"][..., 1:] != IGNORE).sum())
+    with torch.no_grad():
+        own = float(model(**batch).loss) * n
+        summed, tokens = heldout.loss_sum(model, batch, chunk_tokens=4)  # 9 chunks of 4 or fewer
+    assert tokens == n == 35
+    assert summed == pytest.approx(own, rel=1e-5)
+    base.config.final_logit_softcapping = 30.0  # logits that are not the plain projection: the model's own forward
+    assert heldout.loss_sum(model, batch) is None

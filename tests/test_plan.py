@@ -20,6 +20,27 @@ def test_quantized_bytes_per_param_arithmetic():
     assert quantized_bytes_per_param(Q) == 0
 
 
+def test_activation_arithmetic_training_and_chunked_evaluation():
+    """Qwen2.5-7B at micro batch 4 x 1024, eval.batch_size 16: the held-out loss's logits are one chunk's, not the
+    batch's (the batch's were the whole run's peak on an H200)."""
+    from conftest import compose
+    from transformers import AutoConfig
+
+    from ftsweep import heldout, plan
+
+    cfg = compose(["model=qwen2.5-7b-instruct", "optim.micro_batch_size=4", "data.max_length=1024",
+                   "eval.batch_size=16", "train.gradient_checkpointing=true"])
+    arch = dict(cfg.model.arch)
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    h, i, layers, vocab = 3584, 18944, 28, 152064
+    train, evaluation = plan.activation_bytes(cfg, config)
+    tokens, eval_tokens = 4 * 1024, 16 * 1024
+    assert train == layers * tokens * h * 2 + tokens * (8 * h + 4 * i) * 2 + tokens * vocab * 14
+    assert evaluation == eval_tokens * (4 * h + 3 * i + h) * 2 + heldout.CHUNK_TOKENS * vocab * 10
+    _, whole = plan.activation_bytes(cfg, config, chunked=False)  # a model heldout cannot split
+    assert whole - evaluation == (eval_tokens - heldout.CHUNK_TOKENS) * vocab * 10  # 23.0 GiB more
+
+
 @pytest.mark.slow
 def test_plan_for_shipped_7b_models_offline(cli, tmp_path):
     sweep = tmp_path / "plan"

@@ -120,20 +120,52 @@ def _compose(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-@pytest.mark.parametrize("cuda, attn, task, packed", [
-    (False, "sdpa", "sft", False),
-    (False, "flash_attention_2", "sft", False),  # no GPU: padded batches
-    (True, "sdpa", "sft", False),  # sdpa over a packed row is one dense block-diagonal mask: slower than padding
-    (True, "flash_attention_2", "sft", True),
-    (True, "flash_attention_2", "classify", False),  # one label per row
+@pytest.fixture
+def h200(monkeypatch):
+    """torch.cuda.get_device_properties(0) as an H200 reports it (the rest of CUDA is not there)."""
+    import torch
+
+    class H200:
+        total_memory = 150_110_011_392
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: H200)
+
+
+@pytest.mark.parametrize("cuda, attn, task, rows, packed", [
+    (False, "sdpa", "sft", (4, 512), False),
+    (False, "flash_attention_2", "sft", (4, 512), False),  # no GPU: padded batches
+    (True, "sdpa", "sft", (4, 1024), True),  # a 4096-token row's dense block-diagonal mask: measured faster on an H200
+    (True, "sdpa", "sft", (8, 1024), False),  # longer rows: the mask and its attention grow with the square
+    (True, "sdpa", "sft", (1, 8192), False),
+    (True, "eager", "sft", (4, 512), False),
+    (True, "flash_attention_2", "sft", (16, 4096), True),  # no mask at all
+    (True, "flash_attention_2", "classify", (4, 512), False),  # one label per row
 ])
-def test_packing_auto_packs_only_on_a_gpu_with_flash_attention_and_otherwise_groups_by_length(cuda, attn, task, packed):
+def test_packing_auto_packs_on_a_gpu_and_otherwise_groups_by_length(cuda, attn, task, rows, packed, h200):
     from ftsweep import auto
 
-    cfg = _compose([f"model.attn_implementation={attn}", f"task={task}"])
+    micro, length = rows
+    cfg = _compose([f"model.attn_implementation={attn}", f"task={task}", f"optim.micro_batch_size={micro}",
+                    f"data.max_length={length}"])
     assert cfg.data.packing == "auto" and cfg.data.group_by_length == "auto"  # the shipped defaults
-    assert auto.packing(cfg.data, cfg.task, cfg.model, cuda=cuda) is packed
-    assert auto.group_by_length(cfg.data, cfg.task, cfg.model, cuda=cuda) is (not packed)
+    assert auto.packing(cfg.data, cfg.task, cfg.model, cuda=cuda, micro_batch_size=micro) is packed
+    assert auto.group_by_length(cfg.data, cfg.task, cfg.model, cuda=cuda, micro_batch_size=micro) is (not packed)
+    resolved = auto.resolve(cfg, cuda=cuda)
+    assert (resolved["data.packing"], resolved["data.group_by_length"]) == (packed, not packed)
+
+
+def test_the_memory_budget_is_this_gpus_unless_the_user_caps_it(h200):
+    from ftsweep import auto
+
+    assert auto.memory_budget_gib(_compose([]), cuda=False) == 24  # auto without a GPU: planning for a 24 GiB card
+    assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=80"]), cuda=False) == 80
+    assert auto.memory_budget_gib(_compose([]), cuda=True) == pytest.approx(139.8, abs=0.05)
+    assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=24"]), cuda=True) == 24  # the user's cap (a shared GPU)
+    assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=200"]), cuda=True) == pytest.approx(139.8, abs=0.05)
+    # The Qwen2.5-7B cell of bench/gpu.py (micro 4 x 1024, 35 GiB planned without checkpointing) trains without it there.
+    big = _compose(["model=qwen2.5-7b-instruct", "data.max_length=1024"])
+    on, estimate, budget = auto.gradient_checkpointing(big, cuda=True)
+    assert on is False and 24 < estimate < budget
 
 
 @pytest.mark.parametrize("packing, grouping, packed, grouped", [
