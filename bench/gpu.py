@@ -10,7 +10,9 @@ download) in bf16 and saved with the built-in byte-level tokenizer. Then the
 same mixed-length records, steps and micro batch train a 4-bit nf4 base with
 LoRA r=8 on all linear layers three ways, each in a fresh process:
 `python -m ftsweep` (its defaults), bench/trl_baseline.py (SFTTrainer) and
-bench/tutorial_baseline.py (pad to max_length). Prints, per model and setup:
+bench/tutorial_baseline.py (pad to max_length); then ftsweep once more on records
+all cut to max_length, the worst case `mode=plan` estimates, so that row's
+peak / plan checks the planner. Prints, per model and setup:
 train seconds, tokens/s on real (non-pad) tokens, MFU = 6 x parameters x real
 tokens / train seconds / the GPU's peak dense bf16 FLOP/s, peak GPU memory,
 and beside ftsweep's peak the estimate of `mode=plan` for the same cell.
@@ -121,6 +123,11 @@ def main() -> None:
     data = work / "mixed.jsonl"
     # Byte-level tokens: characters ~ tokens, so inputs up to 0.6 x max_length characters leave room for the template.
     write_data(data, args.records, max_chars=int(args.max_length * 0.6))
+    full = work / "full-length.jsonl"
+    with open(full, "w", encoding="utf-8") as fh:  # inputs of 2 x max_length characters: cut to max_length tokens
+        for k in range(args.micro * args.steps + 16):
+            fh.write(json.dumps({"instruction": f"Repeat record {k}.", "input": "river stone " * (args.max_length // 6),
+                                 "output": "river stone"}) + "\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", FTSWEEP_HOME=str(work / "home"))
     print(f"{gpu}, peak bf16 {peak or '?'} TFLOP/s; {args.records} mixed-length records, max_length {args.max_length}, "
           f"{args.steps} steps x {args.micro} sequences; torch {torch.__version__}")
@@ -131,17 +138,21 @@ def main() -> None:
         params = build_model(name, model_dir)
         print(f"\n## {name}: {params / 1e9:.2f} B parameters (random init, built in {time.perf_counter() - t:.0f} s)")
         rows = []
-        run_dir = work / "runs" / name
-        _, out = run([sys.executable, "-m", "ftsweep", f"model={name}", f"model.name_or_path={model_dir}", "quant=nf4",
-                      "data=alpaca", f"data.path={data}", "data.val_size=16", f"data.max_length={args.max_length}",
-                      f"optim.max_steps={args.steps}", f"optim.micro_batch_size={args.micro}", "optim.grad_accum=1",
-                      "logger=none", "train.progress=false", "eval.at_start=false", "eval.every_n_steps=0",
-                      "eval.num_samples=0", "train.save_steps=100000", f"hydra.run.dir={run_dir}"], env, ROOT)
-        if (run_dir / "summary.json").exists():
-            s = json.loads((run_dir / "summary.json").read_text())
-            if s.get("status") == "ok":
-                rows.append(("ftsweep (defaults)", s["train_seconds"], s["tokens_seen"], s["peak_memory_bytes"],
-                             s.get("estimated_memory_bytes")))
+        # The default on the mixed data; then every record cut to max_length, so every batch (micro batch x
+        # max_length, and eval.batch_size x max_length held out) is the worst case mode=plan estimates: its
+        # peak / plan is the planner's check.
+        for label, records, run_dir in (("ftsweep (defaults)", data, work / "runs" / name),
+                                        ("ftsweep, full-length records (plan check)", full, work / "runs" / f"{name}-full")):
+            run([sys.executable, "-m", "ftsweep", f"model={name}", f"model.name_or_path={model_dir}", "quant=nf4",
+                 "data=alpaca", f"data.path={records}", "data.val_size=16", f"data.max_length={args.max_length}",
+                 f"optim.max_steps={args.steps}", f"optim.micro_batch_size={args.micro}", "optim.grad_accum=1",
+                 "logger=none", "train.progress=false", "eval.at_start=false", "eval.every_n_steps=0",
+                 "eval.num_samples=0", "train.save_steps=100000", f"hydra.run.dir={run_dir}"], env, ROOT)
+            if (run_dir / "summary.json").exists():
+                s = json.loads((run_dir / "summary.json").read_text())
+                if s.get("status") == "ok":
+                    rows.append((label, s["train_seconds"], s["tokens_seen"], s["peak_memory_bytes"],
+                                 s.get("estimated_memory_bytes")))
         for label, script in (("TRL SFTTrainer", "trl_baseline.py"), ("tutorial (pad to max_length)", "tutorial_baseline.py")):
             _, out = run([sys.executable, str(ROOT / "bench" / script), str(model_dir), str(data), "--steps", str(args.steps),
                           "--micro", str(args.micro), "--max-length", str(args.max_length)], env, ROOT)
