@@ -148,6 +148,7 @@ class TrainSchema:
     keep_checkpoints: bool = MISSING
     tf32: bool = MISSING
     liger_kernel: bool = MISSING
+    chunked_loss: bool = MISSING
     nan_check: bool = MISSING
     oom_retry: bool = MISSING
     progress: bool = MISSING
@@ -299,7 +300,9 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 # Keys that do not change what is trained. A run differing only in these is the same run: the same
 # config hash (so skip_finished skips it), no part of its directory name, and no factor in the report.
-RESULT_NEUTRAL_KEYS = ("logger", "train.progress", "mode", "skip_finished", "preview", "plan", "hparams_search_metric")
+# train.chunked_loss changes how much memory the loss takes, not the loss (ftsweep.lm_loss).
+RESULT_NEUTRAL_KEYS = ("logger", "train.progress", "train.chunked_loss", "mode", "skip_finished", "preview", "plan",
+                       "hparams_search_metric")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

@@ -15,13 +15,14 @@ split into the base weights, the adapter's training state and activations:
               training   per layer and token, (8h + 4i) values saved for backward (attention in/outs, q/k/v, MLP
                          gate/up/act) x micro batch x max length x 2 bytes; with gradient checkpointing only each
                          layer's input (h values) is kept plus one layer recomputed; plus the logits at their peak in
-                         backward, 14 bytes a logit: the bf16 logits (2), the fp32 log-softmax kept for backward (4),
-                         the loss's gradient (4) and the log-softmax's input gradient (4)
+                         backward, 14 bytes a logit (bf16 logits 2, the fp32 log-softmax kept for backward 4, the
+                         loss's gradient 4, the log-softmax's input gradient 4), for one chunk of positions
+                         (ftsweep.lm_loss, train.chunked_loss) or, without it, for the whole micro batch
               evaluation the held-out loss, no gradients, eval.batch_size x max length tokens: one layer's (4h + 3i)
-                         values in flight, the decoder's output (h), and the logits of ftsweep.heldout's chunk of
-                         positions at 10 bytes a logit (bf16 2 + fp32 copy 4 + fp32 log-softmax 4). Before the loss
-                         was chunked, the whole batch's logits at 10 bytes each were the run's peak on an H200 for the
-                         Qwen2.5-0.5B, Qwen2.5-7B and Llama-2-7B shapes (10.1-10.6 bytes a logit measured)
+                         values in flight, the decoder's output (h), and one chunk's logits at 10 bytes a logit (bf16
+                         2 + fp32 copy 4 + fp32 log-softmax 4). Before the loss was chunked, the whole batch's logits
+                         at 10 bytes each were the run's peak on an H200 for the Qwen2.5-0.5B, Qwen2.5-7B and
+                         Llama-2-7B shapes (10.1-10.6 bytes a logit measured)
     overhead  0.75 GiB for the CUDA context and allocator slack
 
 Each cell prints its line and writes plan.json into its directory; cells above
@@ -34,7 +35,7 @@ import json
 import logging
 from pathlib import Path
 
-from ftsweep import heldout
+from ftsweep import lm_loss
 from ftsweep.artifacts import PLAN, PLAN_TABLE, atomic_write_json, atomic_write_text
 from ftsweep.metrics import GIB
 
@@ -104,7 +105,8 @@ EVAL_BYTES_PER_LOGIT = 10   # bf16 logits 2 + their fp32 copy 4 + fp32 log-softm
 
 
 def activation_bytes(cfg, config, chunked: bool = True) -> tuple[int, int]:
-    """(training, evaluation) bytes of activations and logits at their peak, for the longest batches (module doc)."""
+    """(training, evaluation) bytes of activations and logits at their peak, for the longest batches (module doc).
+    ``chunked``: ftsweep.lm_loss can split this model's loss (lm_loss.parts)."""
     h = int(config.hidden_size)
     i = int(getattr(config, "intermediate_size", 4 * h))
     layers = int(config.num_hidden_layers)
@@ -116,10 +118,11 @@ def activation_bytes(cfg, config, chunked: bool = True) -> tuple[int, int]:
         train = layers * tokens * h * act + per_layer
     else:
         train = layers * per_layer
-    train += tokens * vocab * TRAIN_BYTES_PER_LOGIT
+    # ftsweep.lm_loss computes the loss a chunk of positions at a time; models it cannot split take the whole batch's.
+    train_chunked = chunked and bool(cfg.train.chunked_loss) and not cfg.train.liger_kernel
+    train += (min(tokens, lm_loss.CHUNK_TOKENS) if train_chunked else tokens) * vocab * TRAIN_BYTES_PER_LOGIT
     eval_tokens = int(cfg.eval.batch_size) * int(cfg.data.max_length)
-    # ftsweep.heldout computes the loss a chunk of positions at a time; models it cannot split take the whole batch's.
-    logits_at_once = min(eval_tokens, heldout.CHUNK_TOKENS) if chunked else eval_tokens
+    logits_at_once = min(eval_tokens, lm_loss.CHUNK_TOKENS) if chunked else eval_tokens
     evaluation = eval_tokens * (4 * h + 3 * i + h) * act + logits_at_once * vocab * EVAL_BYTES_PER_LOGIT
     return train, evaluation
 
@@ -161,7 +164,7 @@ def plan_cell(cfg, base=None) -> dict:
     optimizer_state = 2 if "8bit" in str(cfg.optim.optimizer) else 8  # two moments, fp32 or 8-bit
     adapter_bytes = trainable * (4 + 4 + optimizer_state)
 
-    train_bytes, eval_bytes = activation_bytes(cfg, config, chunked=heldout.parts(base) is not None)
+    train_bytes, eval_bytes = activation_bytes(cfg, config, chunked=lm_loss.parts(base) is not None)
     activations = max(train_bytes, eval_bytes)
 
     est = base_bytes + adapter_bytes + activations + OVERHEAD_BYTES

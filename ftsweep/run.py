@@ -127,7 +127,7 @@ class Run:
 
     def setup_adapter(self) -> None:
         """Load the base as quant says, wrap it with the PEFT adapter, count what trains."""
-        from ftsweep import adapters, models, training
+        from ftsweep import adapters, lm_loss, models, training
 
         cfg, bundle = self.cfg, self.bundle
         base = models.load_model(cfg.model, cfg.quant, cfg.task, self.tokenizer, self.model_path)
@@ -137,6 +137,9 @@ class Run:
         self.initial_adapter = adapters.save_initial(self.model, cfg.lora, self.dir) if self.main else None  # PiSSA / OLoRA
         # No KV cache while training: it is never reused, and packed batches need the forward pass without one.
         self.model.config.use_cache = False
+        # Liger's fused linear cross-entropy, when on, already keeps the logits out of memory in its own way.
+        if cfg.train.chunked_loss and not cfg.train.liger_kernel:
+            lm_loss.chunk_training_loss(self.model)
         trainable, total = models.count_params(self.model)
         estimate, source = _planned_memory(cfg, self.skeleton)
         self.write_summary(trainable_params=trainable, total_params=total, trainable_share=round(trainable / total, 6),

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ftsweep import accounting, artifacts, distributed, heldout, runtime
+from ftsweep import accounting, artifacts, distributed, lm_loss, runtime
 from ftsweep.data.tokenize import IGNORE
 
 log = logging.getLogger("ftsweep")
@@ -124,9 +124,9 @@ class SweepTrainer(Trainer):
             with torch.no_grad(), self.accelerator.autocast():
                 for inputs in loader:
                     inputs = self._prepare_inputs(inputs)
-                    # A causal LM's loss in chunks of positions (ftsweep.heldout): the whole batch's logits were the
+                    # A causal LM's loss in chunks of positions (ftsweep.lm_loss): the whole batch's logits were the
                     # run's memory peak. Classification and models whose logits are not a plain projection: as before.
-                    summed = None if self.classify else heldout.loss_sum(model, inputs)
+                    summed = None if self.classify else lm_loss.loss_sum(model, inputs)
                     if summed is not None:
                         loss_sum += summed[0]
                         weight += summed[1]

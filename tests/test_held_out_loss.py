@@ -104,12 +104,12 @@ def test_a_classifier_step_is_the_same_however_its_batch_is_accumulated(tiny_mod
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_the_held_out_loss_in_chunks_is_the_models_own_loss(tiny_model_dir, packed):
-    """ftsweep.heldout runs the decoder once and the output layer on a few positions at a time (the whole batch's
+    """ftsweep.lm_loss runs the decoder once and the output layer on a few positions at a time (the whole batch's
     logits were a run's memory peak on a GPU): through a LoRA adapter, padded or packed, the sum is the model's own."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftsweep import heldout
+    from ftsweep import lm_loss
     from ftsweep.data.packing import PackingCollator
 
     torch.manual_seed(0)
@@ -121,8 +121,68 @@ def test_the_held_out_loss_in_chunks_is_the_models_own_loss(tiny_model_dir, pack
     n = int((batch["labels"][..., 1:] != IGNORE).sum())
     with torch.no_grad():
         own = float(model(**batch).loss) * n
-        summed, tokens = heldout.loss_sum(model, batch, chunk_tokens=4)  # 9 chunks of 4 or fewer
+        summed, tokens = lm_loss.loss_sum(model, batch, chunk_tokens=4)  # 9 chunks of 4 or fewer
     assert tokens == n == 35
     assert summed == pytest.approx(own, rel=1e-5)
     base.config.final_logit_softcapping = 30.0  # logits that are not the plain projection: the model's own forward
-    assert heldout.loss_sum(model, batch) is None
+    assert lm_loss.loss_sum(model, batch) is None
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_chunked_training_loss_and_gradients_are_the_models_own(tiny_model_dir, packed, monkeypatch):
+    """train.chunked_loss: the forward with labels computes the loss a chunk of positions at a time and recomputes
+    each chunk's logits in backward. Loss and every adapter gradient equal the model's own, normalised the same way
+    with or without the Trainer's num_items_in_batch; without labels (generation) the forward is the model's own."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftsweep import lm_loss
+    from ftsweep.data.packing import PackingCollator
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    base.config.use_cache = False
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, lora_dropout=0.0))
+    batch = (PackingCollator() if packed else Collator(pad_token_id=0))(_examples(base.config.vocab_size))
+
+    def loss_and_grads(**extra):
+        model.zero_grad()
+        loss = model(**batch, **extra).loss
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits
+    ways = {"mean": {}, "over the step": {"num_items_in_batch": torch.tensor(70)}}  # as the Trainer passes it
+    own = {way: loss_and_grads(**extra) for way, extra in ways.items()}
+    assert lm_loss.chunk_training_loss(model)
+    monkeypatch.setattr(lm_loss, "CHUNK_TOKENS", 4)  # 35 predicted tokens: 9 chunks, each recomputed in backward
+    for way, (loss, grads) in own.items():
+        loss_c, grads_c = loss_and_grads(**ways[way])
+        assert loss_c == pytest.approx(loss, rel=1e-5)
+        assert grads_c.keys() == grads.keys() and len(grads) > 10
+        for name in grads:
+            assert torch.allclose(grads_c[name], grads[name], rtol=1e-4, atol=1e-7), name
+    assert own["over the step"][0] == pytest.approx(own["mean"][0] / 2, rel=1e-5)  # 35 predicted tokens over 70
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=batch["input_ids"]).logits, logits)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_chunked_loss_reports_what_the_models_own_loss_reports(cli, tmp_path):
+    """The whole run, with train.chunked_loss on (the default) and off: every train and held-out loss line agrees."""
+    import json
+
+    from conftest import FAST
+
+    lines = {}
+    for chunked in ("true", "false"):
+        run = tmp_path / chunked
+        proc = cli([*FAST, "eval.num_samples=0", f"train.chunked_loss={chunked}", f"hydra.run.dir={run}"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines[chunked] = [(r["split"], r["step"], r.get("loss", r.get("eval_loss")))
+                          for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert len(lines["true"]) >= 6 and all(loss is not None for *_, loss in lines["true"])
+    assert [x[:2] for x in lines["true"]] == [x[:2] for x in lines["false"]]
+    for (_, _, a), (_, _, b) in zip(lines["true"], lines["false"]):
+        assert a == pytest.approx(b, rel=1e-4)

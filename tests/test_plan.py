@@ -21,12 +21,12 @@ def test_quantized_bytes_per_param_arithmetic():
 
 
 def test_activation_arithmetic_training_and_chunked_evaluation():
-    """Qwen2.5-7B at micro batch 4 x 1024, eval.batch_size 16: the held-out loss's logits are one chunk's, not the
-    batch's (the batch's were the whole run's peak on an H200)."""
+    """Qwen2.5-7B at micro batch 4 x 1024, eval.batch_size 16: training's and the held-out loss's logits are one
+    chunk's, not the batch's (the held-out batch's were the whole run's peak on an H200)."""
     from conftest import compose
     from transformers import AutoConfig
 
-    from ftsweep import heldout, plan
+    from ftsweep import lm_loss, plan
 
     cfg = compose(["model=qwen2.5-7b-instruct", "optim.micro_batch_size=4", "data.max_length=1024",
                    "eval.batch_size=16", "train.gradient_checkpointing=true"])
@@ -35,10 +35,15 @@ def test_activation_arithmetic_training_and_chunked_evaluation():
     h, i, layers, vocab = 3584, 18944, 28, 152064
     train, evaluation = plan.activation_bytes(cfg, config)
     tokens, eval_tokens = 4 * 1024, 16 * 1024
-    assert train == layers * tokens * h * 2 + tokens * (8 * h + 4 * i) * 2 + tokens * vocab * 14
-    assert evaluation == eval_tokens * (4 * h + 3 * i + h) * 2 + heldout.CHUNK_TOKENS * vocab * 10
-    _, whole = plan.activation_bytes(cfg, config, chunked=False)  # a model heldout cannot split
-    assert whole - evaluation == (eval_tokens - heldout.CHUNK_TOKENS) * vocab * 10  # 23.0 GiB more
+    chunk = lm_loss.CHUNK_TOKENS
+    assert train == layers * tokens * h * 2 + tokens * (8 * h + 4 * i) * 2 + chunk * vocab * 14
+    assert evaluation == eval_tokens * (4 * h + 3 * i + h) * 2 + chunk * vocab * 10
+    whole_train, whole_eval = plan.activation_bytes(cfg, config, chunked=False)  # a model lm_loss cannot split
+    assert whole_eval - evaluation == (eval_tokens - chunk) * vocab * 10  # 23.0 GiB more
+    assert whole_train - train == (tokens - chunk) * vocab * 14  # 6.1 GiB more
+    off = compose(["model=qwen2.5-7b-instruct", "optim.micro_batch_size=4", "data.max_length=1024",
+                   "eval.batch_size=16", "train.gradient_checkpointing=true", "train.chunked_loss=false"])
+    assert plan.activation_bytes(off, config)[0] == whole_train
 
 
 @pytest.mark.slow
