@@ -114,7 +114,7 @@ def main() -> None:
         print("bench/gpu.py: needs a CUDA GPU (torch.cuda.is_available() is False here); run it on a GPU machine",
               file=sys.stderr)
         sys.exit(2)
-    from speed import write_data
+    from speed import write_data, write_full_length
 
     gpu = torch.cuda.get_device_name(0)
     peak = args.peak_tflops or peak_tflops(gpu)
@@ -124,10 +124,7 @@ def main() -> None:
     # Byte-level tokens: characters ~ tokens, so inputs up to 0.6 x max_length characters leave room for the template.
     write_data(data, args.records, max_chars=int(args.max_length * 0.6))
     full = work / "full-length.jsonl"
-    with open(full, "w", encoding="utf-8") as fh:  # inputs of 2 x max_length characters: cut to max_length tokens
-        for k in range(args.micro * args.steps + 16):
-            fh.write(json.dumps({"instruction": f"Repeat record {k}.", "input": "river stone " * (args.max_length // 6),
-                                 "output": "river stone"}) + "\n")
+    write_full_length(full, args.micro * args.steps + 16, args.max_length)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", FTSWEEP_HOME=str(work / "home"))
     print(f"{gpu}, peak bf16 {peak or '?'} TFLOP/s; {args.records} mixed-length records, max_length {args.max_length}, "
           f"{args.steps} steps x {args.micro} sequences; torch {torch.__version__}")

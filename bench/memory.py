@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 GIB = 1024**3
 
 
@@ -47,13 +48,12 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--steps", type=int, default=2)
     args = p.parse_args()
+    from speed import write_full_length
+
     work = Path(tempfile.mkdtemp(prefix="ftsweep-memory-bench-"))
     build(work / "model")
     data = work / "full-length.jsonl"
-    with open(data, "w", encoding="utf-8") as fh:  # inputs of 2 x max_length characters: cut to max_length tokens
-        for k in range(args.micro * args.steps + 4):
-            fh.write(json.dumps({"instruction": f"Repeat record {k}.", "input": "river stone " * (args.max_length // 6),
-                                 "output": "river stone"}) + "\n")
+    write_full_length(data, args.micro * args.steps + 4, args.max_length)
     env = dict(os.environ, HF_HUB_OFFLINE="1", FTSWEEP_HOME=str(work / "home"))
     print(f"2-layer Qwen2.5-0.5B widths, vocabulary 151,936, nf4; micro batch {args.micro} x {args.max_length} tokens, "
           f"{args.steps} steps, held-out batch of 4")

@@ -59,6 +59,15 @@ def write_data(path: Path, n: int, max_chars: int, seed: int = 0) -> None:
                                  "output": f"It occurs {words.count(target)} times."}) + "\n")
 
 
+def write_full_length(path: Path, n: int, max_length: int) -> None:
+    """Records whose input is 2 x max_length characters: each is cut to exactly max_length tokens, so every batch
+    is the worst case mode=plan estimates."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for k in range(n):
+            fh.write(json.dumps({"instruction": f"Repeat record {k}.", "input": "river stone " * (max_length // 6),
+                                 "output": "river stone"}) + "\n")
+
+
 def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
