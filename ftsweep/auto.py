@@ -69,7 +69,7 @@ def memory_budget_gib(cfg, cuda: bool | None = None) -> float:
     without one. A number is the user's cap (a shared GPU, or planning for another card), never more than the GPU has.
 
     With a fixed 24 the run on an H200 (139.8 GiB) turned checkpointing on for Qwen2.5-7B at micro batch 4 x 1024
-    (35.2 GiB planned without it), training about 1.3x slower for memory it did not need."""
+    (35.2 GiB planned without it): slower training, for memory it did not need."""
     value = cfg.plan.gpu_mem_gb
     on_gpu = _cuda() if cuda is None else cuda
     gpu = None

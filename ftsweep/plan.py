@@ -193,6 +193,7 @@ def describe(plan: dict, name: str) -> str:
     return (f"plan {name}: trainable params: {plan['trainable_params']:,} || all params: {plan['total_params']:,} || "
             f"trainable%: {100 * plan['trainable_params'] / plan['total_params']:.4f} | memory ~{m['total']:.2f} GiB = base {m['base_weights']:.2f} "
             f"+ adapter/grad/optim {m['adapter_grads_optimizer']:.2f} + activations {m['activations']:.2f} "
+            f"({plan.get('activations_peak', 'training')}) "
             f"+ overhead {m['overhead']:.2f} | {flag} | from {plan.get('config_source', '?')}")
 
 
