@@ -66,16 +66,28 @@ def token_loss_sum(hidden, labels, head, chunk_tokens: int | None = None):
     return total, int(y.numel())
 
 
+def _decoded_loss_sum(found, labels, inputs: dict, chunk_tokens: int | None = None):
+    """token_loss_sum over the decoder's output for `inputs` (everything but the labels), with no KV cache:
+    with one, transformers ignores packed rows' restarting positions and attends across their sequences."""
+    decoder, head = found
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state
+    return token_loss_sum(hidden, labels, head, chunk_tokens)
+
+
 def loss_sum(model, inputs: dict, chunk_tokens: int | None = None):
     """(summed token cross-entropy, predicted tokens) of one held-out batch, or None where `parts` finds no plain
-    output layer. Call under torch.no_grad()."""
+    output layer (a classifier among them). Call under torch.no_grad()."""
     found = parts(model)
     if found is None:
         return None
-    decoder, head = found
-    hidden = decoder(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).last_hidden_state
-    total, n = token_loss_sum(hidden, inputs["labels"], head, chunk_tokens)
+    total, n = _decoded_loss_sum(found, inputs["labels"], {k: v for k, v in inputs.items() if k != "labels"}, chunk_tokens)
     return float(total), n
+
+
+def chunks_training(train_cfg) -> bool:
+    """Whether a run computes its training loss here: train.chunked_loss, unless Liger's fused linear cross-entropy
+    (train.liger_kernel) already keeps the logits out of memory its own way."""
+    return bool(train_cfg.chunked_loss) and not train_cfg.liger_kernel
 
 
 def chunk_training_loss(model) -> bool:
@@ -101,10 +113,9 @@ def chunk_training_loss(model) -> bool:
             return own(*args, **kwargs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        decoder, head = parts(self)  # looked up again: PEFT or DDP may have replaced the modules since
-        kwargs["use_cache"] = False
-        hidden = decoder(**kwargs).last_hidden_state
-        total, n = token_loss_sum(hidden, labels, head)
+        kwargs.pop("use_cache", None)
+        # parts looked up again: PEFT or DDP may have replaced the modules since
+        total, n = _decoded_loss_sum(parts(self), labels, kwargs)
         if num_items_in_batch is not None:
             loss = total / (num_items_in_batch.to(total.device) if hasattr(num_items_in_batch, "to") else num_items_in_batch)
         else:

@@ -35,7 +35,7 @@ import json
 import logging
 from pathlib import Path
 
-from ftsweep import lm_loss
+from ftsweep import auto, lm_loss
 from ftsweep.artifacts import PLAN, PLAN_TABLE, atomic_write_json, atomic_write_text
 from ftsweep.metrics import GIB
 
@@ -119,7 +119,7 @@ def activation_bytes(cfg, config, chunked: bool = True) -> tuple[int, int]:
     else:
         train = layers * per_layer
     # ftsweep.lm_loss computes the loss a chunk of positions at a time; models it cannot split take the whole batch's.
-    train_chunked = chunked and bool(cfg.train.chunked_loss) and not cfg.train.liger_kernel
+    train_chunked = chunked and lm_loss.chunks_training(cfg.train)
     train += (min(tokens, lm_loss.CHUNK_TOKENS) if train_chunked else tokens) * vocab * TRAIN_BYTES_PER_LOGIT
     eval_tokens = int(cfg.eval.batch_size) * int(cfg.data.max_length)
     logits_at_once = min(eval_tokens, lm_loss.CHUNK_TOKENS) if chunked else eval_tokens
@@ -168,8 +168,6 @@ def plan_cell(cfg, base=None) -> dict:
     activations = max(train_bytes, eval_bytes)
 
     est = base_bytes + adapter_bytes + activations + OVERHEAD_BYTES
-    from ftsweep import auto
-
     limit = auto.memory_budget_gib(cfg)
     return {
         "model": cfg.model.name, "config_source": model_config_and_source(cfg.model)[1], "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),

@@ -137,8 +137,7 @@ class Run:
         self.initial_adapter = adapters.save_initial(self.model, cfg.lora, self.dir) if self.main else None  # PiSSA / OLoRA
         # No KV cache while training: it is never reused, and packed batches need the forward pass without one.
         self.model.config.use_cache = False
-        # Liger's fused linear cross-entropy, when on, already keeps the logits out of memory in its own way.
-        if cfg.train.chunked_loss and not cfg.train.liger_kernel:
+        if lm_loss.chunks_training(cfg.train):
             lm_loss.chunk_training_loss(self.model)
         trainable, total = models.count_params(self.model)
         estimate, source = _planned_memory(cfg, self.skeleton)

@@ -72,7 +72,6 @@ class SweepTrainer(Trainer):
     def __init__(self, *args, nan_check: bool = True, classify: bool = False, class_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.nan_check = nan_check
-        self.classify = classify
         self.class_weights = class_weights
         if classify:
             # transformers sees the model's forward take **kwargs and assumes its loss is a sum over the items of the
@@ -125,8 +124,8 @@ class SweepTrainer(Trainer):
                 for inputs in loader:
                     inputs = self._prepare_inputs(inputs)
                     # A causal LM's loss in chunks of positions (ftsweep.lm_loss): the whole batch's logits were the
-                    # run's memory peak. Classification and models whose logits are not a plain projection: as before.
-                    summed = None if self.classify else lm_loss.loss_sum(model, inputs)
+                    # run's memory peak. Classifiers and models whose logits are not a plain projection: as before.
+                    summed = lm_loss.loss_sum(model, inputs)
                     if summed is not None:
                         loss_sum += summed[0]
                         weight += summed[1]

@@ -44,6 +44,10 @@ def test_activation_arithmetic_training_and_chunked_evaluation():
     off = compose(["model=qwen2.5-7b-instruct", "optim.micro_batch_size=4", "data.max_length=1024",
                    "eval.batch_size=16", "train.gradient_checkpointing=true", "train.chunked_loss=false"])
     assert plan.activation_bytes(off, config)[0] == whole_train
+    # The cell's estimate takes the larger phase: here the held-out batch of 16 (3.7 GiB) over training's 3.3.
+    cell = plan.plan_cell(cfg)
+    assert cell["activations_peak"] == "evaluation" and evaluation > train
+    assert cell["memory_gib"]["activations"] == cell["activations_gib"]["evaluation"] == round(evaluation / 2**30, 3)
 
 
 @pytest.mark.slow
