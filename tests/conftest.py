@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,8 @@ settings.load_profile("ftsweep")
 
 # Offline everywhere, before anything imports transformers or a tracker.
 _HOME = Path(os.environ.get("FTSWEEP_TEST_HOME") or tempfile.mkdtemp(prefix="ftsweep-test-home-"))
+if not os.environ.get("FTSWEEP_TEST_HOME"):
+    atexit.register(shutil.rmtree, _HOME, ignore_errors=True)  # one per test process, gone with it
 os.environ["FTSWEEP_HOME"] = str(_HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -119,12 +123,23 @@ def start_as_from_a_terminal(cmd: list[str], **kwargs) -> subprocess.Popen:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m ftsweep ARGS` in a subprocess, as a user would."""
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600, input: str | None = None,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m ftsweep ARGS` in a process of its own, as a user would: forked from a server that has
+    imported the heavy libraries (warm_cli.py says what that leaves out), or ``fresh`` from nothing."""
+    import warm_cli
+
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("HYDRA_FULL_ERROR", None)
+    if not fresh and os.environ.get("FTSWEEP_TEST_FRESH") != "1":
+        server = warm_cli.server()
+        if server.serves(full_env) and server.lock.acquire(blocking=False):  # busy (a test's own threads): fresh
+            try:
+                return server.run(args, cwd, full_env, timeout, input)
+            finally:
+                server.lock.release()
     return subprocess.run([sys.executable, "-m", "ftsweep", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input)
 
 
 @pytest.fixture

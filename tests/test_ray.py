@@ -35,7 +35,7 @@ def test_each_cell_its_own_gpu_a_failing_cell_does_not_stop_the_pool_a_rerun_ski
     # Ray hands out the devices this shell made visible, as it would on a machine with GPUs 7 and 9.
     cmd = ["-m", "lora.r=4,8,-1", "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=2", *TINY,
            f"hydra.sweep.dir={sweep}"]
-    proc = cli(cmd, env={"CUDA_VISIBLE_DEVICES": "7,9"}, timeout=300)
+    proc = cli(cmd, env={"CUDA_VISIBLE_DEVICES": "7,9"}, timeout=300, fresh=True)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 run(s) failed: lora.r=-1 (lora.r=-1: the rank must be >= 1" in proc.stderr
 
@@ -63,7 +63,7 @@ def test_each_cell_its_own_gpu_a_failing_cell_does_not_stop_the_pool_a_rerun_ski
     before = {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)}
     (sweep / "report.md").unlink()
     proc = cli(["-m", "lora.r=4,8,-1,16,32", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
-                "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300)
+                "hydra.launcher.ray.init.num_gpus=1", *TINY, f"hydra.sweep.dir={sweep}"], timeout=300, fresh=True)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)} == before
     counts = json.loads((sweep / "sweep.json").read_text())["counts"]
