@@ -142,6 +142,15 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
                           text=True, timeout=timeout, input=input)
 
 
+def run_printed(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command ftsweep printed ("resume with: python -m ftsweep ..."), as a user would paste it."""
+    import shlex
+
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "ftsweep"], command
+    return run_cli(words[3:], cwd=cwd, timeout=timeout)
+
+
 @pytest.fixture
 def cli(tmp_path, tiny_model_dir):
     """cli(args) runs the real CLI with tmp_path as the working directory."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, start_as_from_a_terminal, train_lines, train_steps
+from conftest import FAST, run_printed, start_as_from_a_terminal, train_lines, train_steps
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +69,7 @@ def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny
     assert record["counts"]["interrupted"] == 1 and record["counts"]["failed"] == 0
 
     # The printed command, as a user would paste it, resumes the same sweep.
-    again = subprocess.run([sys.executable, "-m", "ftsweep", *shlex.split(resume_cmd)[3:]], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+    again = run_printed(resume_cmd, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     for cell in CELLS:
         assert json.loads((sweep_dir / cell / "summary.json").read_text())["status"] == "ok", cell
@@ -102,8 +100,7 @@ def test_sigterm_between_cells_stops_the_sweep_with_its_resume_command(tmp_path,
     record = json.loads((sweep_dir / "sweep.json").read_text())
     assert record["counts"]["ok"] == 1 and record["counts"]["failed"] == 0 and record["failed_runs"] == [], record["counts"]
     resume_cmd = err.split("resume with: ", 1)[1].strip()
-    again = subprocess.run([sys.executable, *shlex.split(resume_cmd)[1:]], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = run_printed(resume_cmd, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert [json.loads((sweep_dir / c / "summary.json").read_text())["status"] for c in CELLS] == ["ok"] * 3
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import random
-import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, train_lines, train_steps
+from conftest import FAST, run_printed, train_lines, train_steps
 
 from ftsweep import artifacts
 
@@ -160,9 +159,7 @@ def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_re
     resume = err.split("resume with: ", 1)[1].strip()  # pasted as a user would, a second later
     assert resume.endswith(f"hydra.run.dir={run_dir.resolve()}"), resume
     time.sleep(1.1)
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    again = subprocess.run([sys.executable, *shlex.split(resume)[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = run_printed(resume, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [p.parent for p in tmp_path.glob(f"outputs/*/*/{artifacts.SUMMARY}")] == [run_dir], "the resume made a new run"
     summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
