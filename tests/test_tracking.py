@@ -203,7 +203,9 @@ def test_swanlab_watch_serves_both_runs(tracked_sweep):
         server.wait(timeout=30)
 
 
-def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tmp_path, monkeypatch, caplog):
+def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tmp_path, monkeypatch, caplog, request):
+    import signal
+
     from hydra import compose, initialize_config_dir
 
     from ftsweep import tracking
@@ -214,6 +216,10 @@ def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tm
         raise OSError("disk full")
 
     monkeypatch.setattr(tracking.SwanLabBackend, "log", broken)
+    # Python's own Ctrl-C handling, as in a terminal: a suite started in the background (`pytest ... &`) inherits
+    # SIGINT ignored, and SwanLab's handler is then never installed or removed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     overrides = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab"]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -225,8 +231,6 @@ def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tm
 
     # The switched-off SwanLab run was ended (as crashed), not left active: its Ctrl-C handler is gone, and the
     # next cell in this process starts its own SwanLab run (swanlab.init refuses while another is active).
-    import signal
-
     import swanlab
 
     assert not swanlab.has_run() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
