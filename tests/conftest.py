@@ -129,17 +129,56 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     imported the heavy libraries (warm_cli.py says what that leaves out), or ``fresh`` from nothing."""
     import warm_cli
 
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    if not fresh and os.environ.get("FTSWEEP_TEST_FRESH") != "1":
-        server = warm_cli.server()
-        if server.serves(full_env) and server.lock.acquire(blocking=False):  # busy (a test's own threads): fresh
-            try:
-                return server.run(args, cwd, full_env, timeout, input)
-            finally:
-                server.lock.release()
+    full_env = _cli_env(env)
+    server = _free_warm_server(full_env, fresh)
+    if server:
+        return server.run(args, cwd, full_env, timeout, input, warm_cli.sigint_as_inherited())
     return subprocess.run([sys.executable, "-m", "ftsweep", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout, input=input)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, terminal: bool = False):
+    """Start `python -m ftsweep ARGS` and leave it running, for a test to signal: a subprocess.Popen (pid, poll,
+    wait, send_signal, communicate; text stdout and stderr), forked warm where run_cli would be. ``terminal``:
+    Ctrl-C reaches it as for a command typed in a terminal (start_as_from_a_terminal)."""
+    import warm_cli
+
+    full_env = _cli_env(env)
+    server = _free_warm_server(full_env, fresh=False)
+    if server:
+        sigint = "default" if terminal else warm_cli.sigint_as_inherited()
+        return server.start(args, cwd, full_env, None, sigint)
+    cmd = [sys.executable, "-m", "ftsweep", *args]
+    kwargs = dict(cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_as_from_a_terminal(cmd, **kwargs) if terminal else subprocess.Popen(cmd, **kwargs)
+
+
+def _cli_env(env: dict | None) -> dict:
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return full_env
+
+
+def _free_warm_server(env: dict, fresh: bool):
+    """This test process's warm server, locked for one command, where it can run one with ``env``; else None."""
+    import warm_cli
+
+    if fresh or os.environ.get("FTSWEEP_TEST_FRESH") == "1":
+        return None
+    server = warm_cli.server()
+    if server.serves(env) and server.lock.acquire(blocking=False):  # busy (a test's own threads): fresh
+        return server
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _no_warm_command_outlives_its_test():
+    yield
+    import warm_cli
+
+    if warm_cli.running is not None:
+        warm_cli.running.end()
+        warm_cli.running = None
 
 
 def run_printed(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, run_printed, start_as_from_a_terminal, train_lines, train_steps
+from conftest import FAST, run_printed, start_as_from_a_terminal, start_cli, train_lines, train_steps
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +38,7 @@ def _signal_state(pid: int) -> str:
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130)])
 def test_a_signal_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, tiny_model_dir, sig, code):
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "ftsweep", *_sweep_args(sweep_dir)]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = start_as_from_a_terminal(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(_sweep_args(sweep_dir), tmp_path, terminal=True)
     first = sweep_dir / CELLS[0] / "metrics.jsonl"
     deadline = time.time() + 240
     while max(train_steps(first), default=0) < 6:  # past the checkpoint at step 4
@@ -82,9 +80,7 @@ def test_sigterm_between_cells_stops_the_sweep_with_its_resume_command(tmp_path,
     """Between cells no run has its own handler: the CLI's turns SIGTERM into the same stop (before, the
     process died at once with no word of what was left)."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "ftsweep", "-m", *FAST, "eval.every_n_steps=0", "lora.r=4,8,16", f"hydra.sweep.dir={sweep_dir}"]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(["-m", *FAST, "eval.every_n_steps=0", "lora.r=4,8,16", f"hydra.sweep.dir={sweep_dir}"], tmp_path)
     first = sweep_dir / CELLS[0] / "summary.json"
     deadline = time.time() + 240
     while not (first.exists() and json.loads(first.read_text() or "{}").get("status") == "ok"):

@@ -8,12 +8,11 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_printed, train_lines, train_steps
+from conftest import FAST, run_printed, start_cli, train_lines, train_steps
 
 from ftsweep import artifacts
 
@@ -81,10 +80,9 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp
 
 def start_run(run_dir: Path | None, cwd: Path, steps: int) -> subprocess.Popen:
     """A single run; with no ``run_dir`` it writes where Hydra's default puts it (outputs/<date>/<time> under cwd)."""
-    args = [sys.executable, "-m", "ftsweep", *FAST, f"optim.max_steps={steps}", "train.save_steps=5", "train.logging_steps=1",
-            "eval.every_n_steps=10", "optim.micro_batch_size=2", *([f"hydra.run.dir={run_dir}"] if run_dir else [])]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [*FAST, f"optim.max_steps={steps}", "train.save_steps=5", "train.logging_steps=1", "eval.every_n_steps=10",
+            "optim.micro_batch_size=2", *([f"hydra.run.dir={run_dir}"] if run_dir else [])]
+    return start_cli(args, cwd)
 
 
 def kill_at(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 240) -> None:
