@@ -130,7 +130,7 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["OMP_NUM_THREADS"] = "1"
-    args = [a for a in ARGS if not a.startswith("optim.max_steps")] + ["optim.max_steps=40", "train.save_steps=100",
+    args = [a for a in ARGS if not a.startswith("optim.max_steps")] + ["optim.max_steps=24", "train.save_steps=100",
                                                                        "hydra.run.dir=run"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29542", "-m",
            "ftsweep", *args]
@@ -158,13 +158,13 @@ def test_torchrun_ranks_stop_after_the_same_step_when_one_is_signalled(tmp_path)
     assert len(checkpoints) == 1, checkpoints
     step = json.loads((checkpoints[0] / "trainer_state.json").read_text())["global_step"]
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in checkpoints[0].iterdir()}
-    assert train_steps(metrics)[-1] == step and 12 <= step < 40
+    assert train_steps(metrics)[-1] == step and 12 <= step < 24
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
     assert resumed["status"] == "ok" and resumed["resumed_from"] == checkpoints[0].name
-    assert train_steps(metrics) == list(range(1, 41)), "every step once"
+    assert train_steps(metrics) == list(range(1, 25)), "every step once"
     # After the checkpoint the resumed job trains on the batches the uninterrupted one does.
     # and trains as it does: the same adapter, optimizer state and per-rank random state from the checkpoint on.
     whole_steps, resumed_steps = train_lines(tmp_path / "whole"), train_lines(tmp_path / "run")
