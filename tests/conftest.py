@@ -154,9 +154,8 @@ def start_cli(args: list[str], cwd: Path, env: dict | None = None, terminal: boo
 
 
 def _cli_env(env: dict | None) -> dict:
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return full_env
+    """This process's environment as a user's shell would have it (HYDRA_FULL_ERROR only where a test sets it)."""
+    return {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, **(env or {})}
 
 
 def _free_warm_server(env: dict, fresh: bool):

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -134,14 +131,12 @@ def test_class_weights_enter_the_loss(cli, tmp_path):
     "lora.rr=8",  # refused while Hydra composes
     "data.path=nowhere.json",  # a failure inside a run: caught and recorded, and its traceback printed
 ])
-def test_hydra_full_error_keeps_the_traceback(tmp_path, tiny_model_dir, bad):
-    args = [sys.executable, "-m", "ftsweep", *FAST, "data=alpaca", "data.path=x.json", bad]
-    env = dict(os.environ, HYDRA_FULL_ERROR="1")
-    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+def test_hydra_full_error_keeps_the_traceback(cli, tmp_path, bad):
+    args = [*FAST, "data=alpaca", "data.path=x.json", bad]
+    proc = cli(args, env={"HYDRA_FULL_ERROR": "1"}, timeout=300)
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr, proc.stderr[-1500:]
     assert bad.split("=")[0 if bad.startswith("lora") else 1] in proc.stderr
-    env.pop("HYDRA_FULL_ERROR")
-    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = cli(args, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(error_lines(proc)) == 1
