@@ -245,6 +245,15 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
     need(O.weight_decay >= 0, f"optim.weight_decay={O.weight_decay}: must be >= 0")
     need(O.max_grad_norm >= 0, f"optim.max_grad_norm={O.max_grad_norm}: must be >= 0 (0 disables clipping)")
     need(D.source == "synthetic" or bool(D.path), f"data={D.name} reads a file: set data.path=... (a JSON, JSONL, CSV or Parquet file, or a hub id)")
+    # A data file that is not there fails here, in a second, not after the libraries load (mode=plan reads no data).
+    for path in ((D.path if D.source != "synthetic" else None, D.val_path) if cfg.mode != "plan" else ()):
+        if path:
+            from ftsweep.data.sources import DataError, local_file
+
+            try:
+                local_file(D, path)
+            except DataError as exc:
+                errors.append(str(exc))
     need(D.n is None or D.n >= 1, f"data.n={D.n}: must be >= 1 (or null for all records)")
     need(D.val_size > 0, f"data.val_size={D.val_size}: must be a fraction in (0, 1) or a count >= 1")
     need(D.val_size < 1 or float(D.val_size).is_integer(), f"data.val_size={D.val_size}: a count must be a whole number")

@@ -36,8 +36,26 @@ def source_kind(data_cfg, path: str | None) -> str:
         return SUFFIXES[suffix]
     if not Path(str(path)).exists() and "/" in str(path) and not str(path).startswith((".", "/", "~")):
         return "hub"  # "org/name": a dataset id
-    raise DataError(f"data.path={path}: cannot tell the format from the suffix; use .json, .jsonl, .csv or .parquet, "
-                    "or set data.source=json|jsonl|csv|parquet|hub")
+    raise DataError(f"{_key(data_cfg, path)}={path}: cannot tell the format from the suffix; use .json, .jsonl, .csv or "
+                    ".parquet, or set data.source=json|jsonl|csv|parquet|hub")
+
+
+def local_file(data_cfg, path: str | None) -> Path | None:
+    """The file a local source reads (None for the built-in set or a hub id); DataError if there is none to read.
+    Config validation calls it too, so that a wrong path fails before the libraries load, not after."""
+    kind = source_kind(data_cfg, path)
+    if kind in ("synthetic", "hub"):
+        return None
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        key = _key(data_cfg, path)
+        raise DataError(f"{key}={path}: no such file; point {key} at a JSON, JSONL, CSV or Parquet file")
+    return file
+
+
+def _key(data_cfg, path) -> str:
+    """The setting that named ``path``: the held-out file's own, or the data's."""
+    return "data.val_path" if path is not None and path == data_cfg.get("val_path") and path != data_cfg.path else "data.path"
 
 
 def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Record]:
@@ -49,9 +67,7 @@ def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Re
         return [Record(r, f"synthetic: record {i + 1}") for i, r in enumerate(recs)]
     if kind == "hub":
         return _read_hub(data_cfg, str(path), split or data_cfg.split)
-    file = Path(str(path)).expanduser()
-    if not file.is_file():
-        raise DataError(f"data.path={path}: no such file; point data.path at a JSON, JSONL, CSV or Parquet file")
+    file = local_file(data_cfg, path)
     name = file.name
     if kind in ("json", "jsonl"):
         text = read_text(file)

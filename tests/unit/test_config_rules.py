@@ -81,10 +81,20 @@ def test_every_problem_is_reported_at_once():
     ]
 
 
-def test_a_file_dataset_needs_a_path():
+def test_a_file_dataset_needs_a_path_to_a_file_that_is_there(tmp_path, monkeypatch):
     assert problems(["data=alpaca"]) == [
         "data=alpaca reads a file: set data.path=... (a JSON, JSONL, CSV or Parquet file, or a hub id)"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.json").write_text("[]")
     assert problems(["data=alpaca", "data.path=x.json"]) == []
+    assert problems(["data=alpaca", "data.path=y.json", "data.val_path=z.jsonl"]) == [
+        "data.path=y.json: no such file; point data.path at a JSON, JSONL, CSV or Parquet file",
+        "data.val_path=z.jsonl: no such file; point data.val_path at a JSON, JSONL, CSV or Parquet file"]
+    assert problems(["data=alpaca", "data.path=x.txt"]) == [
+        "data.path=x.txt: cannot tell the format from the suffix; use .json, .jsonl, .csv or .parquet, or set "
+        "data.source=json|jsonl|csv|parquet|hub"]
+    assert problems(["data=alpaca", "data.path=org/name"]) == []  # a hub id: read when the run starts
+    assert problems(["data=alpaca", "data.path=y.json", "mode=plan"]) == []  # a plan reads no data
 
 
 def test_classify_needs_two_labels():
