@@ -127,7 +127,8 @@ class WarmServer:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            proc.end()
+            proc.kill()
+            proc.wait(timeout=60)
             exc.output, exc.stderr = proc.communicate()
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
