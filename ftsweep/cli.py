@@ -131,16 +131,22 @@ def _dispatch(cfg: DictConfig):
 def train(cfg: DictConfig, run_dir: Path, name: str, overrides: list[str], sweep: dict | None = None,
           swept: list[str] | None = None) -> dict:
     """Validate the config (with the device rules), then run; a refused config is recorded as failed."""
-    import torch
-
     from ftsweep.run import Run
 
     run = Run(cfg, run_dir, name, overrides, sweep, swept)
     try:
-        config_mod.validate(cfg, cuda=torch.cuda.is_available())
+        config_mod.validate(cfg, cuda=_cuda() if config_mod.cpu_problems(cfg) else None)
     except config_mod.ConfigError as exc:
         return run.execute(refused=exc)  # like any other failure: a sweep goes on
     return run.execute()
+
+
+def _cuda() -> bool:
+    """Whether torch sees a CUDA GPU. Asked only for a config with a setting that needs one: the answer costs
+    torch's import, which a config refused for any other reason need not wait for."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _objective(summary: dict, metric: str) -> float:
