@@ -57,6 +57,11 @@ def baseline(metrics: list[dict]) -> float | None:
     return None
 
 
+def evaluated_steps(metrics: list[dict]) -> set[int]:
+    """The steps the record has a held-out evaluation of (0: the baseline)."""
+    return {int(r["step"]) for r in metrics if r.get("split") == "eval"}
+
+
 def elapsed(metrics: list[dict]) -> float:
     """Seconds the run had taken up to its checkpoint: the time of its last kept line (train lines reach the
     checkpoint's step). A resumed run's clock goes on from there, so its line times keep rising and its

@@ -164,6 +164,7 @@ class Run:
         self.trainer = self.build_trainer(micro, distributed.accumulation(int(cfg.optim.grad_accum), distributed.world_size()))
         if self.resume_from is not None:
             kept = artifacts.read_metrics(self.dir / artifacts.METRICS)  # the lines up to the checkpoint
+            self.evals.evaluated = resume.evaluated_steps(kept)
             self.clock.add(resume.elapsed(kept))
             counts = resume.token_counts(kept)
             if counts:

@@ -275,6 +275,9 @@ class EvalCallback(TrainerCallback):
     Every evaluation of the run (the baseline and the final one too) goes through ``now``,
     which times it: evaluation inside the training loop is not training time.
     The last step is left to the run's final evaluation, so no step is evaluated twice.
+    An evaluation comes after its step and before that step's checkpoint, so a checkpoint holds the random state
+    from after it (each evaluation's data loader draws a seed from the global random state), whether it was
+    saved on schedule or by a stop.
     """
 
     def __init__(self, every: int, evaluate: Callable[..., dict], per_epoch: bool = False):
@@ -282,6 +285,7 @@ class EvalCallback(TrainerCallback):
         self.evaluate = evaluate
         self.per_epoch = per_epoch
         self.done_at = -1
+        self.evaluated: set[int] = set()  # a resumed run: the steps its record has an evaluation of
         self.seconds = 0.0  # spent evaluating, baseline and final included
 
     def now(self, final: bool = False) -> dict:
@@ -291,22 +295,32 @@ class EvalCallback(TrainerCallback):
         finally:
             self.seconds += time.perf_counter() - started
 
-    def _maybe(self, state, control) -> None:
-        # should_training_stop: a stop was asked for during this step (StopAtStepEnd); the user waits for the exit.
-        if state.global_step < state.max_steps and state.global_step != self.done_at and not control.should_training_stop:
-            self.done_at = state.global_step
-            self.now()
+    def due(self, state) -> bool:
+        """Whether the schedule evaluates after the step just completed. The last step of an epoch is the one whose
+        end makes ``state.epoch`` whole (transformers sets it to epoch + micro steps done / micro steps per epoch)."""
+        at_epoch_end = self.per_epoch and state.epoch is not None and float(state.epoch).is_integer()
+        at_interval = bool(self.every) and state.global_step % self.every == 0
+        return 0 < state.global_step < state.max_steps and (at_interval or at_epoch_end)
+
+    def _evaluate_at(self, state) -> None:
+        self.done_at = state.global_step
+        self.now()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.done_at = -1  # a retry after an out-of-memory error starts again from step 0
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.every and state.global_step % self.every == 0:
-            self._maybe(state, control)
+    def on_step_begin(self, args, state, control, **kwargs):
+        # A stop inside a step skips the evaluation due after it (StopAtStepEnd), so that checkpoint holds the random
+        # state from before that evaluation. The resumed run evaluates there first, where the run never stopped did:
+        # the curve has that point, and the steps after it draw the same dropout masks. transformers restores the
+        # checkpoint's random state before this first step begins.
+        if state.global_step != self.done_at and self.due(state) and state.global_step not in self.evaluated:
+            self._evaluate_at(state)
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self.per_epoch:
-            self._maybe(state, control)
+    def on_step_end(self, args, state, control, **kwargs):
+        # should_training_stop: a stop was asked for during this step (StopAtStepEnd); the user waits for the exit.
+        if state.global_step != self.done_at and self.due(state) and not control.should_training_stop:
+            self._evaluate_at(state)
 
 
 SAME_STOP_S = 1.0  # a second signal sooner than this after the first is the same stop
@@ -320,11 +334,12 @@ class StopAtStepEnd(TrainerCallback):
     yet counted; between steps, part of the evaluation's draws spent (each evaluation's data loader draws a seed
     from the global random state) and the rest not. The resumed run then trains differently from one never stopped.
     So a first signal only asks for a stop: inside a step, the step completes (its loss is logged, its checkpoint is
-    due) and the evaluation after it is skipped; between steps, the evaluation or checkpoint under way completes and
-    the next step does not begin. ``fit`` raises the interrupt once `train()` returns. A second signal stops at once,
-    unless it comes within SAME_STOP_S of the first: a launcher passing the same stop on (torchrun sends each worker
-    its own SIGINT after the terminal's), not a person asking twice. A scheduler's notice (runtime.NOTICE_SIGNALS:
-    submitit's SIGUSR2 before a SLURM time limit) is such a stop too.
+    due) and the evaluation after it is skipped (the resumed run runs it first: EvalCallback); between steps, the
+    evaluation or checkpoint under way completes and the next step does not begin. ``fit`` raises the interrupt
+    once `train()` returns. A second signal stops at once, unless it comes within SAME_STOP_S of the first: a
+    launcher passing the same stop on (torchrun sends each worker its own SIGINT after the terminal's), not a person
+    asking twice. A scheduler's notice (runtime.NOTICE_SIGNALS: submitit's SIGUSR2 before a SLURM time limit) is such
+    a stop too.
 
     Over several processes (torchrun) a stop always waits for a step's end, where the ranks agree (one all-reduce of
     a flag per step) to stop after the same step: a rank that stopped alone, between steps, left the others waiting

@@ -174,39 +174,46 @@ def _signal_in_evaluation(monkeypatch, at_call: int) -> None:
     monkeypatch.setattr(Run, "evaluate", evaluate_after_a_signal)
 
 
+@pytest.mark.parametrize("step, evals_before", [(5, [0, 2, 4]), (4, [0, 2])])
 def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_never_stopped(
-        tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
+        tiny_model_dir, tmp_path, monkeypatch, composed, caplog, step, evals_before):
     """The stop waits for the step to complete: the checkpoint is at that step with its random state, and the resumed
     run's losses equal the uninterrupted run's at every step (raised at once, the checkpoint was the step before,
-    with this step's dropout draws already spent, and the resumed losses differed)."""
+    with this step's dropout draws already spent, and the resumed losses differed). A step due for an evaluation
+    (step 4 here) stops without it, and the resumed run evaluates there first, as the uninterrupted run did: the
+    curve has that point, and the evaluation's random draws come where they came. Before, the point was missing and
+    every step after it trained on other dropout masks (a loss 5e-4 off)."""
+    from ftsweep import artifacts
     from ftsweep.cli import train
 
     cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=2",
             "eval.num_samples=0"]
     assert train(composed(cell), tmp_path / "whole", "whole", cell)["status"] == "ok"
 
-    _signal_inside_step(monkeypatch, at_call=5, signals=1)
+    _signal_inside_step(monkeypatch, at_call=step, signals=1)
     stopped = train(composed(cell), tmp_path / "run", "run", cell)
     assert stopped["status"] == "interrupted", stopped.get("error")
-    assert "run: stopping when step 5 is complete (send SIGTERM again to stop at once)" in caplog.text
+    assert f"run: stopping when step {step} is complete (send SIGTERM again to stop at once)" in caplog.text
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert checkpoints == ["checkpoint-5"], checkpoints
-    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-5" / "trainer_state.json").read_text())
-    assert state["global_step"] == 5
-    assert sorted(train_lines(tmp_path / "run")) == [1, 2, 3, 4, 5], "step 5 ran to its end, its loss logged"
-    from ftsweep import artifacts
+    assert checkpoints == [f"checkpoint-{step}"], checkpoints
+    state = json.loads((tmp_path / "run" / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())
+    assert state["global_step"] == step
+    assert sorted(train_lines(tmp_path / "run")) == list(range(1, step + 1)), f"step {step} ran to its end, its loss logged"
 
-    evals = [r["step"] for r in artifacts.read_metrics(tmp_path / "run" / artifacts.METRICS) if r.get("split") == "eval"]
-    assert 4 in evals and 6 not in evals, evals
+    def evals(run):
+        return [r["step"] for r in artifacts.read_metrics(run / artifacts.METRICS) if r.get("split") == "eval"]
+
+    assert evals(tmp_path / "run") == evals_before
 
     monkeypatch.undo()
     resumed = train(composed(cell), tmp_path / "run", "run", cell)
-    assert resumed["status"] == "ok" and resumed["resumed_from"] == "checkpoint-5", resumed.get("resumed_from")
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == f"checkpoint-{step}", resumed.get("resumed_from")
     whole, again = train_lines(tmp_path / "whole"), train_lines(tmp_path / "run")
     assert sorted(again) == list(range(1, 9))
     assert [again[s]["loss"] for s in whole] == pytest.approx([whole[s]["loss"] for s in whole], rel=1e-6, abs=0)
     assert resumed["eval_loss"] == pytest.approx(json.loads((tmp_path / "whole" / "summary.json").read_text())["eval_loss"],
                                                  rel=1e-6, abs=0)
+    assert evals(tmp_path / "run") == evals(tmp_path / "whole") == [0, 2, 4, 6, 8]
 
 
 def test_a_signal_during_an_evaluation_between_steps_stops_before_the_next_step_as_if_never_stopped(
@@ -307,3 +314,42 @@ def test_a_resumed_run_counts_every_step_once_whatever_the_logging_interval(
     assert resumed["wall_seconds"] > before + resumed["train_seconds"]
     # The mean over every step, from the lines: (3 x line 3 + 3 x line 6 + 2 x line 8) / 8.
     assert whole["train_loss"] == pytest.approx((3 * a[3]["loss"] + 3 * a[6]["loss"] + 2 * a[8]["loss"]) / 8, rel=1e-9)
+
+
+def test_evaluations_at_each_epochs_end_come_before_its_checkpoint_so_a_resume_from_it_trains_as_if_never_stopped(
+        tiny_model_dir, tmp_path, composed):
+    """eval.per_epoch: 16 examples / 4 per step = 4 steps an epoch, 3 epochs; the held-out set is evaluated after
+    steps 4 and 8 (the last step is the final evaluation's), each before that step's checkpoint. A run resumed from
+    the checkpoint at step 4 then trains steps 5-12 on the dropout masks the run never stopped did. Before, the
+    epoch's evaluation ran after its step's checkpoint was saved, and the resumed run's steps drew other masks."""
+    import shutil
+
+    from ftsweep import artifacts
+    from ftsweep.cli import train
+
+    cell = [*(a for a in FAST if not a.startswith(("optim.max_steps", "data.num_records", "eval.every_n_steps"))),
+            "optim.max_steps=-1", "optim.epochs=3", "data.num_records=24", "eval.every_n_steps=0", "eval.per_epoch=true",
+            "eval.num_samples=0", "train.logging_steps=1"]
+    whole = train(composed(cell), tmp_path / "whole", "whole", cell)
+    assert whole["status"] == "ok"
+
+    def evals(run):
+        return [r["step"] for r in artifacts.read_metrics(run / artifacts.METRICS) if r.get("split") == "eval"]
+
+    assert evals(tmp_path / "whole") == [0, 4, 8, 12]
+
+    run = tmp_path / "run"  # the run killed after its checkpoint at step 4
+    kept = [*(a for a in cell if not a.startswith("train.save_steps")), "train.save_steps=4", "train.save_total_limit=3",
+            "train.keep_checkpoints=true"]
+    assert train(composed(kept), run, "run", kept)["status"] == "ok"
+    for step in (8, 12):
+        shutil.rmtree(run / "checkpoints" / f"checkpoint-{step}")
+    summary = json.loads((run / artifacts.SUMMARY).read_text())
+    (run / artifacts.SUMMARY).write_text(json.dumps({**summary, "status": artifacts.INTERRUPTED}))
+
+    resumed = train(composed(kept), run, "run", kept)
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == "checkpoint-4"
+    a, b = train_lines(tmp_path / "whole"), train_lines(run)
+    assert sorted(b) == sorted(a) == list(range(1, 13))
+    assert [b[s]["loss"] for s in a] == pytest.approx([a[s]["loss"] for s in a], rel=1e-6, abs=0)
+    assert evals(run) == [0, 4, 8, 12]
