@@ -107,8 +107,8 @@ def default_sweep(work: Path, env: dict) -> None:
     print(f"  training            {pct(train)}")
     print(f"  outside training    {pct(wall - train)}")
     print(f"    eval + generation {pct(evals)}  (baseline, periodic and final eval, sample generation)")
-    print(f"    run setup         {pct(setup)}  (imports, model load, data, adapter, saving)")
-    print(f"    sweep start/end   {pct(rest)}  (Python and Hydra start, the report)")
+    print(f"    run setup         {pct(setup)}  (model load, data, adapter, saving)")
+    print(f"    process, once     {pct(rest)}  (Python and Hydra start, the libraries' import, the report)")
     for r in runs:
         print(f"    {r['run_name']}: wall {r['wall_seconds']:.1f} s, train {r['train_seconds']:.1f} s, "
               f"eval {r['eval_seconds']:.1f} s")

@@ -70,7 +70,8 @@ def settle_heap() -> None:
 
 
 def reset_globals(seed: int) -> None:
-    """Seed every generator and start CUDA memory statistics afresh for this run."""
+    """Seed every generator and start the memory peak afresh for this run (GPU memory, or this process's resident
+    set on a CPU)."""
     import torch
     from transformers import set_seed
 
@@ -78,6 +79,19 @@ def reset_globals(seed: int) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_peak_resident_set()
+
+
+def reset_peak_resident_set() -> None:
+    """The basic launcher runs a sweep's cells in one process, whose peak resident set (ru_maxrss) only grows: each
+    cell after the largest one reported that one's peak as its own. Linux starts it again from the current resident
+    set on writing 5 to /proc/self/clear_refs (proc(5)); elsewhere the peak stays the process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _signal_reason(signum: int) -> str:
@@ -178,7 +192,7 @@ def exit_at_next_signal(code: int) -> None:
 
 
 def peak_memory_bytes() -> int:
-    """Peak GPU memory allocated by this process, or on CPU its peak resident set."""
+    """Peak GPU memory allocated since this run began, or on CPU the process's peak resident set since then."""
     import torch
 
     if torch.cuda.is_available():
