@@ -1,5 +1,6 @@
 """QLoRA on a CUDA GPU at the shipped models' real shapes: ftsweep, TRL's SFTTrainer and the tutorial way.
 
+    pip install -e ".[bench]"                             # TRL, for its SFTTrainer
     python bench/gpu.py                                   # qwen2.5-0.5b-instruct, qwen2.5-7b-instruct, llama2-7b
     python bench/gpu.py --models qwen2.5-0.5b-instruct --steps 20 --micro 4 --max-length 1024
     python bench/gpu.py --peak-tflops 989                 # a GPU the table below does not know
@@ -107,7 +108,9 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak dense bf16 TFLOP/s, for MFU")
     p.add_argument("--work", help="where the built models go (default: a temporary directory; 7B models take 14 GB each)")
     args = p.parse_args()
+    from speed import require_trl
 
+    require_trl("bench/gpu.py")
     import torch
 
     if not torch.cuda.is_available():

@@ -1,5 +1,6 @@
 """ftsweep's default, the tutorial way and TRL's SFTTrainer, side by side in one run; and a default sweep's overhead.
 
+    pip install -e ".[bench]"                 # TRL, for its SFTTrainer
     python bench/speed.py                     # 3 rounds: tiny model, 400 mixed-length records, max_length 512, 40 steps x 4
     python bench/speed.py --rounds 1 --steps 20 --no-sweep
     python bench/speed.py --variants          # also ftsweep with data.group_by_length=true and with data.packing=true
@@ -20,12 +21,14 @@ evaluation and sample generation, which the other two do not do).
 Then runs the default 4-cell sweep (`python -m ftsweep -m lora.r=8,16
 optim.lr=1e-4,3e-4`, built-in model and data, logger=none) and prints the share
 of its wall time spent outside training: evaluation and generation, each run's
-setup (imports, model load, data), and the sweep's own start and report.
+setup (model load, data, adapter), and what the process pays once (Python and
+Hydra start, the libraries' import, the report).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -114,6 +117,14 @@ def default_sweep(work: Path, env: dict) -> None:
               f"eval {r['eval_seconds']:.1f} s")
 
 
+def require_trl(script: str) -> None:
+    """TRL's SFTTrainer is one of the setups compared; without it the bench says so in one line, before any work."""
+    if importlib.util.find_spec("trl") is None:
+        print(f'{script}: TRL is not installed (its SFTTrainer is one of the setups compared); pip install -e ".[bench]"',
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -126,6 +137,7 @@ def main() -> None:
     p.add_argument("--no-sweep", action="store_true", help="skip the default sweep's overhead measurement")
     p.add_argument("--model-dir", help="a local model directory (default: the built-in tiny model)")
     args = p.parse_args()
+    require_trl("bench/speed.py")
 
     from ftsweep.models import ensure_tiny_model
 
