@@ -141,6 +141,19 @@ def train(cfg: DictConfig, run_dir: Path, name: str, overrides: list[str], sweep
     return run.execute()
 
 
+def skips(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether this cell's job only skips it (finished ok with the same config, skip_finished on), decided as
+    ``Run.execute`` decides it first, from the run directory's summary alone: a launcher that starts a process per
+    cell (Ray) runs such a cell where it is instead of starting a worker that imports torch to read one file."""
+    from ftsweep import resume
+    from ftsweep.config import config_hash
+
+    if cfg.mode in ("plan", "preview"):
+        return False
+    previous = artifacts.read_summary(run_dir)
+    return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None).action == resume.SKIP
+
+
 def _cuda() -> bool:
     """Whether torch sees a CUDA GPU. Asked only for a config with a setting that needs one: the answer costs
     torch's import, which a config refused for any other reason need not wait for."""

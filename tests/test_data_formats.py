@@ -190,6 +190,13 @@ def test_file_order_keeps_the_first_n(tmp_path):
     assert train == [0, 1, 2] and val == [8, 9]
 
 
+@pytest.mark.parametrize("val_size, says", [(64.0, "data.val_size=64 holds out 64 of 40"),
+                                             (0.99, "data.val_size=0.99 holds out 40 of 40")])
+def test_a_held_out_set_that_leaves_nothing_to_train_on_is_named_as_the_user_wrote_it(val_size, says):
+    with pytest.raises(data.DataError, match=f"^{says} records, leaving none to train on; lower data.val_size$"):
+        data.split(list(range(40)), val_size, None, 0)
+
+
 # ---- classification ----------------------------------------------------------------------------
 
 def test_classification_metrics_match_a_hand_computed_confusion_matrix():

@@ -58,8 +58,8 @@ def test_each_cell_its_own_gpu_a_failing_cell_does_not_stop_the_pool_a_rerun_ski
     assert counts["ok"] == 2 and counts["failed"] == 1
 
     # The sweep widened by two cells, on one GPU shared by two cells at a time (gpus_per_cell=0.5): the finished
-    # cells are skipped with their files untouched, the bad one fails again, the new ones share GPU 0, and the
-    # report is rebuilt with all four.
+    # cells are skipped with their files untouched and without a worker (the driver reads their summaries), the bad
+    # one fails again, the new ones share GPU 0, and the report is rebuilt with all four.
     before = {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)}
     (sweep / "report.md").unlink()
     proc = cli(["-m", "lora.r=4,8,-1,16,32", "hydra/launcher=ray", "hydra.launcher.gpus_per_cell=0.5",
@@ -68,8 +68,11 @@ def test_each_cell_its_own_gpu_a_failing_cell_does_not_stop_the_pool_a_rerun_ski
     assert {r: (sweep / f"lora.r={r}" / "summary.json").read_bytes() for r in (4, 8)} == before
     counts = json.loads((sweep / "sweep.json").read_text())["counts"]
     assert counts["skipped"] == 2 and counts["failed"] == 1 and counts["ok"] == 2
+    assert "skip lora.r=4: finished ok with the same config" in proc.stdout, proc.stdout[-3000:]
     rerun = pool_lines(sweep)[len(lines):]
-    assert len(rerun) == 5 and {j["device"] for j in rerun} == {"0"}
+    assert sorted(next(o for o in j["overrides"] if o.startswith("lora.r=")) for j in rerun) == [
+        "lora.r=-1", "lora.r=16", "lora.r=32"]  # no worker for the finished cells
+    assert {j["device"] for j in rerun} == {"0"}
     assert most_at_once(rerun) == 2  # 1 GPU x 2 cells per GPU, and the pool used both slots
     for r in (16, 32):
         summary = json.loads((sweep / f"lora.r={r}" / "summary.json").read_text())
@@ -90,6 +93,18 @@ def test_bad_launcher_knobs_fail_in_one_line_before_ray_starts(cli, tmp_path, kn
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ftsweep: error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert not list((tmp_path / "s").glob("*/summary.json"))  # no cell ran
+
+
+def test_cells_that_ask_for_more_gpu_than_this_ray_has_fail_in_one_line_instead_of_waiting(cli, tmp_path):
+    """Ray's autoscaler only says, every half minute, that no node can hold such a cell: the sweep waited for ever."""
+    proc = cli(["-m", "lora.r=4,8", "hydra/launcher=ray", "hydra.launcher.ray.init.num_gpus=0", *TINY,
+                f"hydra.sweep.dir={tmp_path / 's'}"], timeout=120, fresh=True)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ftsweep: error:")]
+    assert lines == ["ftsweep: error: hydra/launcher=ray: each cell asks for 1 GPU (hydra.launcher.gpus_per_cell) and "
+                     "the Ray started here has 0; on a machine without GPUs set hydra.launcher.gpus_per_cell=0 (a CPU "
+                     "core per cell), or make the GPUs visible (CUDA_VISIBLE_DEVICES)"], proc.stderr[-2000:]
+    assert not list((tmp_path / "s").glob("*/summary.json"))
 
 
 def test_cells_get_this_shells_settings_but_not_its_secrets():

@@ -49,7 +49,7 @@ def split(records: list, val_size: float, n: int | None, seed: int | None) -> tu
     """
     n_val = 0 if val_size == 0 else int(val_size) if val_size >= 1 else max(1, round(val_size * len(records)))
     if n_val >= len(records):
-        raise DataError(f"data.val_size={val_size} holds out {n_val} of {len(records)} records, leaving none to train on; lower data.val_size")
+        raise DataError(f"data.val_size={val_size:g} holds out {n_val} of {len(records)} records, leaving none to train on; lower data.val_size")
     if seed is None:
         order = list(range(len(records) - n_val, len(records))) + list(range(len(records) - n_val))
     else:

@@ -10,12 +10,15 @@ YAML file of the same name would be matched against hydra-ray-launcher's own
 schema and warned about on every run). Ray starts a cell when a GPU (or the asked share of one) is free and sets
 the cell's CUDA_VISIBLE_DEVICES before the cell imports torch, so "cuda:0" in a
 cell is its own device. Each cell runs in a fresh worker process (max_calls=1):
-nothing global leaks from one cell into the next. A cell whose worker dies is
+nothing global leaks from one cell into the next. A cell that an earlier run of
+the sweep finished is skipped here, in this process, as the basic launcher
+skips it: no worker starts for it. A cell whose worker dies is
 recorded as failed and the others go on. Every finished cell appends a line to
 <sweep dir>/gpu_pool.jsonl: job, overrides, device, start, end, status.
 """
 
 # No `from __future__ import annotations`: the dataclass below is a Hydra schema and its types must stay real.
+import copy
 import importlib.util
 import logging
 import os
@@ -26,10 +29,11 @@ from typing import Any, Dict, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 try:
     # hydra-ray-launcher registers its own hydra/launcher=ray on import; importing it first lets ours replace it
@@ -145,8 +149,10 @@ class RayCellsLauncher(Launcher):
             init = self._init_kwargs()
             log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in init.items()))
             ray.init(**init)
+        resources = ray.cluster_resources()
         log.info("ray: %d cells, %g GPU and %g CPU each; the cluster has %s", len(job_overrides), self.gpus_per_cell,
-                 self.cpus_per_cell, ray.cluster_resources())
+                 self.cpus_per_cell, resources)
+        self._check_gpus(float(resources.get("GPU", 0)))
 
         # This module as Python registers it (Hydra's plugin scan does not), so Ray ships the function by name.
         module = importlib.import_module(__name__)
@@ -160,6 +166,7 @@ class RayCellsLauncher(Launcher):
 
         singleton_state = Singleton.get_state()
         pending: Dict[Any, tuple] = {}
+        results: Dict[int, JobReturn] = {}
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -167,15 +174,36 @@ class RayCellsLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
                 sweep_config.hydra.job.num = idx
+            if _finished(sweep_config):
+                # The job reads the cell's summary and returns: a worker would take seconds to start and import
+                # torch for that, on whichever node Ray picks (a rerun of a 100-cell sweep started 100 of them).
+                results[i] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                     config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                     job_subdir_key="hydra.sweep.subdir", configure_logging=False)
+                continue
             ref = remote_cell.remote(self.hydra_context, sweep_config, self.task_function, singleton_state)
             pending[ref] = (i, list(overrides), time.time())
 
         try:
-            results = self._collect(ray, pending, initial_job_idx, pool_log)
+            results.update(self._collect(ray, pending, initial_job_idx, pool_log))
         except KeyboardInterrupt:
             _stop_cells(ray, list(pending))
             raise
         return [results[i] for i in range(len(job_overrides))]
+
+    def _check_gpus(self, gpus: float) -> None:
+        """A cell that asks for more GPU than there is waits for it forever (Ray's autoscaler only says every half
+        minute that no node can hold it). A Ray started here never gets more: that is an error. A cluster may be
+        given nodes by its autoscaler: that is a warning."""
+        if self.gpus_per_cell <= gpus:
+            return
+        problem = (f"each cell asks for {self.gpus_per_cell:g} GPU (hydra.launcher.gpus_per_cell) and the Ray "
+                   f"{'cluster at ' + self.address if self.address else 'started here'} has {gpus:g}")
+        if self.address:
+            log.warning("%s: the cells wait until nodes with GPUs join", problem)
+            return
+        raise ValueError(f"hydra/launcher=ray: {problem}; on a machine without GPUs set hydra.launcher.gpus_per_cell=0 "
+                         "(a CPU core per cell), or make the GPUs visible (CUDA_VISIBLE_DEVICES)")
 
     def _collect(self, ray, pending: Dict[Any, tuple], initial_job_idx: int, pool_log: Path) -> Dict[int, JobReturn]:
         from ftsweep.artifacts import POOL_CRASHED, append_jsonl
@@ -197,6 +225,24 @@ class RayCellsLauncher(Launcher):
                                         "start": round(where["start"], 3), "end": round(where["end"], 3),
                                         "status": status})
         return results
+
+
+def _finished(sweep_config: DictConfig) -> bool:
+    """Whether the cell's job would only skip it (ftsweep.cli.skips), for the directory and the job config that
+    Hydra's run_job gives it."""
+    from ftsweep.cli import skips
+
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(sweep_config)  # the cell's directory name resolves ${hydra:...} from it
+    try:
+        run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        job_cfg = copy.deepcopy(sweep_config)
+        with read_write(job_cfg), open_dict(job_cfg):
+            del job_cfg["hydra"]
+        return skips(job_cfg, run_dir)
+    finally:
+        hydra_config.cfg = before
 
 
 # How long a stopped pool waits for its running cells to save their checkpoints: a 7B adapter and its optimizer
