@@ -80,6 +80,14 @@ def test_baseline_is_the_eval_line_at_step_zero():
     assert resume.baseline([]) is None
 
 
+def test_the_evaluated_steps_are_those_of_the_eval_lines():
+    """A resumed run evaluates first at its checkpoint's step only when the record has no evaluation there."""
+    metrics = [{"split": "eval", "step": 0, "eval_loss": 5.5}, {"split": "train", "step": 2, "loss": 5.4},
+               {"split": "eval", "step": 2, "eval_loss": 5.3}, {"split": "train", "step": 4, "loss": 5.2}]
+    assert resume.evaluated_steps(metrics) == {0, 2}
+    assert resume.evaluated_steps([]) == set()
+
+
 def test_padded_batch_counts_only_real_tokens():
     """Two examples of 3 and 5 tokens padded to 5: 8 real tokens of 10 positions fed."""
     import torch
