@@ -148,7 +148,7 @@ def skips(cfg: DictConfig, run_dir: Path) -> bool:
     from ftsweep import resume
     from ftsweep.config import config_hash
 
-    if cfg.mode in ("plan", "preview"):
+    if cfg.mode != "train":  # plan and preview train nothing, so skip nothing
         return False
     previous = artifacts.read_summary(run_dir)
     return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None).action == resume.SKIP
