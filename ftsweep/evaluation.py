@@ -19,13 +19,18 @@ class _Words:
         return _CJK.sub(r" \1 ", text.lower()).split()
 
 
+def exact_match(prediction: str, reference: str) -> bool:
+    """Equal once leading and trailing whitespace is gone (a generation often ends in a newline); case counts."""
+    return prediction.strip() == reference.strip()
+
+
 def generation_metrics(predictions: list[str], references: list[str], names) -> dict[str, float]:
-    """exact_match (stripped strings), rougeL F1 (rouge-score), corpus BLEU (sacrebleu)."""
+    """exact_match (the share of `exact_match` pairs), rougeL F1 (rouge-score), corpus BLEU (sacrebleu)."""
     out: dict[str, float] = {}
     if not predictions:
         return out
     if "exact_match" in names:
-        out["exact_match"] = sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(predictions)
+        out["exact_match"] = sum(exact_match(p, r) for p, r in zip(predictions, references)) / len(predictions)
     if "rougeL" in names:
         from rouge_score import rouge_scorer
 

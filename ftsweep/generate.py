@@ -85,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         infer.seed_everything(args.seed if args.seed is not None else int(cfg.seed))
         batch_size = args.batch_size or run.batch_size
         predictions = infer.generate(run, [r["prompt"] for r in rows], generation, batch_size)
+
+        from ftsweep import artifacts, evaluation
+
         for row, pred in zip(rows, predictions):
             row["prediction"] = pred
             if "reference" in row:
-                row["exact_match"] = pred.strip() == row["reference"].strip()
-
-        from ftsweep import artifacts, evaluation
+                row["exact_match"] = evaluation.exact_match(pred, row["reference"])
 
         out = Path(args.out) if args.out else Path(args.run_dir) / artifacts.GENERATIONS
         artifacts.atomic_write_jsonl(out, rows)

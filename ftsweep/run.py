@@ -294,7 +294,7 @@ class Run:
                                           int(cfg.eval.batch_size))
         references = [p["reference"] for p in prompts]
         artifacts.write_samples(self.dir / artifacts.SAMPLES, [
-            {"prompt": p["prompt"], "reference": r, "prediction": y, "exact_match": y.strip() == r.strip()}
+            {"prompt": p["prompt"], "reference": r, "prediction": y, "exact_match": evaluation.exact_match(y, r)}
             for p, r, y in zip(prompts, references, predictions)])
         return evaluation.generation_metrics(predictions, references, list(cfg.task.metrics))
 

@@ -144,3 +144,24 @@ def test_gradio_demo_answers_one_request(trained_run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_prompts_greedy_answer_does_not_depend_on_the_prompts_batched_with_it(tiny_model_dir):
+    """Samples, task metrics and `ftsweep.generate` batch prompts of different lengths: each answer must be the one
+    the prompt gets alone (left padding, so every answer follows its prompt directly)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftsweep import evaluation
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    side = tokenizer.padding_side
+    prompts = ["Reverse the word: stone\n", "Hi\n", "Name three colours of the rainbow, one per line, then stop.\n", "2+2=\n"]
+    generation = {"max_new_tokens": 8, "do_sample": False}
+    alone = [evaluation.generate(model, tokenizer, [p], generation, batch_size=1)[0] for p in prompts]
+    batched = evaluation.generate(model, tokenizer, prompts, generation, batch_size=4)
+    assert len(set(alone)) > 1  # answers that differ by prompt, or the comparison shows nothing
+    assert batched == alone
+    assert tokenizer.padding_side == side  # the tokenizer is the run's: its training collator pads as before
