@@ -185,6 +185,25 @@ def test_smaller_subsets_are_prefixes_of_larger_ones(seed, a, b, n_val):
     assert train_l[:small] == train_s and not set(train_l) & set(val_l)
 
 
+
+def test_a_runs_data_n_trains_on_exactly_n_records_nested_in_larger_ns_with_its_own_fingerprint(tmp_path, tok):
+    """What a data-size sweep compares: data.n=K trains on K records, the first K of every larger n's, against
+    one held-out set; the data fingerprint (manifest, report) tells the sizes apart. prepare() cuts the subsets
+    from the cached tokenization of the whole source, a path of its own beside split()."""
+    records = [{"instruction": f"Repeat {i}.", "input": "", "output": f"{i} {i}"} for i in range(30)]
+    path = write(tmp_path, records)
+    bundles = {n: data.prepare(data_cfg(path, val_size=5, n=n), SFT, tok) for n in (4, 10, None)}
+    answers = {n: [tok.decode([t for t, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE])
+                   for row in b.train] for n, b in bundles.items()}
+    assert {n: len(a) for n, a in answers.items()} == {4: 4, 10: 10, None: 25}
+    assert {n: b.stats["train_records"] for n, b in bundles.items()} == {4: 4, 10: 10, None: 25}
+    assert answers[10][:4] == answers[4] and answers[None][:10] == answers[10]
+    held_out = [b.eval_prompts for b in bundles.values()]
+    assert held_out[0] == held_out[1] == held_out[2] and len(held_out[0]) == 5
+    assert not {p["reference"] for p in held_out[0]} & {a.removesuffix(tok.eos_token or "") for a in answers[None]}
+    assert len({b.fingerprint for b in bundles.values()}) == 3
+    assert data.prepare(data_cfg(path, val_size=5, n=4), SFT, tok).fingerprint == bundles[4].fingerprint
+
 def test_file_order_keeps_the_first_n(tmp_path):
     train, val = data.split(list(range(10)), 2, 3, None)
     assert train == [0, 1, 2] and val == [8, 9]

@@ -106,3 +106,18 @@ def test_plan_says_when_it_uses_the_model_files_facts(tmp_path):
     cfg.name_or_path, cfg.trust_remote_code, cfg.builtin = "nobody/not-downloaded-model", False, None
     config, source = model_config_and_source(cfg)
     assert config.hidden_size == 3584 and source == "arch: facts of model=qwen2.5-7b-instruct (not available locally)"
+
+
+@pytest.mark.parametrize("optimizer, state_bytes", [("adamw", 8), ("paged_adamw_8bit", 2)])
+def test_adapter_memory_is_weights_gradients_and_two_optimizer_moments(optimizer, state_bytes):
+    """Qwen2.5-7B, LoRA r=8 on every linear layer: per layer r x (in + out) summed over q, k, v, o, gate, up, down
+    = 8 x 90,112, times 28 layers = 20,185,088 trainable parameters. Each costs 4 bytes of fp32 weight, 4 of
+    gradient and two Adam moments: 8 bytes in fp32, 2 in 8 bits."""
+    from conftest import compose
+
+    from ftsweep import plan
+    from ftsweep.metrics import GIB
+
+    cell = plan.plan_cell(compose(["model=qwen2.5-7b-instruct", "lora.r=8", f"optim={optimizer}"]))
+    assert cell["trainable_params"] == 28 * 8 * (2 * (3584 + 3584) + 2 * (3584 + 512) + 3 * (3584 + 18944))
+    assert cell["memory_gib"]["adapter_grads_optimizer"] == round(20_185_088 * (4 + 4 + state_bytes) / GIB, 3)

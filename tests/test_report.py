@@ -429,3 +429,18 @@ def test_without_repeated_seeds_the_report_says_it_cannot_tell_noise(tmp_path):
     md = build_report([sweep]).read_text()
     assert "| 95 % interval |" not in md and "within noise" not in md
     assert "cannot be told from seed-to-seed noise" in md
+
+
+def test_a_command_rebuilt_from_hydras_overrides_gives_the_shell_the_same_words(tmp_path):
+    """A run with no manifest (it never started) gets its command from .hydra/overrides.yaml: a value with a space
+    or Hydra's own quotes must reach Hydra as one override, as it did the first time."""
+    import shlex
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"])
+    odd = ["lora.r=4", "data.path=/data/my set.jsonl", "data.system='Be brief, please.'"]
+    write_run(sweep, odd, name="odd", hydra_only=True)
+    build_report([sweep])
+    commands = (sweep / "report.md").read_text().split("### Commands", 1)[1]
+    line = next(x for x in commands.splitlines() if x.startswith("python -m ftsweep lora.r=4"))
+    assert shlex.split(line) == ["python", "-m", "ftsweep", *odd]

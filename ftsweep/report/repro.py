@@ -10,10 +10,10 @@ it; that is reported, not flagged.
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from dataclasses import dataclass
 
+from ftsweep import overrides
 from ftsweep.artifacts import HYDRA_OVERRIDES, MANIFEST
 
 from .collect import Run
@@ -112,7 +112,7 @@ def commands(design: Design, configs: list[Configuration]) -> list[Command]:
             command = run.manifest.get("command")
             if not isinstance(command, str) or not command.strip():
                 # No manifest: the run's own overrides still say what it was.
-                command = " ".join(["python -m ftsweep", *(shlex.quote(o) for o in run.overrides)])
+                command = overrides.command(run.overrides)
                 parts.append(f"rebuilt from {HYDRA_OVERRIDES}, no {MANIFEST}")
             out.append(Command(run, " | ".join(parts), command))
     return out
