@@ -43,6 +43,8 @@ def test_qlora_run_writes_an_ok_run_directory(qlora_run):
     assert summary["trainable_params"] == 32_768  # r=8 on all 7 linear layers x 2 blocks of the tiny model
     assert summary["total_params"] > summary["trainable_params"]
     assert summary["steps"] == 12 and summary["tokens_per_second"] > 0
+    # a run that was not resumed: its rate is all its tokens over its training seconds (2 decimals)
+    assert summary["tokens_per_second"] == pytest.approx(summary["tokens_seen"] / summary["train_seconds"], rel=0.01)
 
     # metrics.jsonl: baseline at step 0, evaluation every 3 steps, train records every 2 steps and at each
     # checkpoint (every 3 steps).
