@@ -154,7 +154,6 @@ def test_a_prompts_greedy_answer_does_not_depend_on_the_prompts_batched_with_it(
 
     from ftsweep import evaluation
 
-    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     side = tokenizer.padding_side
