@@ -8,8 +8,15 @@
 #                                                # in that folder (no dependency resolution) and uses them first
 #   MODELS=qwen2.5-0.5b-instruct bash bench/gpu_checks.sh
 #                                                # bench/gpu.py's shapes (default: the 0.5B and the 7B Qwen2.5)
+#   LANE_S=270 MODEL_S=420 bash bench/gpu_checks.sh
+#                                                # the most seconds the lane and each model's bench may take
+#   LANE=0 MODELS=qwen2.5-7b-instruct bash bench/gpu_checks.sh
+#                                                # the bench alone (a second call, when one call's time limit
+#                                                # cannot hold the lane and every shape)
 #
-# Exits non-zero when the GPU lane fails or the bench does; the other still runs, so one call gives both.
+# Exits non-zero when the GPU lane fails or the bench does; the other still runs, so one call gives both. Each
+# step has its own time limit, so that a step that hangs (a Ray start, a 7B model that loads slowly) cannot take the
+# time of the others; a stopped pytest still prints what passed (SIGINT, as Ctrl-C).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-results}
@@ -35,14 +42,23 @@ for name in ["torch", "transformers", "peft", "bitsandbytes", "trl", "datasets",
 EOF
 } 2>&1 | tee "$out/versions.txt"
 
-start=$SECONDS
-python3 -m pytest -m gpu -q -rA -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/pytest_gpu.txt"
-lane=$?
-echo "pytest -m gpu: exit $lane in $((SECONDS - start)) s" | tee -a "$out/pytest_gpu.txt"
+lane=0
+if [ "${LANE:-1}" != 0 ]; then
+  start=$SECONDS
+  timeout -s INT -k 30 "${LANE_S:-270}" python3 -m pytest -m gpu -q -rA -p no:cacheprovider tests/test_gpu.py 2>&1 \
+    | tee "$out/pytest_gpu.txt"
+  lane=$?
+  echo "pytest -m gpu: exit $lane in $((SECONDS - start)) s" | tee -a "$out/pytest_gpu.txt"
+fi
 
-start=$SECONDS
-python3 bench/gpu.py --models "${MODELS:-qwen2.5-0.5b-instruct,qwen2.5-7b-instruct}" 2>&1 | tee "$out/bench_gpu.txt"
-bench=$?
-echo "bench/gpu.py: exit $bench in $((SECONDS - start)) s" | tee -a "$out/bench_gpu.txt"
+# One bench process per model, smallest first, so each model's table is written as soon as it is measured.
+bench=0
+for model in $(echo "${MODELS:-qwen2.5-0.5b-instruct,qwen2.5-7b-instruct}" | tr ',' ' '); do
+  start=$SECONDS
+  timeout -k 30 "${MODEL_S:-420}" python3 bench/gpu.py --models "$model" 2>&1 | tee -a "$out/bench_gpu.txt"
+  rc=$?
+  echo "bench/gpu.py --models $model: exit $rc in $((SECONDS - start)) s" | tee -a "$out/bench_gpu.txt"
+  [ "$rc" -eq 0 ] || bench=$rc
+done
 
 [ "$lane" -eq 0 ] && [ "$bench" -eq 0 ]

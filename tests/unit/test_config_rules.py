@@ -58,6 +58,11 @@ BOUNDARIES = [
     ("logger.backends=[wandb,swanlab]", "logger.backends=[tensorboard]",
      "logger.backends: unknown tracker 'tensorboard'; choose swanlab or wandb"),
     ("optim.max_steps=1", "optim.max_steps=-1", "optim.max_steps and optim.epochs: set one of them > 0"),
+    ("plan.gpu_mem_gb=0.5", "plan.gpu_mem_gb=0", "plan.gpu_mem_gb=0: give the GPU's memory in GiB (a number > 0) or auto"),
+    ("plan.gpu_mem_gb=auto", "plan.gpu_mem_gb=-24",
+     "plan.gpu_mem_gb=-24: give the GPU's memory in GiB (a number > 0) or auto"),
+    ("plan.gpu_mem_gb=80", "plan.gpu_mem_gb=true", "plan.gpu_mem_gb=True: give the GPU's memory in GiB (a number > 0) or auto"),
+    ("plan.gpu_mem_gb=24", "plan.gpu_mem_gb=lots", "plan.gpu_mem_gb=lots: give the GPU's memory in GiB (a number > 0) or auto"),
 ]
 
 
