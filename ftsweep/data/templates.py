@@ -2,7 +2,7 @@
 
 The tokenizer's own chat template is the default. Named templates cover models
 whose tokenizer has none or whose tutorial format differs; both render through
-``tokenizer.apply_chat_template``, so one masking routine (``render_segments``)
+``tokenizer.apply_chat_template``, so one masking routine (``render_pieces``)
 serves them. ``data.template=custom`` takes one format string per role from
 ``data.custom_template`` (fields: {content}, {eos}, {bos}, and for alpaca
 records {instruction} and {input}).
@@ -110,11 +110,12 @@ def _render(tokenizer, template: str, messages: list[dict], add_generation_promp
                          "choose another data.template") from None
 
 
-def _split_answer(answer: str, eos: str) -> list[tuple[str, bool]]:
-    """Learn the answer up to and including its end token; what follows (a newline) belongs to the next prompt."""
+def _split_answer(answer: str, eos: str) -> tuple[str, str]:
+    """(learned, after): the answer up to and including its end token, and what follows it (a newline), which
+    belongs to the next prompt."""
     ends = [answer.rfind(t) + len(t) for t in {eos, "</s>"} if t and t in answer]
     cut = max(ends, default=len(answer))
-    return [(answer[:cut], True), (answer[cut:], False)]
+    return answer[:cut], answer[cut:]
 
 
 def exchange_of(messages: list[dict]) -> list[int]:
@@ -222,7 +223,7 @@ def render_pieces(tokenizer, template, messages: list[dict], tools: list | None 
         for i, m in enumerate(messages):
             text = template.render(m, tokenizer)
             if m["role"] == "assistant":
-                (answer, _), (after, _) = _split_answer(text, eos)
+                answer, after = _split_answer(text, eos)
                 pieces += [(answer, "answer", exchange[i]), (after, "after", exchange[i])]
             else:
                 marked, marks = _marked([m], range(1))
@@ -246,7 +247,7 @@ def render_pieces(tokenizer, template, messages: list[dict], tools: list | None 
         if m["content"].strip() and m["content"].strip() not in answer:
             raise ValueError("the chat template does not render the assistant's text where the generation prompt ends, "
                              "so nothing would be learned; set data.template to llama2, chatml, alpaca or custom")
-        (learned, _), (after, _) = _split_answer(answer, eos)
+        learned, after = _split_answer(answer, eos)
         pieces += [(learned, "answer", exchange[i]), (after, "after", exchange[i])]
         done, start = full, i + 1
     return [p for p in pieces if p[0]]
