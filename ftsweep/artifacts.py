@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"  # what was run, and on what
 METRICS = "metrics.jsonl"  # one line per logging step and per evaluation
 SUMMARY = "summary.json"  # the result and the status
 SAMPLES = "samples.jsonl"  # generations on held-out prompts (sft)
+TEST_SAMPLES = "test_samples.jsonl"  # the same on data.test_path's prompts
 ADAPTER = "adapter"  # folder: loads with PeftModel.from_pretrained
 ADAPTER_CONFIG = "adapter_config.json"  # inside adapter/ (written by PEFT): an adapter was saved
 CHECKPOINTS = "checkpoints"  # folder of the Trainer's checkpoints, for resume
@@ -71,6 +72,7 @@ TOKENIZED = "tokenized"  # $FTSWEEP_HOME/tokenized/<key>/: the tokenized-data ca
 CACHE_META = "meta.json"  # inside a cache entry: everything but the datasets
 CACHE_TRAIN = "train"  # inside a cache entry: datasets.save_to_disk folders
 CACHE_VAL = "val"
+CACHE_TEST = "test"  # only when the run has data.test_path
 TINY_MARKER = "ftsweep.json"  # inside the built-in tiny model's folder: which builder made it
 EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was merged from
 
@@ -78,13 +80,13 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
-RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, ADAPTER, ADAPTER_CONFIG, CHECKPOINTS, CHECKPOINT_PREFIX,
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, CHECKPOINTS, CHECKPOINT_PREFIX,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
                  GENERATION_METRICS_SUFFIX)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
                    SWANLOG, WANDB_DIR)
-OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, TINY_MARKER, EXPORT_INFO)
-FOLDERS = (ADAPTER, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL)
+OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, CACHE_TEST, TINY_MARKER, EXPORT_INFO)
+FOLDERS = (ADAPTER, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL, CACHE_TEST)
 
 # ---- statuses --------------------------------------------------------------------------------------
 
@@ -138,6 +140,11 @@ class Summary(TypedDict, total=False):
     perplexity: float
     train_loss: float
     task_metrics: dict  # name -> value (exact_match, rougeL, bleu; accuracy, precision, recall, f1)
+    # With data.test_path, the final evaluation again on the test file: test_loss, test_perplexity and test_<name>
+    # for each task metric (test_rougeL, test_accuracy, ...), flat so that the report and trackers read them as
+    # they read eval_loss.
+    test_loss: float
+    test_perplexity: float
     steps: int
     tokens_seen: int
     tokens_per_second: float | None

@@ -245,8 +245,13 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
     need(O.weight_decay >= 0, f"optim.weight_decay={O.weight_decay}: must be >= 0")
     need(O.max_grad_norm >= 0, f"optim.max_grad_norm={O.max_grad_norm}: must be >= 0 (0 disables clipping)")
     need(D.source == "synthetic" or bool(D.path), f"data={D.name} reads a file: set data.path=... (a JSON, JSONL, CSV or Parquet file, or a hub id)")
+    # The built-in set reads no file: `python -m ftsweep data.path=mine.jsonl` (no data=...) would otherwise train on
+    # the synthetic records and hold out synthetic ones, whatever the file holds.
+    for key in ("path", "val_path", "test_path") if D.source == "synthetic" else ():
+        need(not D[key], f"data.{key}={D[key]}: data={D.name} makes its own records and reads no file; to use the file, "
+                         f"name its format too: data=alpaca, sharegpt, messages, text or multiple_choice")
     # A data file that is not there fails here, in a second, not after the libraries load (mode=plan reads no data).
-    for path in ((D.path if D.source != "synthetic" else None, D.val_path) if cfg.mode != "plan" else ()):
+    for path in ((D.path, D.val_path, D.test_path) if cfg.mode != "plan" else ()):
         if path:
             from ftsweep.data.sources import DataError, local_file
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,25 @@ class Run:
 
     def final_eval(self) -> None:
         self.final = self.evals.now(final=True)
+        self.test = self.test_eval() if self.bundle.test is not None else {}
+
+    def test_eval(self) -> dict:
+        """data.test_path, once, after the final held-out evaluation: what that evaluation measures, named test_*.
+
+        The held-out set can choose among a sweep's cells (the report's best, a search's objective), which makes
+        the winner's held-out score optimistic; a test file that nothing chose by gives the number to quote.
+        """
+        from ftsweep import evaluation
+
+        started = time.perf_counter()
+        bundle = self.bundle
+        loss = float(self.trainer.evaluate(eval_dataset=bundle.test, metric_key_prefix="test")["test_loss"])
+        values = {"test_loss": loss, "test_perplexity": evaluation.perplexity(loss)}
+        task = self.task_metrics(bundle.test, bundle.test_prompts, self.dir / artifacts.TEST_SAMPLES)
+        values.update({f"test_{k}": v for k, v in task.items()})
+        self.evals.seconds += time.perf_counter() - started
+        log.info("test: %s", ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        return values
 
     def write(self) -> None:
         """The adapter (safetensors only) and the summary; checkpoints go unless kept."""
@@ -275,25 +295,27 @@ class Run:
                   "tokens_seen": trainer.tokens_seen, "eval_loss": float(out["eval_loss"]),
                   "perplexity": evaluation.perplexity(float(out["eval_loss"]))}
         if final or self.cfg.task.name == "classify":  # classification metrics are cheap: every evaluation has them
-            record.update(self.task_metrics())
+            record.update(self.task_metrics(self.bundle.val, self.bundle.eval_prompts, self.dir / artifacts.SAMPLES))
         record["time"] = round(self.clock.elapsed(), 3)
         self.emit(record)
         return record
 
-    def task_metrics(self) -> dict:
+    def task_metrics(self, dataset, prompts: list[dict], samples: Path) -> dict:
+        """Classification metrics over ``dataset``, or generation metrics over the first eval.num_samples ``prompts``
+        (their generations written to ``samples``)."""
         from ftsweep import evaluation
 
-        cfg, bundle = self.cfg, self.bundle
+        cfg = self.cfg
         if cfg.task.name == "classify":
-            preds, labels = evaluation.predict_classes(self.trainer, bundle.val)
+            preds, labels = evaluation.predict_classes(self.trainer, dataset)
             return evaluation.classification_metrics(preds, labels, int(cfg.task.num_labels))
-        prompts = bundle.eval_prompts[: int(cfg.eval.num_samples)]
+        prompts = prompts[: int(cfg.eval.num_samples)]
         if not prompts or not self.main:  # generation needs no other rank: rank 0 alone writes samples
             return {}
         predictions = evaluation.generate(self.model, self.tokenizer, [p["prompt"] for p in prompts], dict(cfg.eval.generation),
                                           int(cfg.eval.batch_size))
         references = [p["reference"] for p in prompts]
-        artifacts.write_samples(self.dir / artifacts.SAMPLES, [
+        artifacts.write_samples(samples, [
             {"prompt": p["prompt"], "reference": r, "prediction": y, "exact_match": evaluation.exact_match(y, r)}
             for p, r, y in zip(prompts, references, predictions)])
         return evaluation.generation_metrics(predictions, references, list(cfg.task.metrics))
@@ -310,6 +332,7 @@ class Run:
             perplexity=final["perplexity"],
             train_loss=train_loss,
             task_metrics={k: v for k, v in final.items() if k not in artifacts.EVAL_LINE_FIELDS},
+            **self.test,
             steps=int(trainer.state.global_step),
             tokens_seen=int(trainer.tokens_seen),
             # The rate of this session: a resumed run's tokens_seen counts steps trained before the resume too.
@@ -409,6 +432,8 @@ def describe(summary: dict, run_dir: Path) -> str:
             parts[-1] += f" (baseline {summary['baseline_eval_loss']:.3f})"
         for k, v in (summary.get("task_metrics") or {}).items():
             parts.append(f"{k} {v:.3f}")
+        if summary.get("test_loss") is not None:
+            parts.append(f"test_loss {summary['test_loss']:.3f}")
         if summary.get("tokens_per_second"):
             parts.append(f"{summary['tokens_per_second']:.0f} tok/s")
         if summary.get("wall_seconds") is not None:

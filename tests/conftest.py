@@ -57,7 +57,7 @@ FAST = [
 # The data settings the in-process data tests start from: every key the data pipeline reads, one held-out
 # record, nothing dropped silently. Each test names only what it changes.
 DATA_SETTINGS = dict(name="t", source="auto", path=None, format="alpaca", columns={}, roles={}, template=None, system=None,
-                     custom_template={}, n=None, val_size=1, val_path=None, max_length=512, train_on_prompt=False,
+                     custom_template={}, n=None, val_size=1, val_path=None, test_path=None, max_length=512, train_on_prompt=False,
                      shuffle_seed=0, shuffle=True, instruction_as_system=False, on_bad_record="error",
                      pad_to_multiple_of=None, hub_config=None, split="train")
 

@@ -33,6 +33,8 @@ class Bundle:
     stats: dict = field(default_factory=dict)
     class_weights: list[float] | None = None  # classify: per-class loss weights
     template: Any = None
+    test: Any = None  # data.test_path's examples, evaluated once at the end (None: no test file)
+    test_prompts: list[dict] = field(default_factory=list)
 
 
 def read_records(data_cfg) -> list[dict]:
@@ -193,14 +195,24 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
         train_rows.append(dict(row or {"input_ids": [], "labels": []}, pos=pos, dropped=int(row is None), **info))
     val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
     val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
-    eval_prompts = []
-    for _, ex in val_pairs:
-        if ex.messages is not None and template is not None:
-            eval_prompts.append({"prompt": templates.render_prompt(tokenizer, template, ex.messages, ex.tools),
-                                 "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
-    return {"train": train_rows, "val": val_rows, "eval_prompts": eval_prompts, "stats": stats, "val_stats": val_stats,
-            "pool": len(train_pairs), "val_records": len(val_pairs),
+    # data.test_path: read, checked and cut like the held-out file, but never seen before the end of the run.
+    test_pairs = []
+    if data_cfg.get("test_path"):
+        test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
+    test_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
+    test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, test_stats)
+    return {"train": train_rows, "val": val_rows, "test": test_rows,
+            "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
+            "stats": stats, "val_stats": val_stats, "test_stats": test_stats,
+            "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
+
+
+def _prompts(pairs, tokenizer, template) -> list[dict]:
+    """Generation prompts and references of chat examples: everything before the last answer, and that answer."""
+    return [{"prompt": templates.render_prompt(tokenizer, template, ex.messages, ex.tools),
+             "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]}
+            for _, ex in pairs if ex.messages is not None and template is not None]
 
 
 def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
@@ -231,6 +243,11 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
                         f"{data_cfg.max_length}; raise data.max_length or check data.template")
     if not len(val):
         raise DataError("no held-out example has a learnable token; raise data.val_size or data.max_length")
+    test = parent.get("test") if data_cfg.get("test_path") else None  # a test file with no example keeps no split
+    if data_cfg.get("test_path") and (test is None or not len(test)):
+        raise DataError(f"data.test_path={data_cfg.test_path}: no test example has a learnable token after truncation "
+                        f"to data.max_length={data_cfg.max_length}; raise data.max_length")
+    stats["test_records"] = parent.get("test_records", 0)
     # The data actually used: the source's records, which of them train (n) and which are held out.
     data_fingerprint = fingerprint({"source": parent["fingerprint"], "n": n})
 
@@ -253,4 +270,6 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         stats=stats,
         class_weights=weights,
         template=template,
+        test=test,
+        test_prompts=list(parent.get("test_prompts") or []),
     )

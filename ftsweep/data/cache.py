@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ftsweep import artifacts
-from ftsweep.artifacts import CACHE_META, CACHE_TRAIN, CACHE_VAL
+from ftsweep.artifacts import CACHE_META, CACHE_TEST, CACHE_TRAIN, CACHE_VAL
 from ftsweep.data.sources import source_kind
 
 log = logging.getLogger("ftsweep")
@@ -29,7 +29,8 @@ log = logging.getLogger("ftsweep")
 DATA_KEYS = ("format", "columns", "roles", "system", "instruction_as_system", "template", "custom_template", "max_length",
              "train_on_prompt", "shuffle", "shuffle_seed", "val_size", "on_bad_record", "source", "hub_config", "split",
              "num_records", "synthetic_tasks")
-VERSION = 3  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools)
+VERSION = 4  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools; 4: test)
+SPLITS = {"train": CACHE_TRAIN, "val": CACHE_VAL, "test": CACHE_TEST}  # parent key -> folder in a cache entry
 
 
 def _file_hash(path) -> str:
@@ -64,6 +65,7 @@ def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
         "version": VERSION,
         "source": _source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
         "val_source": _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
+        "test_source": _source_identity(data_cfg, data_cfg.test_path) if data_cfg.get("test_path") else None,
         "data": {k: data.get(k) for k in DATA_KEYS},
         "task": {"name": task_cfg.name, "num_labels": task_cfg.get("num_labels")},
         "tokenizer": tokenizer_identity(tokenizer),
@@ -88,11 +90,14 @@ def tokenized(data_cfg, task_cfg, tokenizer, template, build: Callable[[], dict]
     if enabled and (entry / CACHE_META).exists():
         meta = json.loads((entry / CACHE_META).read_text(encoding="utf-8"))
         log.info("tokenized data: cache hit %s", key)
-        return dict(meta, train=load_from_disk(str(entry / CACHE_TRAIN)), val=load_from_disk(str(entry / CACHE_VAL)))
+        return dict(meta, **{split: load_from_disk(str(entry / folder)) for split, folder in SPLITS.items()
+                             if (entry / folder).exists()})
     log.info("tokenized data: cache miss %s, tokenizing", key)
     parent = build()
-    parent["train"] = Dataset.from_list(parent["train"])
-    parent["val"] = Dataset.from_list(parent["val"])
+    for split in SPLITS:
+        rows = parent.pop(split, [])
+        if rows or split != "test":  # no test file, no test split
+            parent[split] = Dataset.from_list(rows)
     if enabled:
         _store(entry, parent)
     return parent
@@ -102,9 +107,10 @@ def _store(entry: Path, parent: dict) -> None:
     # Built beside the entry and renamed: another run may have stored the same entry meanwhile, either is fine.
     try:
         with artifacts.atomic_dir(entry) as tmp:
-            parent["train"].save_to_disk(str(tmp / CACHE_TRAIN))
-            parent["val"].save_to_disk(str(tmp / CACHE_VAL))
-            meta = {k: v for k, v in parent.items() if k not in ("train", "val")}
+            for split, folder in SPLITS.items():
+                if split in parent:
+                    parent[split].save_to_disk(str(tmp / folder))
+            meta = {k: v for k, v in parent.items() if k not in SPLITS}
             (tmp / CACHE_META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     except OSError:
         pass  # a cache that cannot be written only costs time

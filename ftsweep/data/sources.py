@@ -54,8 +54,11 @@ def local_file(data_cfg, path: str | None) -> Path | None:
 
 
 def _key(data_cfg, path) -> str:
-    """The setting that named ``path``: the held-out file's own, or the data's."""
-    return "data.val_path" if path is not None and path == data_cfg.get("val_path") and path != data_cfg.path else "data.path"
+    """The setting that named ``path``: the held-out or test file's own, or the data's."""
+    for key in ("val_path", "test_path"):
+        if path is not None and path == data_cfg.get(key) and path != data_cfg.path:
+            return f"data.{key}"
+    return "data.path"
 
 
 def read(data_cfg, path: str | None = None, split: str | None = None) -> list[Record]:

@@ -95,11 +95,26 @@ def test_a_file_dataset_needs_a_path_to_a_file_that_is_there(tmp_path, monkeypat
     assert problems(["data=alpaca", "data.path=y.json", "data.val_path=z.jsonl"]) == [
         "data.path=y.json: no such file; point data.path at a JSON, JSONL, CSV or Parquet file",
         "data.val_path=z.jsonl: no such file; point data.val_path at a JSON, JSONL, CSV or Parquet file"]
+    assert problems(["data=alpaca", "data.path=x.json", "data.test_path=t.jsonl"]) == [
+        "data.test_path=t.jsonl: no such file; point data.test_path at a JSON, JSONL, CSV or Parquet file"]
     assert problems(["data=alpaca", "data.path=x.txt"]) == [
         "data.path=x.txt: cannot tell the format from the suffix; use .json, .jsonl, .csv or .parquet, or set "
         "data.source=json|jsonl|csv|parquet|hub"]
     assert problems(["data=alpaca", "data.path=org/name"]) == []  # a hub id: read when the run starts
     assert problems(["data=alpaca", "data.path=y.json", "mode=plan"]) == []  # a plan reads no data
+
+
+def test_the_built_in_set_refuses_a_file_instead_of_ignoring_it(tmp_path, monkeypatch):
+    """`python -m ftsweep data.path=mine.jsonl` without data=...: the default data=synthetic reads no file, and
+    once trained on synthetic records whatever the file held."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.jsonl").write_text("")
+    fix = "data=synthetic makes its own records and reads no file; to use the file, name its format too: " \
+          "data=alpaca, sharegpt, messages, text or multiple_choice"
+    assert problems(["data.path=mine.jsonl"]) == [f"data.path=mine.jsonl: {fix}"]
+    assert problems(["data.val_path=mine.jsonl", "data.test_path=mine.jsonl"]) == [
+        f"data.val_path=mine.jsonl: {fix}", f"data.test_path=mine.jsonl: {fix}"]
+    assert problems(["data=alpaca", "data.path=mine.jsonl", "data.test_path=mine.jsonl"]) == []
 
 
 def test_classify_needs_two_labels():
