@@ -86,6 +86,9 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     _quality("perplexity", MINIMIZE, "", 2),  # exp(eval_loss)
     _quality("train_loss", MINIMIZE, NATS, 4, "train loss"),  # mean over the run
     _quality("loss", MINIMIZE, NATS, 4, "train loss"),  # a metrics.jsonl train line
+    # data.test_path, evaluated once at the end (its task metrics are test_<name>, ranked as <name> is).
+    _quality("test_loss", MINIMIZE, NATS, 4, "test loss"),
+    _quality("test_perplexity", MINIMIZE, "", 2, "test perplexity"),
     # sft: generations on held-out prompts against their references.
     _quality("exact_match", MAXIMIZE, SHARE, 4),  # share of predictions equal to the reference (stripped)
     _quality("rougeL", MAXIMIZE, SHARE, 4),  # mean ROUGE-L F1

@@ -103,5 +103,9 @@ def test_a_runs_test_numbers_are_its_held_out_numbers_on_the_test_file(cli, tmp_
 
     build_report([sweep])
     with open(sweep / "runs.csv", newline="", encoding="utf-8") as fh:
-        rows = {row["data.test_path"]: row for row in csv.DictReader(fh)}
+        reader = csv.DictReader(fh)
+        rows = {row["data.test_path"]: row for row in reader}
+    tested = [c for c in reader.fieldnames if c.startswith("test_")]
+    assert tested == ["test_loss", "test_perplexity", "test_bleu", "test_exact_match", "test_rougeL"]
+    assert "test loss" in (sweep / "report.md").read_text()  # the registry's header
     assert float(rows[str(other)]["test_loss"]) == pytest.approx(o["test_loss"], abs=1e-4)

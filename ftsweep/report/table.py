@@ -80,8 +80,9 @@ def run_value(run, key: str) -> float | None:
 def columns(design: Design, metric: str) -> list[Column]:
     """Every column the runs table may show, in order; empty ones are dropped later."""
     task = sorted({k for run in design.runs for k in (run.summary.get("task_metrics") or {})})
-    # data.test_path's numbers (summary.json's test_*): the loss first, then as the task metrics are ordered.
-    test = sorted({k for run in design.runs for k in run.summary if k.startswith("test_")}, key=lambda k: (k != "test_loss", k))
+    # data.test_path's numbers (summary.json's test_*): loss and perplexity first, then the task metrics.
+    first = {"test_loss": 0, "test_perplexity": 1}
+    test = sorted({k for run in design.runs for k in run.summary if k.startswith("test_")}, key=lambda k: (first.get(k, 2), k))
     cols = [DERIVED.get(k) or Column.of(k) for k in (*LEADING, *task, *test, *TRAILING)]
     # The baseline is the same untrained model on the same held-out set for every seed: its mean says it all.
     cols = [replace(c, spread=False) if c.key == BASELINE else c for c in cols]
