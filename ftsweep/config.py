@@ -98,7 +98,6 @@ class DataSchema:
 class TaskSchema:
     name: str = MISSING
     num_labels: Optional[int] = MISSING
-    label_names: Optional[List[Any]] = MISSING
     class_weights: Any = MISSING
     metrics: List[Any] = MISSING
 

@@ -217,6 +217,20 @@ class SwanLabBackend:
             self.swanlab.finish(state="crashed", error=reason)
 
 
+WANDB_TAG_LIMIT = 64  # wandb.Settings refuses a longer tag, and with it the whole run
+
+
+def wandb_tag(tag: str, limit: int = WANDB_TAG_LIMIT) -> str:
+    """An override as a W&B tag: whole when it fits, else its key and the end of its value, which tells files apart
+    (data.path=/home/someone/projects/chat-experiments/2026/train_v2.jsonl, 70 characters, becomes
+    data.path=…someone/projects/chat-experiments/2026/train_v2.jsonl)."""
+    if len(tag) <= limit:
+        return tag
+    key, sep, value = tag.partition("=")
+    keep = limit - len(key) - len(sep) - 1  # 1: the ellipsis
+    return f"{key}{sep}…{value[-keep:]}" if sep and keep >= 8 else tag[: limit - 1] + "…"
+
+
 class WandbBackend:
     name = "wandb"
 
@@ -230,6 +244,7 @@ class WandbBackend:
         elif mode == "offline" and os.environ.get("WANDB_API_KEY"):
             mode = "online"  # credentials present: sync live
         Path(logdir).mkdir(parents=True, exist_ok=True)
+        tags = [wandb_tag(t) for t in tags]
         self.run = wandb.init(project=project, name=run_name, group=group, tags=tags, config=config, mode=mode,
                               dir=str(logdir), reinit="finish_previous",
                               # quiet: no history sparklines and summary at finish (about 35 lines per cell);
@@ -252,6 +267,15 @@ class WandbBackend:
 BACKENDS = {"swanlab": SwanLabBackend, "wandb": WandbBackend}
 
 
+def log_dir(logger_cfg, backend: str, root: Path) -> Path:
+    """Where a tracker writes its local runs: logger.swanlab_dir / logger.wandb_dir, else a folder of the sweep
+    (or single run) directory, so that every cell of a sweep is in one place."""
+    given = logger_cfg.get(f"{backend}_dir")
+    if given:
+        return Path(str(given)).expanduser()
+    return root / (artifacts.SWANLOG if backend == "swanlab" else artifacts.WANDB_DIR)
+
+
 class Tracker:
     """Fan-out to the configured backends; every call is guarded."""
 
@@ -271,7 +295,7 @@ class Tracker:
         lead = sum(1 for k in swept if k in flat or f"{k}.name" in flat)
         color = colour(cell_index(run_name) if index is None else index)
         for name in logger_cfg.backends:
-            logdir = root / (artifacts.SWANLOG if name == "swanlab" else artifacts.WANDB_DIR)
+            logdir = log_dir(logger_cfg, name, root)
             try:
                 backends.append(BACKENDS[name](project=logger_cfg.project, run_name=run_name, group=group, tags=tags,
                                                config=flat, mode=logger_cfg.mode, logdir=logdir, color=color,

@@ -277,6 +277,44 @@ def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model
     assert wb["failed"]["exit_code"] == 1 and wb["failed"]["summary"]["status"] == "failed"
 
 
+def test_the_trackers_write_where_logger_dirs_say_and_get_the_test_numbers(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """logger.swanlab_dir / logger.wandb_dir move the local runs out of the run directory (they were read by nothing
+    before); a run with data.test_path ends both records with its test_loss."""
+    from ftsweep.cli import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    records = [{"instruction": "Say hi.", "input": str(i), "output": f"hi {i}"} for i in range(40)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:5]))
+    cell = [o for o in ARGS if not o.startswith(("logger=", "data."))] + [
+        "logger=swanlab_wandb", "eval.num_samples=0", "data=alpaca", f"data.path={tmp_path / 'd.jsonl'}",
+        "data.val_size=4", f"data.test_path={tmp_path / 't.jsonl'}",
+        f"logger.swanlab_dir={tmp_path / 'swan'}", f"logger.wandb_dir={tmp_path / 'wb'}"]
+    run_dir = tmp_path / "run"
+    summary = train(composed(cell), run_dir, "cell", cell)
+    assert summary["status"] == "ok"
+    assert not (run_dir / artifacts.SWANLOG).exists() and not (run_dir / artifacts.WANDB_DIR).exists()
+    swan = swanlab_runs(tmp_path / "swan")
+    assert list(swan) == ["cell"] and swan["cell"]["state"] == "RUN_STATE_FINISHED"
+    assert swan["cell"]["config"]["summary.test_loss"]["value"] == pytest.approx(summary["test_loss"])
+    wb = wandb_runs(tmp_path / "wb")
+    assert list(wb) == ["cell"] and wb["cell"]["summary"]["test_loss"] == pytest.approx(summary["test_loss"])
+    # Overrides longer than W&B's 64-character tags (these paths) are shortened, not a reason to drop the tracker.
+    tags = wb["cell"]["tags"]
+    assert len(tags) == len(cell) and max(map(len, tags)) == 64
+    assert f"data.test_path=…{str(tmp_path / 't.jsonl')[-48:]}" in tags and "data=alpaca" in tags
+
+
+def test_a_wandb_tag_keeps_its_key_and_the_end_of_its_value():
+    from ftsweep.tracking import wandb_tag
+
+    assert wandb_tag("lora.r=8") == "lora.r=8"
+    path = "data.path=/home/someone/projects/chat-experiments/2026/train_v2.jsonl"
+    assert wandb_tag(path) == "data.path=…someone/projects/chat-experiments/2026/train_v2.jsonl" and len(wandb_tag(path)) == 64
+    assert wandb_tag("x" * 70) == "x" * 63 + "…"
+    assert wandb_tag("k" * 60 + "=value") == "k" * 60 + "=va…"  # no room for the value's end: cut at the limit
+
+
 def test_ctrl_c_outside_training_steps_ends_the_swanlab_record_once_with_the_run_summary(tiny_model_dir, tmp_path,
                                                                                          monkeypatch, composed, caplog):
     """Ctrl-C during the final evaluation (generation can take minutes): the run records the stop and ends its SwanLab
