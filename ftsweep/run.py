@@ -122,7 +122,8 @@ class Run:
         cfg = self.cfg
         self.bundle = data.prepare(cfg.data, cfg.task, self.tokenizer, cfg.model)
         stats = self.bundle.stats
-        log.info("data: %d train / %d held-out examples (%s)", len(self.bundle.train), len(self.bundle.val),
+        test = f" / {len(self.bundle.test)} test" if self.bundle.test is not None else ""
+        log.info("data: %d train / %d held-out%s examples (%s)", len(self.bundle.train), len(self.bundle.val), test,
                  ", ".join(f"{k} {v}" for k, v in stats.items() if k in (*data.TRUNCATION_KEYS, "dropped_examples", "skipped_records")))
         log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:

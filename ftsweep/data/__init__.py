@@ -199,11 +199,11 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     test_pairs = []
     if data_cfg.get("test_path"):
         test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
-    test_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
-    test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, test_stats)
+    # Its truncation counts stay out of the run's: those describe the data it trained and chose by.
+    test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
     return {"train": train_rows, "val": val_rows, "test": test_rows,
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
-            "stats": stats, "val_stats": val_stats, "test_stats": test_stats,
+            "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
 
