@@ -201,6 +201,7 @@ class Manifest(TypedDict):
     platform: str
     device: DeviceInfo
     data_fingerprint: str | None
+    test_fingerprint: str | None  # data.test_path's records (None without a test file)
     argv: list
     created_at: str
 

@@ -71,7 +71,7 @@ def scrub(obj: Any, secrets: set[str] | None = None) -> Any:
 
 
 def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str, seed: int,
-          sweep: dict | None, data_fingerprint: str | None, created_at: str) -> Manifest:
+          sweep: dict | None, data_fingerprint: str | None, created_at: str, test_fingerprint: str | None = None) -> Manifest:
     """manifest.json's record (fields: ftsweep.artifacts.Manifest)."""
     return {
         "run_name": run_name,
@@ -87,6 +87,7 @@ def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str
         "platform": platform.platform(),
         "device": device_info(),
         "data_fingerprint": data_fingerprint,
+        "test_fingerprint": test_fingerprint,
         "argv": scrub([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "created_at": created_at,
     }

@@ -129,7 +129,8 @@ class Run:
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(
                 run_name=self.name, overrides=self.overrides, config=plain(cfg), config_hash=self.hash, seed=int(cfg.seed),
-                sweep=self.sweep, data_fingerprint=self.bundle.fingerprint, created_at=self.summary["started_at"]))
+                sweep=self.sweep, data_fingerprint=self.bundle.fingerprint, created_at=self.summary["started_at"],
+                test_fingerprint=self.bundle.test_fingerprint))
 
     def setup_adapter(self) -> None:
         """Load the base as quant says, wrap it with the PEFT adapter, count what trains."""

@@ -49,7 +49,9 @@ def test_the_test_file_is_its_own_split_and_comes_back_from_the_cache(tmp_path, 
     train_ids = {tuple(x) for x in first.train["input_ids"]} | {tuple(x) for x in first.val["input_ids"]}
     assert not train_ids & {tuple(x) for x in first.test["input_ids"]}
     assert data.prepare(data_cfg(train, val_size=2), SFT, tok).fingerprint == first.fingerprint
-    assert data.prepare(data_cfg(train, val_size=2), SFT, tok).test is None
+    bare = data.prepare(data_cfg(train, val_size=2), SFT, tok)
+    assert bare.test is None and bare.test_fingerprint is None
+    assert first.test_fingerprint == again.test_fingerprint and len(first.test_fingerprint) >= 8
     # Another test file is another cache entry, not the first one's test set.
     other = write(tmp_path / "other.jsonl", city_records(3, 200))
     assert len(data.prepare(data_cfg(train, test_path=str(other), val_size=2), SFT, tok).test) == 3
@@ -97,6 +99,10 @@ def test_a_runs_test_numbers_are_its_held_out_numbers_on_the_test_file(cli, tmp_
     refs = [json.loads(x)["reference"] for x in (own / "test_samples.jsonl").read_text().splitlines()]
     assert refs == [r["output"] for r in city_records(6, 300)[::-1][:4]]
     assert f"test_loss {o['test_loss']:.3f}" in proc.stdout + proc.stderr  # the console line after the run
+    # Each manifest names its test records apart from the data it trained and chose by.
+    manifests = [json.loads((r / "manifest.json").read_text()) for r in (same, own)]
+    assert manifests[0]["data_fingerprint"] == manifests[1]["data_fingerprint"]
+    assert None not in {m["test_fingerprint"] for m in manifests} and manifests[0]["test_fingerprint"] != manifests[1]["test_fingerprint"]
 
     # The report shows the test numbers beside the held-out ones.
     from ftsweep.report import build_report

@@ -35,6 +35,7 @@ class Bundle:
     template: Any = None
     test: Any = None  # data.test_path's examples, evaluated once at the end (None: no test file)
     test_prompts: list[dict] = field(default_factory=list)
+    test_fingerprint: str | None = None  # hash of data.test_path's records, apart: nothing trains or chooses by them
 
 
 def read_records(data_cfg) -> list[dict]:
@@ -205,6 +206,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
             "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
+            "test_fingerprint": fingerprint([r.fields for r, _ in test_pairs]) if test_pairs else None,
             "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
 
 
@@ -272,4 +274,5 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         template=template,
         test=test,
         test_prompts=list(parent.get("test_prompts") or []),
+        test_fingerprint=parent.get("test_fingerprint") if test is not None else None,
     )

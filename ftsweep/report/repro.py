@@ -56,6 +56,8 @@ def run_facts(run: Run) -> dict[str, str]:
     else:
         facts["device"] = "(missing)"
     facts["data fingerprint"] = _text(m.get("data_fingerprint"))
+    if m.get("test_fingerprint"):
+        facts["test data fingerprint"] = _text(m.get("test_fingerprint"))
     return facts
 
 
