@@ -7,9 +7,9 @@ import json
 import math
 
 import pytest
+from conftest import FAST, data_cfg
 from omegaconf import OmegaConf
 
-from conftest import FAST, data_cfg
 from ftsweep import data
 from ftsweep.data.sources import DataError
 
