@@ -196,11 +196,12 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
         train_rows.append(dict(row or {"input_ids": [], "labels": []}, pos=pos, dropped=int(row is None), **info))
     val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
     val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
-    # data.test_path: read, checked and cut like the held-out file, but never seen before the end of the run.
+    # data.test_path: read, checked and cut like the held-out file, but never seen before the end of the run. Its bad
+    # records count with the run's skipped ones (data.on_bad_record); its truncation counts stay out of the run's,
+    # which describe the examples it trained and chose by.
     test_pairs = []
     if data_cfg.get("test_path"):
         test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
-    # Its truncation counts stay out of the run's: those describe the data it trained and chose by.
     test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
     return {"train": train_rows, "val": val_rows, "test": test_rows,
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
@@ -245,8 +246,8 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
                         f"{data_cfg.max_length}; raise data.max_length or check data.template")
     if not len(val):
         raise DataError("no held-out example has a learnable token; raise data.val_size or data.max_length")
-    test = parent.get("test") if data_cfg.get("test_path") else None  # a test file with no example keeps no split
-    if data_cfg.get("test_path") and (test is None or not len(test)):
+    test = parent.get("test")  # only a parent built with data.test_path has one (its key names the test file)
+    if data_cfg.get("test_path") and (test is None or not len(test)):  # no learnable example: no test split
         raise DataError(f"data.test_path={data_cfg.test_path}: no test example has a learnable token after truncation "
                         f"to data.max_length={data_cfg.max_length}; raise data.max_length")
     stats["test_records"] = parent.get("test_records", 0)
@@ -274,5 +275,5 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         template=template,
         test=test,
         test_prompts=list(parent.get("test_prompts") or []),
-        test_fingerprint=parent.get("test_fingerprint") if test is not None else None,
+        test_fingerprint=parent.get("test_fingerprint"),
     )
