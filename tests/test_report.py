@@ -312,6 +312,16 @@ def test_task_metric_is_maximized_unless_told_otherwise(tmp_path):
     assert rows[0]["rougeL"] == "0.6000"
 
 
+def test_the_best_configurations_test_loss_is_quoted_unless_the_test_set_chose_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    # The best by held-out loss (r=16) is not the best on the test file (r=8): the line quotes the chosen one's.
+    for r, loss, test in (("8", 3.4, 3.30), ("16", 3.2, 3.35)):
+        write_run(sweep, [f"lora.r={r}"], eval_loss=loss, summary={"test_loss": test, "test_perplexity": math.exp(test)})
+    md = build_report([sweep]).read_text()
+    assert "On the test set (`data.test_path`), which chose nothing, the best configuration's loss is 3.3500 (n=1)." in md
+    assert "On the test set" not in build_report([sweep], metric="test_loss").read_text()
+
+
 def test_levels_compare_as_numbers_and_sort_numerically(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["lora.r=8", "optim.lr=1e-4"], name="a", eval_loss=3.0)

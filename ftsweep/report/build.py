@@ -156,6 +156,10 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
                 f"to {fmt(base.mean - gain.mean, Column.of('eval_loss'))} for the best configuration: "
                 f"{fmt(gain.mean, DERIVED[IMPROVEMENT])} ({fmt(pct.mean, DERIVED[IMPROVEMENT_PCT])} %) less."
             )
+        test = best.stats.get("test_loss")
+        if test is not None and test.mean is not None and not metric.startswith("test_"):
+            lines.append(["On the test set (", Code("data.test_path"), "), which chose nothing, the best configuration's "
+                          f"loss is {test.show(Column.of('test_loss'))} (n={test.n})."])
     elif any(run.ok for run in design.runs):
         available = available_metrics(design.runs)
         lines.append(

@@ -58,6 +58,12 @@ BOUNDARIES = [
     ("logger.backends=[wandb,swanlab]", "logger.backends=[tensorboard]",
      "logger.backends: unknown tracker 'tensorboard'; choose swanlab or wandb"),
     ("optim.max_steps=1", "optim.max_steps=-1", "optim.max_steps and optim.epochs: set one of them > 0"),
+    ("hparams_search_metric=exact_match", "hparams_search_metric=test_exact_match",
+     "hparams_search_metric=test_exact_match: a search that chooses by data.test_path's numbers leaves no unseen data "
+     "to report; choose by the held-out set, e.g. hparams_search_metric=exact_match"),
+    ("hparams_search_metric=perplexity", "hparams_search_metric=test_loss",
+     "hparams_search_metric=test_loss: a search that chooses by data.test_path's numbers leaves no unseen data "
+     "to report; choose by the held-out set, e.g. hparams_search_metric=eval_loss"),
     ("plan.gpu_mem_gb=0.5", "plan.gpu_mem_gb=0", "plan.gpu_mem_gb=0: give the GPU's memory in GiB (a number > 0) or auto"),
     ("plan.gpu_mem_gb=auto", "plan.gpu_mem_gb=-24",
      "plan.gpu_mem_gb=-24: give the GPU's memory in GiB (a number > 0) or auto"),
