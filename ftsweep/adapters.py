@@ -164,6 +164,22 @@ def initialize(model, lora_cfg, bundle, collator) -> None:
                                     show_progress_bar=False)
 
 
+def budget_callback(lora_cfg):
+    """AdaLoRA prunes ranks only when PEFT's update_and_allocate runs after every optimizer step (before the
+    gradients are zeroed: it scores each singular value by |value x gradient|), a call PEFT leaves to the training
+    loop and the Trainer does not make. Without it the adapter stays at init_r. None for every other method."""
+    if lora_cfg.method != "adalora":
+        return None
+    from transformers import TrainerCallback
+
+    class AdaLoraBudget(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            # state.global_step counts the steps before this one: 0 at the first, as in PEFT's example loop.
+            model.base_model.update_and_allocate(state.global_step)
+
+    return AdaLoraBudget()
+
+
 def optimizer(model, lora_cfg, optim_cfg):
     """LoRA+: B learns loraplus_lr_ratio times faster than A. None: the Trainer builds its own optimizer."""
     if not lora_cfg.get("loraplus_lr_ratio"):

@@ -276,6 +276,8 @@ class Run:
         if cfg.train.progress:
             trainer.add_callback(training.ProgressBar(self.name, tokens_seen=lambda: trainer.tokens_seen))
         trainer.add_callback(self.evals)
+        if (budget := adapters.budget_callback(cfg.lora)) is not None:
+            trainer.add_callback(budget)
         self.trainer = trainer
         return trainer
 

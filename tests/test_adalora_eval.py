@@ -47,3 +47,32 @@ def test_the_regulariser_stays_in_training_and_leaves_evaluation(tiny_model_dir)
     assert regularised > plain + 0.1  # AdaLoRA's forward adds orth_reg_weight x ||P^T P - I|| to the loss
     assert evaluated == pytest.approx(plain, abs=1e-5)
     assert after == pytest.approx(regularised)  # training gets its regulariser back
+
+
+@pytest.mark.slow
+def test_adalora_prunes_to_its_budget_and_the_pruned_adapter_reloads_as_trained(cli, tmp_path):
+    # AdaLoRA starts at init_r = r + 4 per layer and must end with r per layer on average: PEFT moves the budget only
+    # when update_and_allocate runs after each optimizer step. 12 steps: the cubic schedule's budget at the last one,
+    # target + (init - target) x (1/12)^3 = 112 + 56/1728, rounds down to the target.
+    import subprocess
+    import sys
+
+    from ftsweep import artifacts
+
+    args = [o for o in FAST if not o.startswith(("optim.max_steps", "eval.every", "eval.num_samples", "eval.generation"))]
+    proc = cli(["lora=adalora", "quant=none", *args, "optim.max_steps=12", "optim.lr=2e-3", "eval.every_n_steps=0",
+                "eval.num_samples=6", "eval.generation.max_new_tokens=12", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    adapter = json.loads((run / artifacts.ADAPTER / "adapter_config.json").read_text())
+    kept = {name: sum(mask) for name, mask in (adapter["rank_pattern"] or {}).items()}
+    assert len(kept) == 14  # 2 layers x 7 linear modules
+    assert adapter["init_r"] == 12 and adapter["target_r"] == 8
+    assert sum(kept.values()) == 8 * 14 and max(kept.values()) <= 12
+    # The saved adapter holds only the kept ranks, and generate (plain PEFT loading) answers as the run did.
+    out = tmp_path / "gen.jsonl"
+    gen = subprocess.run([sys.executable, "-m", "ftsweep.generate", str(run), "--file", str(run / artifacts.SAMPLES), "--raw",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    samples = [json.loads(x)["prediction"] for x in (run / artifacts.SAMPLES).read_text().splitlines()]
+    assert [json.loads(x)["prediction"] for x in out.read_text().splitlines()] == samples

@@ -75,8 +75,12 @@ def test_option_trains_and_its_adapter_reloads(tiny_model_dir, tmp_path, option,
         assert planned == summary["trainable_params"]
     # PiSSA and OLoRA are saved converted to a rank-2r LoRA of the original base: twice the parameters.
     factor = 2 if option in ("pissa", "olora") else 1
-    assert reload_trainable(cfg, tmp_path / "run" / artifacts.ADAPTER) == factor * summary["trainable_params"]
     adapter_cfg = json.loads((tmp_path / "run" / artifacts.ADAPTER / "adapter_config.json").read_text())
+    reloaded = reload_trainable(cfg, tmp_path / "run" / artifacts.ADAPTER)
+    if option == "adalora":  # saved with the ranks its budget kept: fewer than it trained (test_adalora_eval)
+        assert adapter_cfg["rank_pattern"] and reloaded < summary["trainable_params"]
+    else:
+        assert reloaded == factor * summary["trainable_params"]
     assert adapter_cfg["peft_type"] == {"loha": "LOHA", "lokr": "LOKR", "adalora": "ADALORA", "ia3": "IA3",
                                         "vera": "VERA"}.get(option, "LORA")
     # The variant itself reached the saved adapter, not only its method: DoRA's magnitude vectors, rsLoRA's
