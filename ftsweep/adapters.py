@@ -180,15 +180,21 @@ def budget_callback(lora_cfg):
     return AdaLoraBudget()
 
 
-def optimizer(model, lora_cfg, optim_cfg):
-    """LoRA+: B learns loraplus_lr_ratio times faster than A. None: the Trainer builds its own optimizer."""
+def optimizer(model, lora_cfg, args):
+    """LoRA+: B learns loraplus_lr_ratio times faster than A. None: the Trainer builds its own optimizer.
+
+    The optimizer is the one optim.optimizer names (args.optim), with the Trainer's own arguments for it (betas,
+    eps, paging, 8-bit state), so `lora=loraplus optim=paged_adamw_8bit` trains with paged 8-bit AdamW as the plan
+    counts it; only the parameter groups are LoRA+'s."""
     if not lora_cfg.get("loraplus_lr_ratio"):
         return None
-    import torch
     from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
 
-    return create_loraplus_optimizer(model=model, optimizer_cls=torch.optim.AdamW, lr=float(optim_cfg.lr),
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs.pop("lr", None)
+    return create_loraplus_optimizer(model=model, optimizer_cls=optimizer_cls, lr=float(args.learning_rate),
                                      loraplus_lr_ratio=float(lora_cfg.loraplus_lr_ratio),
                                      # PEFT gives every group its own weight decay, from loraplus_weight_decay
                                      # (weight_decay= would only set the optimizer's default, which no group uses).
-                                     loraplus_weight_decay=float(optim_cfg.weight_decay))
+                                     loraplus_weight_decay=float(args.weight_decay), **kwargs)

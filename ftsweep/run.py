@@ -261,12 +261,13 @@ class Run:
         from ftsweep import adapters, training
 
         cfg, bundle = self.cfg, self.bundle
+        args = training.training_arguments(cfg, self.dir, micro_batch, grad_accum)
         trainer = training.SweepTrainer(
-            model=self.model, args=training.training_arguments(cfg, self.dir, micro_batch, grad_accum),
+            model=self.model, args=args,
             train_dataset=bundle.train, eval_dataset=bundle.val, data_collator=bundle.collator,
             processing_class=self.tokenizer, nan_check=bool(cfg.train.nan_check),
             classify=cfg.task.name == "classify", class_weights=bundle.class_weights,
-            optimizers=(adapters.optimizer(self.model, cfg.lora, cfg.optim), None),  # LoRA+ builds its own; None: Trainer's
+            optimizers=(adapters.optimizer(self.model, cfg.lora, args), None),  # LoRA+ builds its own; None: Trainer's
         )
         trainer.remove_callback(ProgressCallback)  # it also prints every log dict and a bar per evaluation
         trainer.remove_callback(PrinterCallback)

@@ -226,11 +226,20 @@ def test_eva_with_fewer_examples_uses_them_all_and_other_inits_do_no_data_pass()
 # ---- LoRA+: B learns loraplus_lr_ratio times faster than A ----------------------------------------------
 
 
-def test_loraplus_gives_b_its_own_learning_rate():
+def trainer_args(cfg, tmp_path):
+    from ftsweep.training import training_arguments
+
+    return training_arguments(cfg, tmp_path, int(cfg.optim.micro_batch_size), int(cfg.optim.grad_accum))
+
+
+@pytest.mark.parametrize("name, cls, state", [("adamw_torch", torch.optim.AdamW, {"betas": (0.9, 0.999)}),
+                                              ("sgd", torch.optim.SGD, {"momentum": 0})])
+def test_loraplus_gives_b_its_own_learning_rate_in_the_optimizer_optim_names(tmp_path, name, cls, state):
     model, cfg = wrapped("loraplus", "lora.target_modules=[q_proj]")
-    cfg.optim.lr, cfg.optim.weight_decay = 2e-4, 0.01
-    opt = adapters.optimizer(model, cfg.lora, cfg.optim)
-    assert type(opt) is torch.optim.AdamW
+    cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.optimizer = 2e-4, 0.01, name
+    opt = adapters.optimizer(model, cfg.lora, trainer_args(cfg, tmp_path))
+    assert type(opt) is cls  # optim.optimizer is honoured, not replaced by AdamW
+    assert all(opt.defaults[k] == v for k, v in state.items())
     groups = {}
     for group in opt.param_groups:
         for p in group["params"]:
@@ -241,11 +250,11 @@ def test_loraplus_gives_b_its_own_learning_rate():
     assert len(groups) == 2
 
 
-def test_without_loraplus_the_trainer_builds_its_optimizer():
+def test_without_loraplus_the_trainer_builds_its_optimizer(tmp_path):
     model, cfg = wrapped("lora", "lora.target_modules=[q_proj]")
-    assert adapters.optimizer(model, cfg.lora, cfg.optim) is None
+    assert adapters.optimizer(model, cfg.lora, trainer_args(cfg, tmp_path)) is None
     cfg.lora.loraplus_lr_ratio = 0
-    assert adapters.optimizer(model, cfg.lora, cfg.optim) is None
+    assert adapters.optimizer(model, cfg.lora, trainer_args(cfg, tmp_path)) is None
 
 
 def test_linear_module_names_count_quantized_linear_classes_and_skip_a_classifier():
