@@ -170,6 +170,22 @@ def compute_dtype(name: str):
     return torch.float32  # CPU: bf16 matmuls run ~2.5x slower than fp32 (measured on the tiny model)
 
 
+def mixed_precision(model_cfg, quant_cfg, on_gpu: bool, bf16_supported: bool) -> str | None:
+    """The Trainer's autocast: "bf16", "fp16", or None for fp32 throughout (always on a CPU).
+
+    The layers compute in quant.compute_dtype on a quantized base and in model.dtype on an unquantized one, and the
+    Trainer autocasts to that dtype. fp16 gets the Trainer's loss scaling (its range underflows small gradients);
+    bf16 has fp32's range and needs none. The adapter weights stay fp32 either way (PEFT upcasts them)."""
+    if not on_gpu:
+        return None
+    name = quant_cfg.compute_dtype if quant_cfg.bits in (4, 8) else model_cfg.dtype
+    if name == "float32":
+        return None
+    if name == "auto":  # as compute_dtype picks it: bfloat16 where the GPU has it
+        name = "bfloat16"
+    return "bf16" if name == "bfloat16" and bf16_supported else "fp16"
+
+
 def torch_dtype(name: str):
     import torch
 

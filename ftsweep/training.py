@@ -15,7 +15,7 @@ from typing import Any, Callable
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ftsweep import accounting, artifacts, distributed, lm_loss, runtime
+from ftsweep import accounting, artifacts, distributed, lm_loss, models, runtime
 from ftsweep.data.tokenize import IGNORE
 
 log = logging.getLogger("ftsweep")
@@ -466,6 +466,7 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
     o, t = cfg.optim, cfg.train
     warmup: float = o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio  # a float < 1 is a ratio
     on_gpu = torch.cuda.is_available()
+    precision = models.mixed_precision(cfg.model, cfg.quant, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     return TrainingArguments(
         output_dir=str(run_dir / artifacts.CHECKPOINTS),
         per_device_train_batch_size=micro_batch,
@@ -491,7 +492,8 @@ def training_arguments(cfg, run_dir: Path, micro_batch: int, grad_accum: int) ->
         data_seed=int(cfg.seed),
         report_to="none",  # trackers are driven by ftsweep.tracking, one run per sweep cell
         use_cpu=not on_gpu,
-        bf16=on_gpu and torch.cuda.is_bf16_supported() and cfg.quant.compute_dtype in ("bfloat16", "auto"),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         tf32=bool(t.tf32) if on_gpu else None,
         use_liger_kernel=bool(t.liger_kernel),
         remove_unused_columns=False,

@@ -1,6 +1,6 @@
 """The GPU lane (`pytest -m gpu`): what only a CUDA device can show. Every test here is skipped without one.
 
-4-bit and 8-bit training steps, padding-free packing giving the padded path's loss under flash attention and sdpa,
+4-bit and 8-bit training steps, fp16/bf16/fp32 LoRA under the autocast of its dtype, padding-free packing giving the padded path's loss under flash attention and sdpa,
 the paged 8-bit optimizer, Liger kernels, a real out-of-memory error handled by the retry, two cells on one GPU.
 """
 
@@ -40,6 +40,22 @@ def test_quantized_training_steps_on_cuda(cli, tmp_path, quant):
     trained_ok(summary(run))
     # The adapter loads back onto the quantized base (what a user does next).
     assert (run / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("dtype, precision", [("float16", "fp16"), ("bfloat16", "bf16"), ("float32", None)])
+def test_an_unquantized_base_trains_under_the_autocast_of_its_dtype(tiny_model_dir, tmp_path, dtype, precision):
+    from conftest import compose
+
+    from ftsweep import training
+
+    cfg = compose(["quant=none", f"model.dtype={dtype}"])
+    args = training.training_arguments(cfg, tmp_path, micro_batch=2, grad_accum=1)
+    expected = "fp16" if precision == "bf16" and not torch.cuda.is_bf16_supported() else precision
+    assert (args.bf16, args.fp16) == (expected == "bf16", expected == "fp16")  # fp16: the Trainer's loss scaling
+    from ftsweep.cli import train
+
+    overrides = ["quant=none", f"model.dtype={dtype}", *SHORT]
+    trained_ok(train(compose(overrides), tmp_path / "run", f"dtype-{dtype}", overrides))
 
 
 def _rows(tok, texts):

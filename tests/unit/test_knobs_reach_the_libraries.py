@@ -50,6 +50,34 @@ def test_quant_none_loads_no_bitsandbytes_config():
     assert models.quantization_config(compose(["quant=none"]).quant) is None
 
 
+# (overrides, the Trainer's autocast on a GPU with bf16, on one without): the layers' compute dtype decides it.
+PRECISION = [
+    (["quant=nf4"], "bf16", "fp16"),  # compute_dtype auto
+    (["quant=nf4", "quant.compute_dtype=float16"], "fp16", "fp16"),
+    (["quant=nf4", "quant.compute_dtype=float32"], None, None),
+    (["quant=int8", "quant.compute_dtype=bfloat16"], "bf16", "fp16"),
+    (["quant=none", "model=qwen2.5-0.5b-instruct"], "bf16", "fp16"),  # model.dtype bfloat16
+    (["quant=none", "model=qwen2.5-0.5b-instruct", "quant.compute_dtype=float32"], "bf16", "fp16"),  # not read
+    (["quant=none"], None, None),  # the tiny model is float32
+    (["quant=none", "model.dtype=float16"], "fp16", "fp16"),  # fp16 LoRA: loss scaling on
+    (["quant=none", "model.dtype=float32"], None, None),  # full fp32 stays fp32
+    (["experiment=yi_huanhuan", "data.path=x.json"], "fp16", "fp16"),
+]
+
+
+@pytest.mark.parametrize("overrides, with_bf16, without", PRECISION)
+def test_the_trainers_autocast_follows_the_dtype_the_layers_compute_in(overrides, with_bf16, without):
+    cfg = compose(overrides)
+    assert models.mixed_precision(cfg.model, cfg.quant, True, True) == with_bf16
+    assert models.mixed_precision(cfg.model, cfg.quant, True, False) == without
+    assert models.mixed_precision(cfg.model, cfg.quant, False, False) is None  # a CPU never autocasts
+
+
+def test_a_cpu_run_asks_the_trainer_for_no_autocast(tmp_path):
+    args = training.training_arguments(compose(["quant=none", "model.dtype=float16"]), tmp_path, micro_batch=2, grad_accum=1)
+    assert torch.cuda.is_available() or (args.bf16, args.fp16) == (False, False)
+
+
 def test_the_manifest_says_whether_the_checkout_had_uncommitted_changes(tmp_path):
     import subprocess
 
