@@ -320,7 +320,7 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 # config hash (so skip_finished skips it), no part of its directory name, and no factor in the report.
 # train.chunked_loss changes how much memory the loss takes, not the loss (ftsweep.lm_loss).
 RESULT_NEUTRAL_KEYS = ("logger", "train.progress", "train.chunked_loss", "mode", "skip_finished", "preview", "plan",
-                       "hparams_search_metric")
+                       "hparams_search_metric", "project", "experiment")  # the last two: names for the trackers
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

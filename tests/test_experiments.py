@@ -44,8 +44,12 @@ CASES = {
 }
 
 
-def test_every_experiment_file_is_covered():
+def test_every_experiment_file_is_covered_and_names_itself():
+    from conftest import compose
+
     assert set(EXPERIMENTS) == set(CASES) | {"qwen25_tagging_sweep"}
+    for name in EXPERIMENTS:  # the name the manifest and the trackers' config record
+        assert compose([f"experiment={name}", "data.path=x.json"]).experiment == name
 
 
 @pytest.mark.slow
@@ -59,7 +63,7 @@ def test_experiment_runs_on_the_tiny_model(cli, tmp_path, name):
     summary = json.loads((run_dir / artifacts.SUMMARY).read_text())
     config = json.loads((run_dir / artifacts.MANIFEST).read_text())["config"]
     assert summary["status"] == "ok" and summary["steps"] == 3
-    assert config["model"]["name"] == "tiny"
+    assert config["model"]["name"] == "tiny" and config["experiment"] == name
     if name == "reclor":
         assert set(summary["task_metrics"]) == {"accuracy", "precision", "recall", "f1"}
         assert config["task"]["num_labels"] == 4 and config["optim"]["scheduler"] == "constant_with_warmup"

@@ -191,7 +191,7 @@ def test_hash_is_stable_and_twelve_hex_digits(default_cfg):
 
 @pytest.mark.parametrize("neutral", ["logger=none", "logger=wandb", "train.progress=false", "mode=plan",
                                      "skip_finished=false", "preview.k=9", "plan.gpu_mem_gb=1",
-                                     "hparams_search_metric=bleu", "logger.project=other"])
+                                     "hparams_search_metric=bleu", "logger.project=other", "project=other"])
 def test_keys_that_do_not_change_the_result_keep_the_hash(default_cfg, neutral):
     assert config_hash(compose([neutral])) == config_hash(default_cfg)
 
