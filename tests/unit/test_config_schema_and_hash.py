@@ -67,3 +67,11 @@ def test_no_steps_and_no_epochs_is_refused():
     assert str(err.value) == "optim.max_steps and optim.epochs: set one of them > 0"
     config.validate(compose(["optim.max_steps=0", "optim.epochs=0.01"]))
     config.validate(compose(["optim.max_steps=1", "optim.epochs=0"]))
+
+
+def test_the_sweeps_doc_lists_exactly_the_keys_the_hash_leaves_out():
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "sweeps.md").read_text()
+    listed = re.search(r"The hash leaves out what does not\s+change the trained result: (.*?);", doc, re.S).group(1)
+    assert sorted(re.findall(r"`([\w.]+)`", listed)) == sorted(config.RESULT_NEUTRAL_KEYS)
