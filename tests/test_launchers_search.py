@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -84,10 +86,23 @@ def test_a_preempted_slurm_task_checkpoints_where_it_stopped_and_its_requeue_res
 
 def test_optuna_search_minimizes_the_runs_eval_loss(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *SHORT, f"hydra.sweep.dir={sweep}"], timeout=600)
+    # A dimension given on the command line replaces the file's (lora.r: choice(4, 8, 16, 32)).
+    proc = cli(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "lora.r=choice(2, 3)", *SHORT,
+                f"hydra.sweep.dir={sweep}"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    losses = [json.loads(p.read_text())["eval_loss"] for p in sweep.glob("*/summary.json")]
+    summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
+    losses = [s["eval_loss"] for s in summaries]
     assert len(losses) == 2
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(losses))
-    assert set(best["best_params"]) == {"optim.lr", "lora.r"}
+    assert set(best["best_params"]) == {"optim.lr", "lora.r"} and best["best_params"]["lora.r"] in (2, 3)
+
+
+def test_the_default_search_lets_tpe_propose_after_its_random_start(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ftsweep", "hparams_search=optuna", "--cfg", "hydra"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    sweeper = yaml.safe_load(proc.stdout)["hydra"]["sweeper"]
+    assert sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
+    # Optuna's TPE draws its first n_startup_trials at random; as many as n_trials would make the search random.
+    assert 0 < sweeper["sampler"]["n_startup_trials"] < sweeper["n_trials"]
