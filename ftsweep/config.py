@@ -281,11 +281,21 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
     gpu_mem = cfg.plan.gpu_mem_gb
     need(gpu_mem == "auto" or (isinstance(gpu_mem, (int, float)) and not isinstance(gpu_mem, bool) and gpu_mem > 0),
          f"plan.gpu_mem_gb={gpu_mem}: give the GPU's memory in GiB (a number > 0) or auto")
+    from ftsweep.metrics import TASK_METRICS, searchable
+
+    known = TASK_METRICS.get(str(T.name), ())
+    for name in T.metrics if T.name in TASK_METRICS else ():
+        need(name in known, f"task.metrics: task={T.name} cannot compute {name!r}; choose from {', '.join(known)}")
     # Choosing by the test set makes its numbers a score the search optimized, not an estimate of unseen data.
     search = str(cfg.hparams_search_metric)
-    need(not search.startswith("test_"), f"hparams_search_metric={search}: a search that chooses by data.test_path's "
-         f"numbers leaves no unseen data to report; choose by the held-out set, e.g. hparams_search_metric="
-         f"{search.removeprefix('test_') if search != 'test_loss' else 'eval_loss'}")
+    if search.startswith("test_"):
+        errors.append(f"hparams_search_metric={search}: a search that chooses by data.test_path's numbers leaves no "
+                      f"unseen data to report; choose by the held-out set, e.g. hparams_search_metric="
+                      f"{search.removeprefix('test_') if search != 'test_loss' else 'eval_loss'}")
+    elif T.name in TASK_METRICS and search not in searchable(str(T.name), T.metrics):
+        # A search by a number no run reports would score every trial the worst value, and choose at random.
+        errors.append(f"hparams_search_metric={search}: no run of task={T.name} reports it; choose a loss "
+                      f"(eval_loss, perplexity) or one of task.metrics ({', '.join(T.metrics) or 'none'})")
     need(cfg.eval.every_n_steps >= 0, f"eval.every_n_steps={cfg.eval.every_n_steps}: must be >= 0")
     for name in cfg.logger.backends:
         need(name in ("swanlab", "wandb"), f"logger.backends: unknown tracker {name!r}; choose swanlab or wandb")

@@ -44,14 +44,15 @@ def generation_metrics(predictions: list[str], references: list[str], names) -> 
     return out
 
 
-def classification_metrics(predictions: list[int], labels: list[int], num_labels: int) -> dict[str, float]:
-    """Accuracy and macro precision / recall / F1 over all num_labels classes (scikit-learn)."""
+def classification_metrics(predictions: list[int], labels: list[int], num_labels: int, names) -> dict[str, float]:
+    """Of accuracy and macro precision / recall / F1 over all num_labels classes (scikit-learn), those in names."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     p, r, f, _ = precision_recall_fscore_support(
         labels, predictions, labels=list(range(num_labels)), average="macro", zero_division=0
     )
-    return {"accuracy": float(accuracy_score(labels, predictions)), "precision": float(p), "recall": float(r), "f1": float(f)}
+    every = {"accuracy": float(accuracy_score(labels, predictions)), "precision": float(p), "recall": float(r), "f1": float(f)}
+    return {name: value for name, value in every.items() if name in names}
 
 
 def generate(model, tokenizer, prompts: list[str], generation: dict, batch_size: int) -> list[str]:

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         predictions = infer.generate(run, [r["prompt"] for r in rows], generation, batch_size)
 
         from ftsweep import artifacts, evaluation
+        from ftsweep.metrics import TASK_METRICS
 
         for row, pred in zip(rows, predictions):
             row["prediction"] = pred
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
         scored = [r for r in rows if "reference" in r]
         if scored:
-            names = list(cfg.task.get("metrics") or ["exact_match", "rougeL", "bleu"])
+            names = list(cfg.task.get("metrics") or TASK_METRICS["sft"])
             metrics = evaluation.generation_metrics([r["prediction"] for r in scored], [r["reference"] for r in scored], names)
             print(f"metrics on {len(scored)} reference(s): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
             artifacts.atomic_write_json(out.with_suffix(artifacts.GENERATION_METRICS_SUFFIX), {

@@ -113,6 +113,18 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     _cost("estimated_memory_bytes", "bytes", 2, "planned GPU memory (GiB)", scale=GIB, short="GiB"),
 )}
 
+# What each task can compute at a held-out evaluation (task.metrics picks among them).
+TASK_METRICS: dict[str, tuple[str, ...]] = {"sft": ("exact_match", "rougeL", "bleu"),
+                                            "classify": ("accuracy", "precision", "recall", "f1")}
+
+
+def searchable(task: str, chosen) -> list[str]:
+    """The summary numbers a search can optimize for a run of this task computing the `chosen` task metrics: the
+    registry's run-level numbers, less a train line's `loss`, data.test_path's and the metrics it does not compute."""
+    other = {m for metrics in TASK_METRICS.values() for m in metrics} - set(chosen)
+    return [name for name in REGISTRY if name != "loss" and not name.startswith("test_") and name not in other]
+
+
 # Families of names not in the registry (rouge1, eval_accuracy, val_loss, sacrebleu, ...): the first
 # substring of the lower-cased name that matches decides direction, unit and digits.
 FAMILIES: tuple[tuple[str, str, str, int], ...] = (

@@ -313,7 +313,7 @@ class Run:
         cfg = self.cfg
         if cfg.task.name == "classify":
             preds, labels = evaluation.predict_classes(self.trainer, dataset)
-            return evaluation.classification_metrics(preds, labels, int(cfg.task.num_labels))
+            return evaluation.classification_metrics(preds, labels, int(cfg.task.num_labels), list(cfg.task.metrics))
         prompts = prompts[: int(cfg.eval.num_samples)]
         if not prompts or not self.main:  # generation needs no other rank: rank 0 alone writes samples
             return {}

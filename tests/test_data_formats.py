@@ -226,11 +226,12 @@ def test_classification_metrics_match_a_hand_computed_confusion_matrix():
     p = [2 / 3, 1 / 3, 3 / 4]
     r = [2 / 3, 1 / 2, 3 / 5]
     f = [2 * a * b / (a + b) for a, b in zip(p, r)]
-    m = classification_metrics(preds, labels, 3)
+    m = classification_metrics(preds, labels, 3, ["accuracy", "precision", "recall", "f1"])
     assert m["accuracy"] == pytest.approx(6 / 10)
     assert m["precision"] == pytest.approx(sum(p) / 3)
     assert m["recall"] == pytest.approx(sum(r) / 3)
     assert m["f1"] == pytest.approx(sum(f) / 3)
+    assert classification_metrics(preds, labels, 3, ["f1"]) == {"f1": m["f1"]}  # task.metrics picks
 
 
 def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, tok):

@@ -64,6 +64,14 @@ BOUNDARIES = [
     ("hparams_search_metric=perplexity", "hparams_search_metric=test_loss",
      "hparams_search_metric=test_loss: a search that chooses by data.test_path's numbers leaves no unseen data "
      "to report; choose by the held-out set, e.g. hparams_search_metric=eval_loss"),
+    ("task.metrics=[rougeL]", "task.metrics=[rouge_l]",
+     "task.metrics: task=sft cannot compute 'rouge_l'; choose from exact_match, rougeL, bleu"),
+    ("hparams_search_metric=rougeL", "hparams_search_metric=accuracy",
+     "hparams_search_metric=accuracy: no run of task=sft reports it; choose a loss (eval_loss, perplexity) or one of "
+     "task.metrics (exact_match, rougeL, bleu)"),
+    ("hparams_search_metric=best_eval_loss", "hparams_search_metric=eval_los",
+     "hparams_search_metric=eval_los: no run of task=sft reports it; choose a loss (eval_loss, perplexity) or one of "
+     "task.metrics (exact_match, rougeL, bleu)"),
     ("plan.gpu_mem_gb=0.5", "plan.gpu_mem_gb=0", "plan.gpu_mem_gb=0: give the GPU's memory in GiB (a number > 0) or auto"),
     ("plan.gpu_mem_gb=auto", "plan.gpu_mem_gb=-24",
      "plan.gpu_mem_gb=-24: give the GPU's memory in GiB (a number > 0) or auto"),
@@ -220,3 +228,12 @@ def test_plain_resolves_interpolations():
 def test_hash_ignores_key_order_and_configs_without_neutral_groups():
     assert config_hash({"a": 1, "b": {"c": 2, "d": 3}}) == config_hash({"b": {"d": 3, "c": 2}, "a": 1})
     assert config_hash({"lora": {"r": 8}}) == config_hash({"lora": {"r": 8}, "logger": {"x": 1}, "mode": "plan"})
+
+
+def test_a_search_by_a_task_metric_the_run_does_not_compute_is_refused():
+    # task.metrics=[bleu] drops exact_match from what the run computes, so a search by it would score every trial inf.
+    assert problems(["task.metrics=[bleu]", "hparams_search_metric=bleu"]) == []
+    assert problems(["task.metrics=[bleu]", "hparams_search_metric=exact_match"]) == [
+        "hparams_search_metric=exact_match: no run of task=sft reports it; choose a loss (eval_loss, perplexity) or one "
+        "of task.metrics (bleu)"]
+    assert problems(["task=classify", "hparams_search_metric=f1"]) == []
