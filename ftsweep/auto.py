@@ -66,7 +66,8 @@ PLAN_GPU_MEM_GB = 24.0
 
 def memory_budget_gib(cfg, cuda: bool | None = None) -> float:
     """The GPU memory a cell must fit in. plan.gpu_mem_gb=auto: the memory of the GPU this process runs on, 24 GiB
-    without one. A number is the user's cap (a shared GPU, or planning for another card), never more than the GPU has.
+    without one. A number is the user's cap for training (a shared GPU), never more than the GPU has; mode=plan
+    takes it as given, so that a machine with one card can plan for a larger one.
 
     With a fixed 24 the run on an H200 (139.8 GiB) turned checkpointing on for Qwen2.5-7B at micro batch 4 x 1024
     (35.2 GiB planned without it): slower training, for memory it did not need."""
@@ -79,7 +80,7 @@ def memory_budget_gib(cfg, cuda: bool | None = None) -> float:
         gpu = torch.cuda.get_device_properties(0).total_memory / GIB
     if is_auto(value):
         return gpu if gpu is not None else PLAN_GPU_MEM_GB
-    return float(value) if gpu is None else min(float(value), gpu)
+    return float(value) if gpu is None or cfg.mode == "plan" else min(float(value), gpu)
 
 
 def gradient_checkpointing(cfg, cuda: bool | None = None, base=None) -> tuple[bool, float | None, float | None]:

@@ -162,6 +162,7 @@ def test_the_memory_budget_is_this_gpus_unless_the_user_caps_it(h200):
     assert auto.memory_budget_gib(_compose([]), cuda=True) == pytest.approx(139.8, abs=0.05)
     assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=24"]), cuda=True) == 24  # the user's cap (a shared GPU)
     assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=200"]), cuda=True) == pytest.approx(139.8, abs=0.05)
+    assert auto.memory_budget_gib(_compose(["plan.gpu_mem_gb=200", "mode=plan"]), cuda=True) == 200  # another card
     # The Qwen2.5-7B cell of bench/gpu.py (micro 4 x 1024, 35 GiB planned without checkpointing) trains without it there.
     big = _compose(["model=qwen2.5-7b-instruct", "data.max_length=1024"])
     on, estimate, budget = auto.gradient_checkpointing(big, cuda=True)
