@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftsweep import artifacts
+
 # Module names per model family. Llama, Qwen2, Yi and the tiny model share Llama's names.
 _ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 _MLP = ["gate_proj", "up_proj", "down_proj"]
@@ -128,7 +130,7 @@ def save_initial(model, lora_cfg, run_dir):
     """Keep the initial adapter of PiSSA / OLoRA so the final one can be converted to fit the original base."""
     if not moves_base_weights(lora_cfg):
         return None
-    path = run_dir / "adapter_init"
+    path = run_dir / artifacts.ADAPTER_INIT
     config = model.peft_config["default"]
     init, config.init_lora_weights = config.init_lora_weights, True  # reloading it must not rerun the SVD
     model.save_pretrained(path, safe_serialization=True)

@@ -36,6 +36,7 @@ SAMPLES = "samples.jsonl"  # generations on held-out prompts (sft)
 TEST_SAMPLES = "test_samples.jsonl"  # the same on data.test_path's prompts
 ADAPTER = "adapter"  # folder: loads with PeftModel.from_pretrained
 ADAPTER_CONFIG = "adapter_config.json"  # inside adapter/ (written by PEFT): an adapter was saved
+ADAPTER_INIT = "adapter_init"  # folder, PiSSA / OLoRA only: the initial adapter, gone once adapter/ is converted
 CHECKPOINTS = "checkpoints"  # folder of the Trainer's checkpoints, for resume
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/ (named by transformers' Trainer)
 TRAINER_STATE = "trainer_state.json"  # inside a checkpoint, written last: a checkpoint holding it is complete
@@ -73,6 +74,7 @@ CACHE_META = "meta.json"  # inside a cache entry: everything but the datasets
 CACHE_TRAIN = "train"  # inside a cache entry: datasets.save_to_disk folders
 CACHE_VAL = "val"
 CACHE_TEST = "test"  # only when the run has data.test_path
+TINY_PREFIX = "tiny-llama-v"  # the built-in tiny model's folder under $FTSWEEP_HOME: tiny-llama-v<builder version>
 TINY_MARKER = "ftsweep.json"  # inside the built-in tiny model's folder: which builder made it
 EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was merged from
 
@@ -80,13 +82,13 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
-RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, CHECKPOINTS, CHECKPOINT_PREFIX,
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
                  GENERATION_METRICS_SUFFIX)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
                    SWANLOG, WANDB_DIR)
-OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, CACHE_TEST, TINY_MARKER, EXPORT_INFO)
-FOLDERS = (ADAPTER, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL, CACHE_TEST)
+OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, CACHE_TEST, TINY_PREFIX, TINY_MARKER, EXPORT_INFO)
+FOLDERS = (ADAPTER, ADAPTER_INIT, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL, CACHE_TEST)
 
 # ---- statuses --------------------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ def ensure_tiny_model(home: Path | None = None, wait_s: float = 600.0) -> Path:
 
     from ftsweep import distributed
 
-    target = (home or cache_home()) / f"tiny-llama-v{TINY_VERSION}"
+    target = (home or cache_home()) / f"{artifacts.TINY_PREFIX}{TINY_VERSION}"
     if _tiny_model_complete(target):
         return target
     if not distributed.is_main():
