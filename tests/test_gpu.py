@@ -1,7 +1,7 @@
 """The GPU lane (`pytest -m gpu`): what only a CUDA device can show. Every test here is skipped without one.
 
 4-bit and 8-bit training steps, fp16/bf16/fp32 LoRA under the autocast of its dtype, padding-free packing giving the padded path's loss under flash attention and sdpa,
-the paged 8-bit optimizer, Liger kernels, a real out-of-memory error handled by the retry, two cells on one GPU.
+the paged 8-bit optimizer, a LoftQ adapter reloaded as trained, Liger kernels, a real out-of-memory error handled by the retry, two cells on one GPU.
 """
 
 from __future__ import annotations
@@ -98,6 +98,26 @@ def test_paged_8bit_optimizer_trains(cli, tmp_path):
     s = summary(run)
     trained_ok(s)
     assert s["eval_loss"] < s["baseline_eval_loss"]  # the 8-bit states still move the adapter the right way
+
+
+def test_a_loftq_adapter_reloads_onto_the_base_it_trained_on(cli, tmp_path):
+    # LoftQ replaces each base weight with its 4-bit round trip and only the adapter is saved; loading it with PEFT
+    # runs the same deterministic LoftQ init on the original base before the trained weights go in, so generate must
+    # answer exactly as the run's own greedy samples did.
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    proc = cli(["lora=loftq", "quant=none", *SHORT, "optim.max_steps=20", "optim.lr=2e-3", "eval.num_samples=4",
+                "eval.generation.max_new_tokens=12", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained_ok(summary(run))
+    out = tmp_path / "gen.jsonl"
+    gen = subprocess.run([sys.executable, "-m", "ftsweep.generate", str(run), "--file", str(run / "samples.jsonl"), "--raw",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    samples = [json.loads(x)["prediction"] for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert [json.loads(x)["prediction"] for x in out.read_text().splitlines()] == samples
 
 
 def test_liger_kernels_train(cli, tmp_path):
