@@ -1,7 +1,8 @@
 """The GPU lane (`pytest -m gpu`): what only a CUDA device can show. Every test here is skipped without one.
 
-4-bit and 8-bit training steps, fp16/bf16/fp32 LoRA under the autocast of its dtype, padding-free packing giving the padded path's loss under flash attention and sdpa,
-the paged 8-bit optimizer, a LoftQ adapter reloaded as trained, Liger kernels, a real out-of-memory error handled by the retry, two cells on one GPU.
+4-bit and 8-bit training steps, fp16/bf16/fp32 LoRA under the autocast of its dtype, padding-free packing giving
+the padded path's loss under flash attention and sdpa, the paged 8-bit optimizer, a LoftQ adapter reloaded as
+trained, Liger kernels, a real out-of-memory error handled by the retry, two cells on one GPU.
 """
 
 from __future__ import annotations
