@@ -51,9 +51,9 @@ class QuantSchema:
 class LoraSchema:
     name: str = MISSING
     method: str = MISSING
-    r: int = MISSING
-    alpha: float = MISSING
-    dropout: float = MISSING
+    r: Optional[int] = MISSING  # null for a method without it (UNUSED below)
+    alpha: Optional[float] = MISSING
+    dropout: Optional[float] = MISSING
     target_modules: Any = MISSING
     bias: str = MISSING
     use_dora: bool = MISSING
@@ -212,6 +212,16 @@ def _root_with_open_maps() -> DictConfig:
     return root
 
 
+# The lora knobs each PEFT method has no use for (ftsweep.adapters.peft_config), with the one value they may hold:
+# a sweep over such a knob would make cells that train alike under different names.
+_LORA_ONLY = {"bias": "none", "use_dora": False, "use_rslora": False, "init": True}
+UNUSED: dict[str, dict[str, Any]] = {
+    "loha": _LORA_ONLY, "lokr": _LORA_ONLY, "adalora": _LORA_ONLY,
+    "vera": {**_LORA_ONLY, "alpha": None},  # VeRA learns its scale vectors
+    "ia3": {**_LORA_ONLY, "r": None, "alpha": None, "dropout": None},  # IA3 learns one vector per activation
+}
+
+
 class ConfigError(ValueError):
     """A config that cannot run. The message lists every problem, one per line."""
 
@@ -233,9 +243,15 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
         raise ConfigError("\n".join(errors))
     need(cfg.mode in MODES, f"mode={cfg.mode}: choose one of {', '.join(MODES)}")
     L, O, D, T, Q = cfg.lora, cfg.optim, cfg.data, cfg.task, cfg.quant
-    need(L.r >= 1, f"lora.r={L.r}: the rank must be >= 1 (e.g. lora.r=8)")
-    need(L.alpha > 0, f"lora.alpha={L.alpha}: must be > 0 (usually 2*r)")
-    need(0 <= L.dropout < 1, f"lora.dropout={L.dropout}: must be in [0, 1)")
+    unused = UNUSED.get(str(L.method), {})
+    for key, off in unused.items():
+        need(L[key] == off, f"lora.{key}={L[key]}: lora={L.name} ({L.method}) does not use it, so cells that differ in it "
+                            f"would train alike; leave it at {'null' if off is None else str(off).lower()}")
+    for key in ("r", "alpha", "dropout"):
+        need(key in unused or L[key] is not None, f"lora.{key} is required: lora={L.name} uses it, e.g. lora.{key}=...")
+    need(L.r is None or L.r >= 1, f"lora.r={L.r}: the rank must be >= 1 (e.g. lora.r=8)")
+    need(L.alpha is None or L.alpha > 0, f"lora.alpha={L.alpha}: must be > 0 (usually 2*r)")
+    need(L.dropout is None or 0 <= L.dropout < 1, f"lora.dropout={L.dropout}: must be in [0, 1)")
     need(O.lr > 0, f"optim.lr={O.lr}: must be > 0 (e.g. optim.lr=3e-4)")
     need(O.micro_batch_size >= 1, f"optim.micro_batch_size={O.micro_batch_size}: must be >= 1")
     need(O.grad_accum >= 1, f"optim.grad_accum={O.grad_accum}: must be >= 1")

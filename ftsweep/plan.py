@@ -170,7 +170,7 @@ def plan_cell(cfg, base=None) -> dict:
     est = base_bytes + adapter_bytes + activations + OVERHEAD_BYTES
     limit = auto.memory_budget_gib(cfg)
     return {
-        "model": cfg.model.name, "config_source": model_config_and_source(cfg.model)[1], "quant": cfg.quant.name, "lora": cfg.lora.name, "r": int(cfg.lora.r),
+        "model": cfg.model.name, "config_source": model_config_and_source(cfg.model)[1], "quant": cfg.quant.name, "lora": cfg.lora.name, "r": cfg.lora.r,
         "total_params": int(all_params), "trainable_params": int(trainable), "trainable_share": round(trainable / all_params, 6),
         "memory_gib": {"base_weights": round(base_bytes / GIB, 3), "adapter_grads_optimizer": round(adapter_bytes / GIB, 3),
                        "activations": round(activations / GIB, 3), "overhead": round(OVERHEAD_BYTES / GIB, 3),

@@ -237,3 +237,25 @@ def test_a_search_by_a_task_metric_the_run_does_not_compute_is_refused():
         "hparams_search_metric=exact_match: no run of task=sft reports it; choose a loss (eval_loss, perplexity) or one "
         "of task.metrics (bleu)"]
     assert problems(["task=classify", "hparams_search_metric=f1"]) == []
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["lora=vera", "lora.alpha=32"], "lora.alpha=32.0: lora=vera (vera) does not use it, so cells that differ in it would "
+                                     "train alike; leave it at null"),
+    (["lora=ia3", "lora.r=16"], "lora.r=16: lora=ia3 (ia3) does not use it, so cells that differ in it would train alike; "
+                                "leave it at null"),
+    (["lora=loha", "quant=none", "lora.use_dora=true"], "lora.use_dora=True: lora=loha (loha) does not use it, so cells that differ in "
+                                          "it would train alike; leave it at false"),
+    (["lora=adalora", "lora.bias=all"], "lora.bias=all: lora=adalora (adalora) does not use it, so cells that differ in it "
+                                        "would train alike; leave it at none"),
+    (["lora=lokr", "quant=none", "lora.init=gaussian"], "lora.init=gaussian: lora=lokr (lokr) does not use it, so cells that differ in it "
+                                          "would train alike; leave it at true"),
+    (["lora=lora", "lora.alpha=null"], "lora.alpha is required: lora=lora uses it, e.g. lora.alpha=..."),
+])
+def test_a_knob_the_method_does_not_use_is_refused_not_ignored(overrides, line):
+    assert problems(overrides) == [line]
+
+
+@pytest.mark.parametrize("option", ["lora", "dora", "rslora", "loha", "lokr", "adalora", "ia3", "vera", "loraplus"])
+def test_every_shipped_option_passes_with_its_own_values(option):
+    assert problems([f"lora={option}", "quant=none"]) == []
