@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ftsweep.data.sources import DataError, Record
 
 FORMATS = ("alpaca", "sharegpt", "messages", "multiple_choice", "text")
+OPTION_LETTERS = "ABCDEFGHIJ"  # multiple_choice: the options' names in the prompt, and the sft answer
 DEFAULT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
                  "model": "assistant", "bot": "assistant",
                  # sharegpt tool data (LLaMA-Factory's names): a call is an assistant turn with tool_calls, its result a tool turn
@@ -51,7 +52,7 @@ def normalise(record: Record, data_cfg, task_cfg) -> Example:
             ex = Example(text=text, label=label)
         else:
             ex = Example(messages=_with_system([{"role": "user", "content": text + "\nAnswer:"},
-                                                {"role": "assistant", "content": "ABCDEFGHIJ"[label]}], data_cfg.system))
+                                                {"role": "assistant", "content": OPTION_LETTERS[label]}], data_cfg.system))
     else:
         ex = Example(text=get.text("text"))
     if classify:
@@ -210,5 +211,8 @@ def _multiple_choice_text(get: _Getter) -> tuple[str, int]:
     answers = get.raw("answers")
     if not isinstance(answers, list) or len(answers) < 2 or not all(isinstance(a, str) for a in answers):
         raise get.fail("answers", "is not a list of at least two strings", 'write it as ["first option", "second option", ...]')
-    options = "\n".join(f"Option {'ABCDEFGHIJ'[i]}: {a}" for i, a in enumerate(answers))
+    if len(answers) > len(OPTION_LETTERS):
+        raise get.fail("answers", f"has {len(answers)} options, more than the {len(OPTION_LETTERS)} lettered A to J",
+                       "split the question or drop options")
+    options = "\n".join(f"Option {OPTION_LETTERS[i]}: {a}" for i, a in enumerate(answers))
     return f"Context: {context}\nQuestion: {question}\n{options}", len(answers)
