@@ -69,6 +69,57 @@ def test_hub_id_offline_is_one_clear_error(tmp_path):
         data.read_records(data_cfg("someone/some-dataset"))
 
 
+def test_parquet_lists_and_nested_records_come_back_as_plain_python(tmp_path):
+    import pandas as pd
+
+    from ftsweep.data import sources
+
+    rows = [{"conversations": [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "hi"}],
+             "answers": ["a", "b"], "label": 1}]
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    [got] = sources.read(data_cfg(tmp_path / "d.parquet"))
+    assert got.fields == rows[0] and got.origin == "d.parquet: record 1"
+    assert type(got.fields["answers"]) is list and type(got.fields["conversations"][0]) is dict
+
+
+def test_a_dataset_folder_read_as_a_hub_id_gives_each_split_with_its_name(tmp_path):
+    from ftsweep.data import sources
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for split, n in (("train", 3), ("validation", 2), ("test", 1)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"text": f"{split} {i}"}) + "\n" for i in range(n)))
+    cfg = data_cfg(folder, source="hub")
+    train = sources.read(cfg)
+    assert [r.fields["text"] for r in train] == ["train 0", "train 1", "train 2"]
+    assert train[0].origin == f"{folder}[train]: record 1"
+    assert [r.fields["text"] for r in sources.read(cfg, path=str(folder), split="validation")] == ["validation 0", "validation 1"]
+    with pytest.raises(DataError) as caught:
+        sources.read(data_cfg(folder, source="hub", split="dev"))
+    assert str(caught.value) == (f"data.path={folder}: could not load the hub dataset (ValueError); check the id and split, "
+                                 "or download it and point data.path at a local file")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("", "d.json: no records; the file is empty"),
+    ('{"train": [{"a": 1}], "test": [{"a": 2}]}', "d.json: expected a JSON list of records (or an object holding one list)"),
+    ('"text"', "d.json: expected a JSON list of records, found a str"),
+    ('[{"a": 1}, [1, 2]]', "d.json: record 2 is a list, not a JSON object"),
+    ('[{"a": 1},\n {"a": 2,}]', "d.json: not valid JSON at line 2 (Expecting property name enclosed in double quotes); a "
+                                ".json file holds one list of records (use .jsonl for one record per line)"),
+])
+def test_a_json_file_that_is_not_a_list_of_records_gets_one_line(tmp_path, text, line):
+    (tmp_path / "d.json").write_text(text)
+    with pytest.raises(DataError) as caught:
+        data.read_records(data_cfg(tmp_path / "d.json"))
+    assert str(caught.value) == line
+
+
+def test_a_json_object_holding_one_list_is_that_list(tmp_path):
+    (tmp_path / "d.json").write_text('{"meta": "v1", "data": [{"a": 1}, {"a": 2}]}')
+    assert data.read_records(data_cfg(tmp_path / "d.json")) == [{"a": 1}, {"a": 2}]
+
+
 # ---- formats and templates: the learned spans are exactly the assistant turns ------------------
 
 def write(tmp_path, records, name="d.jsonl"):
