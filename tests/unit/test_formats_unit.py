@@ -3,10 +3,12 @@ and the one line each malformed label or option list gets (with the record and t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from omegaconf import OmegaConf
 
-from ftsweep.data.formats import normalise
+from ftsweep.data.formats import DEFAULT_ROLES, normalise
 from ftsweep.data.sources import DataError, Record
 
 CLASSIFY = OmegaConf.create({"name": "classify", "num_labels": 4})
@@ -93,3 +95,117 @@ def test_classify_refuses_a_conversation_format():
     with pytest.raises(DataError) as caught:
         normalise(Record({"instruction": "a", "input": "", "output": "b"}, "r"), data_cfg("alpaca"), CLASSIFY)
     assert str(caught.value) == "task=classify reads data.format=multiple_choice or text (with a label), not alpaca"
+
+
+# ---- alpaca and conversations: the messages a template renders, and each malformed record's line ------------
+
+def test_an_alpaca_record_with_history_and_system_is_the_conversation_it_describes():
+    rec = Record({"instruction": "Add", "input": "2 3", "output": "5", "system": "Be terse.",
+                  "history": [["hi", "hello"], ("1+1", 2)]}, "a.json: record 1")
+    assert normalise(rec, data_cfg("alpaca", system="ignored: the record has its own"), SFT).messages == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "Add\n2 3", "instruction": "Add", "input": "2 3"},
+        {"role": "assistant", "content": "5"},
+    ]
+    bare = Record({"instruction": "", "input": "only input", "output": "x"}, "a.json: record 2")
+    assert normalise(bare, data_cfg("alpaca"), SFT).messages == [
+        {"role": "user", "content": "\nonly input", "instruction": "", "input": "only input"}, {"role": "assistant", "content": "x"}]
+
+
+def test_instruction_as_system_makes_the_input_the_user_turn():
+    rec = Record({"instruction": "Tag the article.", "input": "Rain in Paris.", "output": "weather"}, "a.json: record 1")
+    assert normalise(rec, data_cfg("alpaca", instruction_as_system=True), SFT).messages == [
+        {"role": "system", "content": "Tag the article."},
+        {"role": "user", "content": "Rain in Paris.", "instruction": "Rain in Paris.", "input": ""},
+        {"role": "assistant", "content": "weather"}]
+
+
+@pytest.mark.parametrize("fields, cfg, line", [
+    ({"instruction": " ", "input": "", "output": "x"}, {},
+     "field 'instruction' is empty and so is the input; give the record a prompt"),
+    ({"instruction": "a", "input": "", "output": "x"}, {"instruction_as_system": True},
+     "field 'input' is empty, but data.instruction_as_system=true makes it the user turn; give it text"),
+    ({"instruction": "a", "output": "x", "history": [["q"]]}, {},
+     "field 'history' is not a list of [query, response] pairs; write it as [[\"q1\", \"a1\"], [\"q2\", \"a2\"]]"),
+    ({"instruction": "a", "output": "x", "history": "q a"}, {},
+     "field 'history' is not a list of [query, response] pairs; write it as [[\"q1\", \"a1\"], [\"q2\", \"a2\"]]"),
+    ({"instruction": "a", "output": ""}, {},
+     "field 'output' is empty; give it text, or drop the record (data.on_bad_record=skip skips such records)"),
+    ({"instruction": 3, "output": "x"}, {}, "field 'instruction' is a int, expected text; make it a string"),
+])
+def test_a_malformed_alpaca_record_gets_one_line(fields, cfg, line):
+    with pytest.raises(DataError) as caught:
+        normalise(Record(fields, "a.json: record 7"), data_cfg("alpaca", **cfg), SFT)
+    assert str(caught.value) == "a.json: record 7: " + line
+
+
+ROLES = {"human": "user", "gpt": "assistant", "system": "system", "function_call": "tool_call", "observation": "tool"}
+
+
+def sharegpt(*turns, **fields):
+    return Record({"conversations": [{"from": f, "value": v} for f, v in turns], **fields}, "c.jsonl: record 2")
+
+
+def test_a_sharegpt_chat_with_a_tool_call_is_the_template_s_messages_and_tools():
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    rec = sharegpt(("human", "Rain?"), ("function_call", '{"name": "weather", "arguments": {"city": "Oslo"}}'),
+                   ("observation", "wet"), ("gpt", "Yes."), tools=json.dumps(tools))
+    ex = normalise(rec, data_cfg("sharegpt", roles=ROLES, system="Help."), SFT)
+    assert ex.messages == [
+        {"role": "system", "content": "Help."},
+        {"role": "user", "content": "Rain?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+                                                             "function": {"name": "weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "content": "wet"},
+        {"role": "assistant", "content": "Yes."}]
+    assert ex.tools == tools
+    two = sharegpt(("human", "x"), ("function_call", '[{"name": "a"}, {"name": "b", "arguments": {"k": 1}}]'), ("gpt", "ok"))
+    assert [c["function"] for c in normalise(two, data_cfg("sharegpt", roles=ROLES), SFT).messages[1]["tool_calls"]] == [
+        {"name": "a", "arguments": {}}, {"name": "b", "arguments": {"k": 1}}]
+
+
+def test_a_record_system_turn_wins_over_data_system_and_messages_read_role_and_content():
+    rec = Record({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                  "system": "From the record."}, "m.jsonl: record 1")
+    assert normalise(rec, data_cfg("messages", roles=ROLES | {"user": "user", "assistant": "assistant"}, system="Default."),
+                     SFT).messages == [{"role": "system", "content": "From the record."},
+                                       {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert normalise(sharegpt(("human", "q"), ("gpt", "a"), tools=""), data_cfg("sharegpt", roles=ROLES), SFT).tools is None
+
+
+@pytest.mark.parametrize("rec, line", [
+    (Record({"conversations": []}, "r"), "field 'conversations' is not a non-empty list of turns; write it as "
+                                         "[{'from': ..., 'value': ...}, ...]"),
+    (Record({"conversations": [{"from": "human"}]}, "r"), "field 'conversations' turn 1 lacks 'from' or 'value'; give every "
+                                                         "turn both keys (or map them in data.columns)"),
+    (sharegpt(("human", "q"), ("narrator", "a")), "field 'conversations' turn 2 has role 'narrator'; map it in data.roles "
+                                                  f"(known: {', '.join(sorted(DEFAULT_ROLES))})"),
+    (Record({"conversations": [{"from": "human", "value": ["q"]}]}, "r"),
+     "field 'conversations' turn 1 content is a list, expected text; make it a string"),
+    (sharegpt(("human", "q"), ("gpt", " ")), "field 'conversations' turn 2 is an empty assistant turn; give it text or drop "
+                                             "the record (data.on_bad_record=skip)"),
+    (sharegpt(("human", "q"), ("system", "s")), "field 'conversations' has no assistant turn, so nothing would be learned; "
+                                                "add the response turn"),
+    (sharegpt(("human", "q"), ("function_call", "weather(Oslo)"), ("gpt", "a")),
+     "field 'conversations' turn 2 is a function call but not JSON; write it as {\"name\": ..., \"arguments\": {...}}"),
+    (sharegpt(("human", "q"), ("function_call", '{"arguments": {}}'), ("gpt", "a")),
+     "field 'conversations' turn 2 is a function call without a name; write it as {\"name\": ..., \"arguments\": {...}}"),
+    (sharegpt(("human", "q"), ("gpt", "a"), tools="[not json"), "field 'tools' is text but not JSON; store it as a list of "
+                                                                 "function schemas"),
+    (sharegpt(("human", "q"), ("gpt", "a"), tools={"name": "f"}),
+     "field 'tools' is a dict, not a list of function schemas; write it as [{\"type\": \"function\", \"function\": "
+     "{\"name\": ..., \"parameters\": ...}}, ...]"),
+])
+def test_a_malformed_conversation_gets_one_line(rec, line):
+    with pytest.raises(DataError) as caught:
+        normalise(rec, data_cfg("sharegpt", roles=ROLES), SFT)
+    assert str(caught.value) == f"{rec.origin}: {line}"
+
+
+def test_a_role_mapped_to_nothing_known_is_refused():
+    with pytest.raises(DataError) as caught:
+        normalise(sharegpt(("human", "q"), ("gpt", "a")), data_cfg("sharegpt", roles=ROLES | {"gpt": "bot"}), SFT)
+    assert str(caught.value) == ("c.jsonl: record 2: field 'conversations' turn 2 maps to role 'bot'; map roles to user, "
+                                 "assistant, system, tool or tool_call in data.roles")
