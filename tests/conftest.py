@@ -231,7 +231,7 @@ def default_cfg():
 # subprocess, no training. Everything under tests/unit/ is in it, and so are these in-process files,
 # except tests that take the real-CLI fixture or a trained run.
 UNIT_FILES = {"test_properties.py", "test_data_truncation.py", "test_data_formats.py", "test_data_tools.py",
-              "test_report_units.py", "test_artifacts.py"}
+              "test_data_sources.py", "test_report_units.py", "test_artifacts.py"}
 NOT_UNIT_FIXTURES = {"cli", "qlora_run"}
 # The longest files start first: under `-n 2` a minute-long test that starts last keeps one worker busy
 # while the other idles (measured: 100 s of a 10-minute run).

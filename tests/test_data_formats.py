@@ -115,6 +115,24 @@ def test_a_json_file_that_is_not_a_list_of_records_gets_one_line(tmp_path, text,
     assert str(caught.value) == line
 
 
+def test_the_built_in_set_and_csv_files_number_their_records_from_one(tmp_path):
+    from ftsweep.data import sources
+
+    made = sources.read(data_cfg(source="synthetic", num_records=5, synthetic_tasks=["reverse", "add"]))
+    again = sources.read(data_cfg(source="synthetic", num_records=5, synthetic_tasks=["reverse", "add"]))
+    assert [r.origin for r in made] == [f"synthetic: record {i}" for i in range(1, 6)]
+    assert [r.fields for r in made] == [r.fields for r in again] and all(r.fields["output"] for r in made)
+    # A CSV is read as text: "007" and "1" stay what the file says, and an empty cell is "" (not NaN).
+    (tmp_path / "d.csv").write_text("instruction,input,output\nSay 007.,,007\nSay 1.,x,1\n")
+    rows = sources.read(data_cfg(tmp_path / "d.csv"))
+    assert [r.fields for r in rows] == [{"instruction": "Say 007.", "input": "", "output": "007"},
+                                        {"instruction": "Say 1.", "input": "x", "output": "1"}]
+    assert [r.origin for r in rows] == ["d.csv: record 1", "d.csv: record 2"]
+    with pytest.raises(DataError) as caught:
+        sources.read(data_cfg(tmp_path / "d.csv", source="xml"))
+    assert str(caught.value) == "data.source=xml: unknown source; choose auto, synthetic, json, jsonl, csv, parquet or hub"
+
+
 def test_a_json_object_holding_one_list_is_that_list(tmp_path):
     (tmp_path / "d.json").write_text('{"meta": "v1", "data": [{"a": 1}, {"a": 2}]}')
     assert data.read_records(data_cfg(tmp_path / "d.json")) == [{"a": 1}, {"a": 2}]
