@@ -308,7 +308,7 @@ def validate(cfg: DictConfig, cuda: bool | None = None) -> None:
         errors.append(f"hparams_search_metric={search}: a search that chooses by data.test_path's numbers leaves no "
                       f"unseen data to report; choose by the held-out set, e.g. hparams_search_metric="
                       f"{search.removeprefix('test_') if search != 'test_loss' else 'eval_loss'}")
-    elif T.name in TASK_METRICS and search not in searchable(str(T.name), T.metrics):
+    elif T.name in TASK_METRICS and search not in searchable(T.metrics):
         # A search by a number no run reports would score every trial the worst value, and choose at random.
         errors.append(f"hparams_search_metric={search}: no run of task={T.name} reports it; choose a loss "
                       f"(eval_loss, perplexity) or one of task.metrics ({', '.join(T.metrics) or 'none'})")

@@ -118,9 +118,9 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {"sft": ("exact_match", "rougeL", "bl
                                             "classify": ("accuracy", "precision", "recall", "f1")}
 
 
-def searchable(task: str, chosen) -> list[str]:
-    """The summary numbers a search can optimize for a run of this task computing the `chosen` task metrics: the
-    registry's run-level numbers, less a train line's `loss`, data.test_path's and the metrics it does not compute."""
+def searchable(chosen) -> list[str]:
+    """The summary numbers a search can optimize for a run that computes the `chosen` task metrics: the registry's
+    run-level numbers, less a train line's `loss`, data.test_path's and every task metric it does not compute."""
     other = {m for metrics in TASK_METRICS.values() for m in metrics} - set(chosen)
     return [name for name in REGISTRY if name != "loss" and not name.startswith("test_") and name not in other]
 
