@@ -137,6 +137,18 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
                           text=True, timeout=timeout, input=input)
 
 
+def regenerate_samples(run_dir: Path, out: Path) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """`python -m ftsweep.generate` on a run's own held-out prompts (samples.jsonl, rendered as trained), in a fresh
+    process: (the process, its predictions, the run's own predictions), both in samples.jsonl's order."""
+    from ftsweep import artifacts
+
+    samples = run_dir / artifacts.SAMPLES
+    proc = subprocess.run([sys.executable, "-m", "ftsweep.generate", str(run_dir), "--file", str(samples), "--raw",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    again = [json.loads(x)["prediction"] for x in out.read_text().splitlines()] if proc.returncode == 0 else []
+    return proc, again, [json.loads(x)["prediction"] for x in samples.read_text().splitlines()]
+
+
 def start_cli(args: list[str], cwd: Path, env: dict | None = None, terminal: bool = False):
     """Start `python -m ftsweep ARGS` and leave it running, for a test to signal: a subprocess.Popen (pid, poll,
     wait, send_signal, communicate; text stdout and stderr), forked warm where run_cli would be. ``terminal``:

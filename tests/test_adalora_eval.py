@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FAST
+from conftest import FAST, regenerate_samples
 
 
 @pytest.mark.slow
@@ -54,9 +54,6 @@ def test_adalora_prunes_to_its_budget_and_the_pruned_adapter_reloads_as_trained(
     # AdaLoRA starts at init_r = r + 4 per layer and must end with r per layer on average: PEFT moves the budget only
     # when update_and_allocate runs after each optimizer step. 12 steps: the cubic schedule's budget at the last one,
     # target + (init - target) x (1/12)^3 = 112 + 56/1728, rounds down to the target.
-    import subprocess
-    import sys
-
     from ftsweep import artifacts
 
     args = [o for o in FAST if not o.startswith(("optim.max_steps", "eval.every", "eval.num_samples", "eval.generation"))]
@@ -70,9 +67,6 @@ def test_adalora_prunes_to_its_budget_and_the_pruned_adapter_reloads_as_trained(
     assert adapter["init_r"] == 12 and adapter["target_r"] == 8
     assert sum(kept.values()) == 8 * 14 and max(kept.values()) <= 12
     # The saved adapter holds only the kept ranks, and generate (plain PEFT loading) answers as the run did.
-    out = tmp_path / "gen.jsonl"
-    gen = subprocess.run([sys.executable, "-m", "ftsweep.generate", str(run), "--file", str(run / artifacts.SAMPLES), "--raw",
-                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    gen, again, samples = regenerate_samples(run, tmp_path / "gen.jsonl")
     assert gen.returncode == 0, gen.stderr[-2000:]
-    samples = [json.loads(x)["prediction"] for x in (run / artifacts.SAMPLES).read_text().splitlines()]
-    assert [json.loads(x)["prediction"] for x in out.read_text().splitlines()] == samples
+    assert again == samples and len(samples) == 6

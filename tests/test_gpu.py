@@ -13,7 +13,7 @@ import math
 import random
 
 import pytest
-from conftest import FAST
+from conftest import FAST, regenerate_samples
 
 torch = pytest.importorskip("torch")
 
@@ -105,20 +105,14 @@ def test_a_loftq_adapter_reloads_onto_the_base_it_trained_on(cli, tmp_path):
     # LoftQ replaces each base weight with its 4-bit round trip and only the adapter is saved; loading it with PEFT
     # runs the same deterministic LoftQ init on the original base before the trained weights go in, so generate must
     # answer exactly as the run's own greedy samples did.
-    import subprocess
-    import sys
-
     run = tmp_path / "run"
     proc = cli(["lora=loftq", "quant=none", *SHORT, "optim.max_steps=20", "optim.lr=2e-3", "eval.num_samples=4",
                 "eval.generation.max_new_tokens=12", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained_ok(summary(run))
-    out = tmp_path / "gen.jsonl"
-    gen = subprocess.run([sys.executable, "-m", "ftsweep.generate", str(run), "--file", str(run / "samples.jsonl"), "--raw",
-                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    gen, again, samples = regenerate_samples(run, tmp_path / "gen.jsonl")
     assert gen.returncode == 0, gen.stderr[-2000:]
-    samples = [json.loads(x)["prediction"] for x in (run / "samples.jsonl").read_text().splitlines()]
-    assert [json.loads(x)["prediction"] for x in out.read_text().splitlines()] == samples
+    assert again == samples and len(samples) == 4
 
 
 def test_liger_kernels_train(cli, tmp_path):

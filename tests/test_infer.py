@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, regenerate_samples
 
 from ftsweep import artifacts
 
@@ -34,13 +34,10 @@ def py(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.Comple
 
 
 def test_generate_reproduces_the_runs_greedy_samples(trained_run, tmp_path):
-    samples = [json.loads(x) for x in (trained_run / artifacts.SAMPLES).read_text().splitlines()]
     out = tmp_path / "gen.jsonl"
-    proc = py("-m", "ftsweep.generate", str(trained_run), "--file", str(trained_run / artifacts.SAMPLES), "--raw",
-              "--out", str(out))
+    proc, again, samples = regenerate_samples(trained_run, out)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [r["prediction"] for r in rows] == [s["prediction"] for s in samples]
+    assert again == samples and len(samples) == 6
     assert "metrics on 6 reference(s)" in proc.stdout
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())["metrics"]
     summary = json.loads((trained_run / artifacts.SUMMARY).read_text())
