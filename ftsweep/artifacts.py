@@ -156,7 +156,9 @@ class Summary(TypedDict, total=False):
     peak_memory_bytes: int
     oom_retries: int
     micro_batch_size: int
-    grad_accum: int
+    grad_accum: int  # each process's, under torchrun
+    processes: int  # data-parallel processes that trained the run (torchrun's WORLD_SIZE; 1 otherwise)
+    effective_batch: int  # sequences per optimizer step: micro_batch_size x grad_accum x processes
     dropped_examples: int
     skipped_records: int
     truncated_examples: int

@@ -349,6 +349,11 @@ class Run:
             oom_retries=fit.oom_retries,
             micro_batch_size=trainer.args.per_device_train_batch_size,
             grad_accum=trainer.args.gradient_accumulation_steps,
+            # Under torchrun grad_accum is each process's share (distributed.accumulation); the batch one optimizer
+            # step trains is micro x accum x processes.
+            processes=distributed.world_size(),
+            effective_batch=trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+            * distributed.world_size(),
             dropped_examples=stats.get("dropped_examples", 0),
             skipped_records=stats.get("skipped_records", 0),
             truncated_examples=stats.get("truncated", 0),

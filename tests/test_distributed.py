@@ -71,6 +71,9 @@ def test_torchrun_two_processes_train_one_cell_like_one_process(cli, tmp_path):
     assert proc.stdout.count("ok | eval_loss") == 1
     ddp = json.loads((ddp_dir / artifacts.SUMMARY).read_text())
     assert ddp["status"] == "ok" and ddp["steps"] == 3 and ddp["grad_accum"] == 1
+    # Each process accumulates 1 of the config's 2 micro batches; the step trains what one process would: 4 x 2 x 1.
+    single = json.loads((one / artifacts.SUMMARY).read_text())
+    assert [(s["processes"], s["effective_batch"]) for s in (ddp, single)] == [(2, 8), (1, 8)]
     assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "fresh-home" / "tiny-llama-v1").iterdir()}
     _trains_alike(ddp_dir, one)
 

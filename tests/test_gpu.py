@@ -156,7 +156,7 @@ def test_a_real_out_of_memory_error_is_retried_with_the_same_effective_batch(cli
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = summary(run)
     assert s["status"] == "ok" and s["oom_retries"] == 1
-    assert (s["micro_batch_size"], s["grad_accum"]) == (16, 2)  # 32 x 1 = 16 x 2 sequences per step
+    assert (s["micro_batch_size"], s["grad_accum"], s["effective_batch"]) == (16, 2, 32)  # 32 x 1 = 16 x 2
 
 
 def test_two_cells_share_one_gpu(cli, tmp_path):

@@ -35,7 +35,7 @@ def test_out_of_memory_retries_with_half_the_micro_batch_and_the_same_effective_
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = summary_of(tmp_path)
     assert summary["status"] == "ok" and summary["oom_retries"] == 1
-    assert (summary["micro_batch_size"], summary["grad_accum"]) == (2, 2)  # 4 x 1 = 2 x 2 sequences per step
+    assert (summary["micro_batch_size"], summary["grad_accum"], summary["effective_batch"]) == (2, 2, 4)  # 4 x 1 = 2 x 2
     assert summary["steps"] == 4
     assert "retrying from the start with micro batch 2 x accumulation 2" in proc.stdout + proc.stderr
     train_steps = [r["step"] for r in artifacts.read_metrics(the_run(tmp_path) / artifacts.METRICS) if r["split"] == "train"]
