@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ftsweep import artifacts
@@ -180,6 +182,59 @@ def budget_callback(lora_cfg):
             model.base_model.update_and_allocate(state.global_step)
 
     return AdaLoraBudget()
+
+
+# AdaLoRA's rank allocator state: what a checkpoint must hold for a resumed run to prune as the uninterrupted run does.
+_ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+
+def _allocator(model):
+    """(the AdaLoRA config, its rank allocator), or (None, None) for every other method."""
+    tuner = getattr(model, "base_model", None)
+    allocator = getattr(tuner, "rankallocator", None)
+    if allocator is None:
+        return None, None
+    return model.peft_config[tuner.trainable_adapter_name], allocator
+
+
+@contextmanager
+def full_size_checkpoint(model, folder: Path, write: bool):
+    """Saves a checkpoint AdaLoRA can resume from. PEFT saves an AdaLoRA adapter trimmed to its current
+    rank_pattern, which is right for the final adapter and wrong for a checkpoint: the model under training keeps
+    every rank (pruned ones are masked, not removed, and can come back), so loading the trimmed weights failed with a
+    size mismatch and no AdaLoRA run could resume. Inside this block the adapter saves at full size; the rank
+    pattern and the importance averages that choose the next masks go beside it (``write``: the process that
+    writes the checkpoint), before the Trainer's files, whose trainer_state.json marks the checkpoint complete."""
+    config, allocator = _allocator(model)
+    if allocator is None:
+        yield
+        return
+    import torch
+
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"rank_pattern": config.rank_pattern, **{k: getattr(allocator, k) for k in _ALLOCATOR_STATE}},
+                   folder / artifacts.ADALORA_BUDGET)
+    pattern, config.rank_pattern = config.rank_pattern, None
+    try:
+        yield
+    finally:
+        config.rank_pattern = pattern
+
+
+def restore_budget(model, folder: Path) -> None:
+    """Puts back what full_size_checkpoint saved, after the Trainer has loaded the checkpoint's weights."""
+    config, allocator = _allocator(model)
+    if allocator is None:
+        return
+    import torch
+
+    saved = torch.load(folder / artifacts.ADALORA_BUDGET, map_location="cpu", weights_only=True)
+    # The allocator names parameters as the tuner's wrapped model does (model.layers.0..., not base_model.model...).
+    devices = {name: p.device for name, p in model.base_model.model.named_parameters()}
+    config.rank_pattern = saved["rank_pattern"]
+    for key in _ALLOCATOR_STATE:
+        setattr(allocator, key, {name: t.to(devices[name]) for name, t in saved[key].items()})
 
 
 def optimizer(model, lora_cfg, args):

@@ -40,6 +40,7 @@ ADAPTER_INIT = "adapter_init"  # folder, PiSSA / OLoRA only: the initial adapter
 CHECKPOINTS = "checkpoints"  # folder of the Trainer's checkpoints, for resume
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/ (named by transformers' Trainer)
 TRAINER_STATE = "trainer_state.json"  # inside a checkpoint, written last: a checkpoint holding it is complete
+ADALORA_BUDGET = "adalora_budget.pt"  # inside a checkpoint, AdaLoRA only: its rank allocator, for resume
 RUN_LOG = "run.log"  # the console log; conf/hydra/job_logging/ftsweep.yaml names it too (a test keeps them equal)
 HYDRA_DIR = ".hydra"  # written by Hydra
 HYDRA_CONFIG = ".hydra/config.yaml"
@@ -82,7 +83,7 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
-RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX,
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
                  GENERATION_METRICS_SUFFIX)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ftsweep import accounting, artifacts, distributed, lm_loss, models, runtime
+from ftsweep import accounting, adapters, artifacts, distributed, lm_loss, models, runtime
 from ftsweep.data.tokenize import IGNORE
 
 log = logging.getLogger("ftsweep")
@@ -170,6 +170,15 @@ class SweepTrainer(Trainer):
         if self._epoch_sampler is not None:
             self._epoch_sampler.set_epoch(kwargs["epoch"])
         return super()._run_epoch(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self.args.output_dir) / f"{artifacts.CHECKPOINT_PREFIX}{self.state.global_step}"
+        with adapters.full_size_checkpoint(self.model, folder, write=self.args.should_save):
+            super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        adapters.restore_budget(self.model, Path(resume_from_checkpoint))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.inject_oom:

@@ -216,6 +216,36 @@ def test_a_signal_inside_a_step_stops_after_it_and_the_resumed_run_trains_as_if_
     assert evals(tmp_path / "run") == evals(tmp_path / "whole") == [0, 2, 4, 6, 8]
 
 
+# 14 steps with the final ranks fixed for the last 4 (tfinal): stopped while the budget shrinks (step 5) the resumed
+# run needs the importance averages; stopped once the ranks are fixed (step 12), the rank pattern they chose.
+@pytest.mark.parametrize("stop_at", [5, 12])
+def test_a_resumed_adalora_run_prunes_as_the_uninterrupted_run_does(tiny_model_dir, tmp_path, monkeypatch, composed,
+                                                                    stop_at):
+    """AdaLoRA keeps every rank of the model it trains (pruned ones are masked, and can come back), and PEFT saves
+    the adapter trimmed to the ranks of the moment: resuming from a checkpoint failed with a size mismatch. It also
+    chooses the masks from moving averages of each singular value's importance, which PEFT keeps in memory only:
+    resumed without them, the masks, the losses and the saved adapter's ranks were another run's."""
+    from ftsweep.cli import train
+
+    cell = [*FAST, "lora=adalora", "quant=none", "optim.max_steps=14", "optim.lr=5e-3", "+lora.extra.tfinal=4",
+            "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=0", "eval.num_samples=0"]
+    assert train(composed(cell), tmp_path / "whole", "whole", cell)["status"] == "ok"
+    _signal_inside_step(monkeypatch, at_call=stop_at, signals=1)
+    assert train(composed(cell), tmp_path / "run", "run", cell)["status"] == "interrupted"
+    monkeypatch.undo()
+    resumed = train(composed(cell), tmp_path / "run", "run", cell)
+    assert resumed["status"] == "ok" and resumed["resumed_from"] == f"checkpoint-{stop_at}", resumed.get("error")
+
+    def ranks(run):
+        pattern = json.loads((run / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
+        return {name: sum(kept) for name, kept in pattern.items()}
+
+    assert ranks(tmp_path / "run") == ranks(tmp_path / "whole")
+    whole, again = train_lines(tmp_path / "whole"), train_lines(tmp_path / "run")
+    assert [again[s]["loss"] for s in range(1, 15)] == pytest.approx([whole[s]["loss"] for s in range(1, 15)],
+                                                                     rel=1e-6, abs=0)
+
+
 def test_a_signal_during_an_evaluation_between_steps_stops_before_the_next_step_as_if_never_stopped(
         tiny_model_dir, tmp_path, monkeypatch, composed, caplog):
     """Between steps the evaluation under way completes (its data loader draws from the global random state) and
