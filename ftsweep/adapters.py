@@ -184,6 +184,23 @@ def budget_callback(lora_cfg):
     return AdaLoraBudget()
 
 
+def load_saved(base, folder: Path, is_trainable: bool = False):
+    """A run's saved adapter on its base (PeftModel.from_pretrained). PEFT 0.21 checks an adapter's rank_pattern
+    keys against module names, LoRA's meaning of the field; AdaLoRA's rank_pattern maps each singular-value vector
+    (..q_proj.lora_E) to the ranks it keeps, which PEFT applies on load, and the check then warns that every key
+    "did not match any targeted module and [was] ignored". For AdaLoRA that warning is false and goes."""
+    import json
+    import warnings
+
+    from peft import PeftModel
+
+    adalora = json.loads((folder / artifacts.ADAPTER_CONFIG).read_text()).get("peft_type") == "ADALORA"
+    with warnings.catch_warnings():
+        if adalora:
+            warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match", category=RuntimeWarning)
+        return PeftModel.from_pretrained(base, str(folder), is_trainable=is_trainable)
+
+
 # AdaLoRA's rank allocator state: what a checkpoint must hold for a resumed run to prune as the uninterrupted run does.
 _ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 

@@ -35,9 +35,8 @@ def parser() -> argparse.ArgumentParser:
 def merge(run_dir: str | Path, dtype: str = "float32"):
     """(merged model, tokenizer, run config): the adapter folded into an unquantized base."""
     from omegaconf import OmegaConf
-    from peft import PeftModel
 
-    from ftsweep import models
+    from ftsweep import adapters, models
 
     manifest = infer.check_run_dir(run_dir)
     cfg = infer.run_config(manifest)
@@ -46,7 +45,7 @@ def merge(run_dir: str | Path, dtype: str = "float32"):
                                  "compute_dtype": dtype, "upcast_non_quantized": False})
     base = models.load_model(OmegaConf.merge(cfg.model, {"dtype": dtype}), no_quant, cfg.task, tokenizer,
                              models.resolve_model_path(cfg.model))
-    model = PeftModel.from_pretrained(base, str(Path(run_dir) / artifacts.ADAPTER))
+    model = adapters.load_saved(base, Path(run_dir) / artifacts.ADAPTER)
     return model.merge_and_unload(), tokenizer, cfg
 
 

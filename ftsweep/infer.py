@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ftsweep import artifacts
+from ftsweep import adapters, artifacts
 
 RUN_DIR_HINT = "pass a run directory written by `python -m ftsweep` (outputs/<date>/<time> or multirun/<date>/<time>/<run>)"
 
@@ -160,7 +160,7 @@ def load_base(cfg, tokenizer, quant_cfg=None, dtype: str | None = None):
     """
     from omegaconf import OmegaConf
 
-    from ftsweep import adapters, models
+    from ftsweep import models
 
     quant = cfg.quant if quant_cfg is None else quant_cfg
     model_cfg = cfg.model
@@ -183,9 +183,7 @@ def load_run(run_dir: str | Path, adapter: bool = True) -> LoadedRun:
         raise UsageError(f"{path}: {exc}") from exc
     model = load_base(cfg, tokenizer)
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(path / artifacts.ADAPTER), is_trainable=False)
+        model = adapters.load_saved(model, path / artifacts.ADAPTER)
     model.eval()
     return LoadedRun(dir=path, manifest=manifest, cfg=cfg, tokenizer=tokenizer, model=model, template=template,
                      system=cfg.data.get("system"))
