@@ -184,6 +184,27 @@ def budget_callback(lora_cfg):
     return AdaLoraBudget()
 
 
+def trainable_state(model) -> dict:
+    """A copy of what trains (the adapter, a classifier's head), on the CPU: a few MB to a few hundred, never GPU
+    memory, since it is kept for an out-of-memory retry."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_trainable(model, state: dict) -> None:
+    """Back to trainable_state's copy, and AdaLoRA's rank allocator back to its start (nothing pruned, no
+    importance measured)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in state:
+                p.copy_(state[name])
+    config, allocator = _allocator(model)
+    if allocator is not None:
+        config.rank_pattern = None
+        allocator.reset_ipt()
+
+
 def load_saved(base, folder: Path, is_trainable: bool = False):
     """A run's saved adapter on its base (PeftModel.from_pretrained). PEFT 0.21 checks an adapter's rank_pattern
     keys against module names, LoRA's meaning of the field; AdaLoRA's rank_pattern maps each singular-value vector

@@ -83,6 +83,30 @@ def reset_globals(seed: int) -> None:
         reset_peak_resident_set()
 
 
+def random_state() -> dict:
+    """Every generator a run draws from (Python, NumPy, torch on the CPU and on each GPU), to go back to."""
+    import random
+
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_random_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def reset_peak_resident_set() -> None:
     """The basic launcher runs a sweep's cells in one process, whose peak resident set (ru_maxrss) only grows: each
     cell after the largest one reported that one's peak as its own. Linux starts it again from the current resident

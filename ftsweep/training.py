@@ -82,9 +82,9 @@ class SweepTrainer(Trainer):
             self.model_accepts_loss_kwargs = False
         self.tokens_seen = 0  # non-pad tokens fed to training
         self.tokens_total = 0  # all positions, padding included
-        # Test hook: FTSWEEP_INJECT_OOM=1 makes the first training step raise a CUDA OOM,
+        # Test hook: FTSWEEP_INJECT_OOM=N makes training step N (1: the first) raise a CUDA OOM, once per process,
         # so the retry path runs on machines without a GPU.
-        self.inject_oom = os.environ.get("FTSWEEP_INJECT_OOM") == "1"
+        self.inject_oom = int(os.environ.get("FTSWEEP_INJECT_OOM", 0))
         # Test hook: FTSWEEP_INJECT_NAN_RANK=R makes rank R's loss NaN at step 2 while the other ranks' stay finite
         # (one rank's batch overflowing), so the non-finite stop the ranks agree on is tested without a diverging model.
         self.inject_nan_rank = int(os.environ.get("FTSWEEP_INJECT_NAN_RANK", -1))
@@ -181,12 +181,12 @@ class SweepTrainer(Trainer):
         adapters.restore_budget(self.model, Path(resume_from_checkpoint))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.inject_oom:
+        if self.inject_oom == self.state.global_step + 1:
             import torch
 
             os.environ.pop("FTSWEEP_INJECT_OOM", None)  # once per process: the retry must succeed
-            self.inject_oom = False
-            raise torch.OutOfMemoryError("CUDA out of memory (injected by FTSWEEP_INJECT_OOM=1)")
+            self.inject_oom = 0
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by FTSWEEP_INJECT_OOM at step {self.state.global_step + 1})")
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.inject_nan_rank == distributed.rank() and self.state.global_step == 1:
             loss = loss * float("nan")
@@ -409,13 +409,18 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
     """Train; on a CUDA out-of-memory error retry once from step 0 with the same effective batch.
 
     8 micro x 2 accum = 4 micro x 4 accum = 16 sequences/step: halving the micro batch halves
-    activation memory and keeps the optimisation the same. ``on_retry`` lets the run drop what
-    the failed attempt wrote (checkpoints, train lines) before ``rebuild`` makes the new trainer.
+    activation memory and keeps the optimisation the same. The retry starts where the first attempt did: the
+    trainable weights and every random generator go back to their state before it, so the run is the one it would
+    have been at the smaller micro batch (an out-of-memory error can come at any step, with a long batch).
+    ``on_retry`` lets the run drop what the failed attempt wrote (checkpoints, train lines) before ``rebuild``
+    makes the new trainer.
     Ctrl-C or SIGTERM during training raises KeyboardInterrupt at a step boundary (StopAtStepEnd).
     """
     import torch
 
     started, evals_before, retries = time.perf_counter(), evals.seconds, 0
+    model = trainer.model
+    start = (adapters.trainable_state(model), runtime.random_state()) if oom_retry else None
     while True:
         try:
             stop, tokens_before = StopAtStepEnd(label, before_stop=trainer.log_pending), trainer.tokens_seen
@@ -438,8 +443,10 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             on_retry()
+            adapters.restore_trainable(model, start[0])
             resume_from = None
             trainer = rebuild(micro, accum)
+            runtime.set_random_state(start[1])  # after the new Trainer, which seeds the generators as it is built
 
 
 def length_note(cfg, n_train: int) -> str:

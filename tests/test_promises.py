@@ -43,6 +43,36 @@ def test_out_of_memory_retries_with_half_the_micro_batch_and_the_same_effective_
 
 
 @pytest.mark.slow
+def test_an_out_of_memory_error_mid_run_retries_from_the_initial_adapter_as_a_run_at_half_the_micro_batch(
+        tiny_model_dir, tmp_path, monkeypatch, composed):
+    """The retry trains from step 0: from the adapter as it was before training and the random state training began
+    with. Before, it went on from the adapter the failed attempt had trained (3 steps here), so the run trained
+    3 + 8 steps and its losses were another run's (step 1: 5.5008 against 5.5935)."""
+    from ftsweep.cli import train
+
+    cell = [*FAST, "optim.max_steps=8", "train.logging_steps=1", "train.save_steps=100", "eval.every_n_steps=4",
+            "eval.num_samples=0", "optim.lr=2e-3"]
+    half = train(composed([*cell, "optim.micro_batch_size=2", "optim.grad_accum=2"]), tmp_path / "half", "half", cell)
+    assert half["status"] == "ok"
+    monkeypatch.setenv("FTSWEEP_INJECT_OOM", "4")
+    retried = train(composed([*cell, "optim.micro_batch_size=4", "optim.grad_accum=1"]), tmp_path / "run", "run", cell)
+    assert retried["status"] == "ok" and retried["oom_retries"] == 1, retried.get("error")
+    assert (retried["micro_batch_size"], retried["grad_accum"], retried["steps"]) == (2, 2, 8)
+
+    def curve(run):
+        lines = artifacts.read_metrics(run / artifacts.METRICS)
+        return ([(r["step"], r["loss"]) for r in lines if r["split"] == "train"],
+                [(r["step"], r["eval_loss"]) for r in lines if r["split"] == "eval"])
+
+    (train_a, eval_a), (train_b, eval_b) = curve(tmp_path / "run"), curve(tmp_path / "half")
+    assert [s for s, _ in train_a] == [s for s, _ in train_b] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [s for s, _ in eval_a] == [s for s, _ in eval_b] == [0, 4, 8]
+    assert [x for _, x in train_a] == pytest.approx([x for _, x in train_b], rel=1e-5, abs=0)
+    assert [x for _, x in eval_a] == pytest.approx([x for _, x in eval_b], rel=1e-5, abs=0)
+    assert retried["eval_loss"] == pytest.approx(half["eval_loss"], rel=1e-5, abs=0)
+
+
+@pytest.mark.slow
 def test_out_of_memory_without_retry_fails_with_one_line_naming_the_run_dir(cli, tmp_path):
     proc = cli([*QUICK, "train.oom_retry=false"], env={"FTSWEEP_INJECT_OOM": "1"})
     assert proc.returncode == 1

@@ -65,6 +65,28 @@ def test_adalora_on_the_model_gets_the_run_length():
     assert (config.total_step, config.target_r, config.init_r) == (40, 4, 8)
 
 
+def test_back_to_the_start_restores_the_adapter_and_adaloras_allocator_and_nothing_else():
+    """What an out-of-memory retry goes back to: the trainable weights as copied, AdaLoRA with nothing pruned and no
+    importance measured (a fresh run's state), the frozen base untouched."""
+    model, _ = wrapped("adalora", "lora.r=4", total_steps=10)
+    start = adapters.trainable_state(model)
+    assert start and all(t.device.type == "cpu" for t in start.values())
+    ids = torch.arange(2, 18).unsqueeze(0)
+    model(input_ids=ids, labels=ids).loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    model.base_model.update_and_allocate(1)
+    allocator, config = model.base_model.rankallocator, model.peft_config["default"]
+    assert allocator.exp_avg_ipt and config.rank_pattern  # training had measured and pruned
+    base = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    adapters.restore_trainable(model, start)
+    assert all(torch.equal(p, start[n]) for n, p in model.named_parameters() if p.requires_grad)
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if not p.requires_grad)
+    assert (allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc, config.rank_pattern) == ({}, {}, {}, None)
+
+
 def test_dora_adds_a_magnitude_vector_to_each_layer():
     model, _ = wrapped("dora", "lora.target_modules=[q_proj]")
     magnitudes = [n for n, p in model.named_parameters() if "lora_magnitude_vector" in n and p.requires_grad]
