@@ -230,6 +230,9 @@ class Run:
 
     # ---- endings --------------------------------------------------------------------------------------------
     def stop_interrupted(self, exc: BaseException) -> None:
+        if (cause := self.failure_of_another_rank()) is not None:  # torchrun stops the job after a rank failed
+            self.write_summary(status=artifacts.FAILED, error=cause, finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
+            return
         # The status first: a second Ctrl-C during the checkpoint leaves the run marked interrupted, and a
         # checkpoint cut short has no trainer_state.json, so the resume takes the last complete one.
         self.write_summary(status=artifacts.INTERRUPTED, error={"type": "Interrupted", "message": str(exc) or "interrupted"},
@@ -240,12 +243,24 @@ class Run:
     def stop_failed(self, exc: Exception) -> None:
         from ftsweep.errors import one_line
 
-        self.write_summary(status=artifacts.FAILED, error={"type": type(exc).__name__, "message": one_line(exc)},
-                           finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
+        error = self.failure_of_another_rank() or {"type": type(exc).__name__, "message": one_line(exc)}
+        self.write_summary(status=artifacts.FAILED, error=error, finished_at=now_iso(), wall_seconds=round(self.clock.elapsed(), 2))
+        if not self.main and distributed.world_size() > 1 and error["type"] == "OutOfMemoryError":
+            # Rank 0 alone writes the run directory, but this cause is this rank's: its exit breaks rank 0's next
+            # collective ("Connection closed by peer"), or torchrun stops rank 0, and rank 0 keeps this as the cause.
+            artifacts.write_summary(self.dir, self.summary)
         if self.sweep is not None:  # a single run's error is the CLI's one line
             log.error("run %s failed: %s: %s", self.name, type(exc).__name__, one_line(exc))
         if os.environ.get("FTSWEEP_DEBUG"):  # also set by the CLI when the user sets HYDRA_FULL_ERROR=1
             traceback.print_exception(exc, file=sys.stderr)
+
+    def failure_of_another_rank(self) -> dict | None:
+        """Under torchrun, a failure another rank recorded while this one ran: the job's cause, and this rank's own
+        error only what followed it. Nothing else writes `failed` during a job (this rank marked it running)."""
+        if distributed.world_size() == 1:
+            return None
+        on_disk = artifacts.read_summary(self.dir) or {}
+        return on_disk.get("error") if on_disk.get("status") == artifacts.FAILED else None
 
     def close(self) -> None:
         if self.tracker is not None:

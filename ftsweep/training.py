@@ -84,7 +84,9 @@ class SweepTrainer(Trainer):
         self.tokens_total = 0  # all positions, padding included
         # Test hook: FTSWEEP_INJECT_OOM=N makes training step N (1: the first) raise a CUDA OOM, once per process,
         # so the retry path runs on machines without a GPU.
-        self.inject_oom = int(os.environ.get("FTSWEEP_INJECT_OOM", 0))
+        # FTSWEEP_INJECT_OOM_RANK=R: under torchrun, only rank R runs out of memory (as one rank's longest batch does).
+        only_rank = os.environ.get("FTSWEEP_INJECT_OOM_RANK")
+        self.inject_oom = int(os.environ.get("FTSWEEP_INJECT_OOM", 0)) if only_rank in (None, str(distributed.rank())) else 0
         # Test hook: FTSWEEP_INJECT_NAN_RANK=R makes rank R's loss NaN at step 2 while the other ranks' stay finite
         # (one rank's batch overflowing), so the non-finite stop the ranks agree on is tested without a diverging model.
         self.inject_nan_rank = int(os.environ.get("FTSWEEP_INJECT_NAN_RANK", -1))
@@ -433,8 +435,15 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
             stop.raise_if_asked()
             seconds = time.perf_counter() - started - (evals.seconds - evals_before)
             return Fit(trainer, output, retries, seconds, trainer.tokens_seen - tokens_before)
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as exc:
             micro, accum = trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps
+            if distributed.world_size() > 1:
+                # The other ranks are inside this step's gradient exchange, waiting for this one: a retry alone hung
+                # the job until the collective timed out. Exiting lets torchrun stop them at once.
+                raise torch.OutOfMemoryError(
+                    f"rank {distributed.rank()} of {distributed.world_size()} ran out of GPU memory at step "
+                    f"{trainer.state.global_step + 1}; a torchrun job cannot retry on one rank: lower "
+                    f"optim.micro_batch_size (now {micro}) and raise optim.grad_accum to keep the batch") from exc
             if not oom_retry or retries or micro == 1:
                 raise
             micro, accum, retries = micro // 2, accum * 2, 1

@@ -111,6 +111,24 @@ def test_a_non_finite_loss_on_one_rank_fails_the_job_with_that_cause(tmp_path):
     assert "ftsweep: error: training loss is nan at step 2" in proc.stderr  # rank 1's own line
 
 
+@pytest.mark.slow
+def test_an_out_of_memory_error_on_one_rank_fails_the_job_at_once_with_that_cause(tmp_path):
+    """Rank 1 runs out of memory at step 2 while rank 0 is inside that step's gradient exchange. Before, rank 1
+    retried alone and the job hung until the collective timed out (stopped here after 300 s, summary `running`).
+    Now rank 1 exits with one line that names the fix, torchrun stops rank 0, and the run records rank 1's cause."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(OMP_NUM_THREADS="1", FTSWEEP_INJECT_OOM="2", FTSWEEP_INJECT_OOM_RANK="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29545",
+                           "-m", "ftsweep", *ARGS, "hydra.run.dir=run"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 1
+    message = ("rank 1 of 2 ran out of GPU memory at step 2; a torchrun job cannot retry on one rank: lower "
+               "optim.micro_batch_size (now 4) and raise optim.grad_accum to keep the batch")
+    summary = json.loads((tmp_path / "run" / artifacts.SUMMARY).read_text())
+    assert summary["status"] == "failed" and summary["error"] == {"type": "OutOfMemoryError", "message": message}
+    assert f"ftsweep: error: {message}" in proc.stderr
+
+
 def _worker_of_rank(launcher_pid: int, rank: int) -> int:
     """The PID of torchrun's worker process with this RANK (from its environment)."""
     from conftest import descendants
