@@ -255,9 +255,10 @@ class Run:
             traceback.print_exception(exc, file=sys.stderr)
 
     def failure_of_another_rank(self) -> dict | None:
-        """Under torchrun, a failure another rank recorded while this one ran: the job's cause, and this rank's own
-        error only what followed it. Nothing else writes `failed` during a job (this rank marked it running)."""
-        if distributed.world_size() == 1:
+        """Under torchrun, rank 0's view: a failure another rank recorded while this one ran is the job's cause, and
+        this rank's own error only what followed it. Nothing else writes `failed` during a job (rank 0 marked it
+        running). Other ranks keep their own error, the line each prints."""
+        if distributed.world_size() == 1 or not self.main:
             return None
         on_disk = artifacts.read_summary(self.dir) or {}
         return on_disk.get("error") if on_disk.get("status") == artifacts.FAILED else None
