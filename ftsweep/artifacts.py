@@ -497,7 +497,8 @@ class Stopwatch:
 
 # ---- run names -----------------------------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-@]")
+# Letters and digits of any script stay (data.path="古诗.json" names a directory 古诗.json, not ___.json).
+_UNSAFE = re.compile(r"[^\w.=,+\-@]")
 
 
 def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
@@ -508,8 +509,10 @@ def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
     overrides like optim.max_steps=50 are the same in every cell and say nothing);
     elsewhere every override except the result-neutral ones. Values are shown as
     ftsweep.naming shows them (a range() cell's 0.00030000000000000003 as 0.0003, a
-    list as q+v_proj). Path separators and shell-special characters become "_", and
-    very long names keep a hash suffix so two cells never share a directory.
+    list as q+v_proj, a quoted string without its quotes). Path separators, spaces and
+    shell-special characters become "_"; a name that lost characters so, or is very
+    long, ends in a hash of the overrides as typed, so two cells never share a
+    directory (data.path=a/b.json and data.path=a_b.json both read data.path=a_b.json).
     """
     from ftsweep import naming
     from ftsweep import overrides as ovr
@@ -521,12 +524,12 @@ def run_name(overrides: list[str], swept: list[str] | None = None) -> str:
     else:
         lines = [o for o in lines if not ovr.is_under(ovr.key(o), RESULT_NEUTRAL_KEYS)]
     # The key part as typed (`+x`, `lora`), the value part shortened; keys hold no "=".
-    shown = [head + sep + naming.value_text(value) for head, sep, value in (o.partition("=") for o in sorted(lines))]
+    shown = [o.partition("=")[0] + "=" + naming.value_text(ovr.value(o)) if "=" in o else o for o in sorted(lines)]
     text = ",".join(shown)
     if not text:
         return "default"
     name = _UNSAFE.sub("_", text)
-    if len(name) > 120:
+    if name != text or len(name) > 120:
         import hashlib
 
         # Hashed as typed: cells whose shortened values coincide still get their own directory.

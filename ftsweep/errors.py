@@ -24,9 +24,19 @@ _FIXES = [
      lambda m: f"{m[1]} is required: set it on the command line, e.g. {m[1]}=..."),
     (re.compile(r"(?:couldn't connect to|offline mode is enabled|OfflineModeIsEnabled).*?(?:repo|model)?[^']*'?([\w./-]+)?", re.S | re.I),
      lambda m: "cannot reach the model hub (offline?): download the model first or set model.name_or_path to a local directory"),
+    (re.compile(r"(?:Lexer|Parser)?NoViableAltException: ([^\n]+)", re.S), lambda m: _quote_hint(m[1])),
     (re.compile(r"Error parsing override '([^']+)'", re.S),
      lambda m: f"cannot parse the override '{m[1]}': write key=value, quote values with spaces"),
 ]
+
+
+def _quote_hint(override: str) -> str:
+    """Hydra reads an unquoted value as letters, digits and a few signs (._-/:+ ...): anything else, such as
+    Chinese text or a ';', needs quotes, one pair per value of a sweep."""
+    key, _, values = override.strip().partition("=")
+    quoted = ",".join('"' + v.strip().strip("'\"") + '"' for v in values.split(","))
+    return (f"cannot parse the override '{override.strip()}': quote a value with characters other than ASCII letters "
+            f"and digits, each value of a sweep in its own quotes: '{key}={quoted}'")
 
 
 def _example(type_name: str) -> str:

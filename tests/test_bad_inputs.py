@@ -82,11 +82,13 @@ CASES = [
     ("not_utf8", ["data=alpaca", "data.path={data:not_utf8}"], ["not_utf8.jsonl", "UTF-8"]),
     ("empty_dataset", ["data=alpaca", "data.path={data:empty}"], ["empty.jsonl"]),
     ("n_larger_than_data", ["data=alpaca", "data.path={data:small}", "data.val_size=2", "data.n=500"], ["data.n=500"]),
+    # Hydra's own line was "LexerNoViableAltException: data.path=古诗.json; ^; See https://hydra.cc/...".
+    ("unquoted_chinese", ["data=alpaca", "data.path=古诗.json"], ["data.path=古诗.json", "'data.path=\"古诗.json\"'"]),
 ]
 
 
 # Refused before a run starts: by Hydra while composing, or (an unknown mode) before any mode runs.
-NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group"}
+NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group", "unquoted_chinese"}
 
 
 @pytest.mark.parametrize("case, overrides, words", CASES, ids=[c[0] for c in CASES])

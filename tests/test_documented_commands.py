@@ -105,7 +105,8 @@ def as_cfg_job(command: str, tmp_path: Path) -> list[str]:
     if "-m" in args or "--multirun" in args:
         args = first_cell(args)
     args = [a for a in args if not a.endswith("=...")]  # a placeholder the reader fills in ("data=...")
-    args = [re.sub(r"^(data\.(?:val_)?path)=(.+\.(?:json|jsonl|csv))$", lambda m: f"{m[1]}={data_file(tmp_path, m[2])}", a)
+    args = [re.sub(r"^(data\.(?:val_)?path)=([\"']?)(.+\.(?:json|jsonl|csv))\2$",
+                   lambda m: f"{m[1]}={m[2]}{data_file(tmp_path, m[3])}{m[2]}", a)  # quoted as written
             for a in args]
     return [*args, "--cfg", "job"]
 

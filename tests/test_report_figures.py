@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_report import write_2x2, write_optuna, write_run, write_sweep_json, write_three, write_variants
+from fixtures_report import curve, write_2x2, write_optuna, write_run, write_sweep_json, write_three, write_variants
 
 from ftsweep.report import build_report, plots
 from ftsweep.report.effects import t975
@@ -28,8 +28,18 @@ def write_long_labels(sweep_dir: Path) -> Path:
     return sweep_dir
 
 
+def write_chinese_paths(sweep_dir: Path) -> Path:
+    """One factor whose levels are Chinese file names, each run 10 steps long: one logged train loss."""
+    write_sweep_json(sweep_dir, "zh", 'python -m ftsweep -m \'data.path="古诗.json","宋词.json"\'',
+                     {"data.path": ["古诗.json", "宋词.json"]})
+    for name, loss in (("古诗", 3.1), ("宋词", 3.3)):
+        write_run(sweep_dir, [f'data.path="{name}.json"'], name=f"data.path={name}.json", eval_loss=loss,
+                  metrics=curve(loss, steps=10))
+    return sweep_dir
+
+
 SWEEPS = {"one": write_variants, "two": write_2x2, "three": write_three, "optuna": write_optuna,
-          "long": write_long_labels}
+          "long": write_long_labels, "zh": write_chinese_paths}
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +153,42 @@ def test_t_quantiles():
     scipy_stats = pytest.importorskip("scipy.stats")
     for df in (31, 40, 60, 120, 1000):
         assert t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=2e-4)
+
+
+def test_a_train_curve_of_one_logged_step_is_drawn_as_a_point(figures):
+    # A line through one point draws nothing: a 10-step run (train.logging_steps=10) left its train panels empty.
+    fig = figures["zh"]["loss_curves.png"]
+    train_panels = [ax for ax in fig.axes if ax.get_title().startswith("train loss")]
+    assert len(train_panels) == 2
+    for ax in train_panels:
+        assert [(len(line.get_xdata()), line.get_marker()) for line in ax.get_lines()] == [(1, "o"), (1, "o")]
+
+
+def _cjk_font_installed() -> bool:
+    from matplotlib import font_manager
+
+    return any("CJK" in Path(f).name or "wqy" in f.lower() for f in font_manager.findSystemFonts())
+
+
+@pytest.mark.skipif(not _cjk_font_installed(), reason="no CJK font on this machine (Debian: fonts-noto-cjk)")
+def test_chinese_values_are_drawn_with_a_font_that_has_them(figures):
+    (axis,) = figures["zh"]["effects.png"].axes
+    ticks = [t for t in axis.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in ticks] == ["古诗.json", "宋词.json"]
+    assert all(set(t.get_fontfamily()) & set(plots.FALLBACK_FONTS) for t in ticks)
+
+
+def test_without_a_font_for_them_one_line_names_the_characters_and_the_fix(tmp_path, monkeypatch, caplog):
+    import warnings
+
+    monkeypatch.setattr(plots, "FALLBACK_FONTS", ())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_report([write_chinese_paths(tmp_path / "zh")])
+    (line,) = [r.getMessage() for r in caplog.records if "no installed font" in r.getMessage()]
+    assert line.startswith("report: no installed font draws 古 宋 词 诗, so the plots show empty boxes for them")
+    assert "fonts-noto-cjk" in line
+    assert not [w for w in caught if "missing from font" in str(w.message)]  # not matplotlib's warning per glyph
 
 
 def test_a_figure_this_build_does_not_draw_does_not_linger_from_an_older_report(tmp_path):

@@ -12,6 +12,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -66,6 +67,8 @@ from .table import (
 
 MAX_MESSAGE = 500  # characters of an error message shown in the table; runs.csv has all of it
 
+log = logging.getLogger(__name__)
+
 
 def build_report(
     sweep_dirs: list[str | Path],
@@ -110,8 +113,13 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
     blocks: list[Block] = [Heading(1, title)]
     blocks += _overview(sweeps, design, configs, metric, metric_col, maximize, higher)
     blocks += _runs_section(design, configs, metric, higher)
-    blocks += _effects_section(design, frame, configs, metric, metric_col, higher, plot_dir)
-    blocks += _curves_section(design, configs, plot_dir)
+    with plots.drawing() as unreadable:
+        blocks += _effects_section(design, frame, configs, metric, metric_col, higher, plot_dir)
+        blocks += _curves_section(design, configs, plot_dir)
+    if unreadable:
+        log.warning("report: no installed font draws %s, so the plots show empty boxes for them (report.md and "
+                    "report.html show them); install a CJK font (Debian/Ubuntu: fonts-noto-cjk) and rebuild the "
+                    "report with python -m ftsweep.report", " ".join(sorted(unreadable)))
     blocks += _unfinished_section(design)
     blocks += _problems_section(sweeps, design)
     blocks += _repro_section(design, configs)

@@ -18,7 +18,10 @@ every label and legend, and long titles and labels are wrapped
 from __future__ import annotations
 
 import math
+import re
 import textwrap
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +44,56 @@ DPI = 100
 MAX_LEGEND = 25  # configurations; beyond this a legend hides more than it explains
 MAX_LINES = 10  # lines on the data-size plot that colours can still tell apart
 LEGEND_CHARS = 60  # a longer configuration label takes two lines in the loss curves' legend
+
+
+# Families tried after DejaVu Sans for the characters it lacks (Chinese, Japanese, Korean values such as
+# data.path="古诗.json"): matplotlib draws each character with the first listed font that has it. Only installed
+# families are listed, since each missing one makes matplotlib log a warning per figure.
+FALLBACK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
+                  "WenQuanYi Micro Hei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", "SimHei",
+                  "Arial Unicode MS")
+# Their files' names, for fonts installed after matplotlib cached its font list (it never looks again).
+_FALLBACK_FILES = re.compile(r"CJK|wqy|SourceHan|msyh|PingFang|Hiragino|simhei|Arial Unicode", re.IGNORECASE)
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")
+
+
+def _fallback_families() -> list[str]:
+    """The installed FALLBACK_FONTS. matplotlib lists the fonts it found on first use and keeps that list: a CJK
+    font installed later (as the report's own advice says to) would never be used, so when none is listed the
+    system's font files are looked through (fc-list, about 10 ms) and the fallback ones added."""
+    from matplotlib import font_manager
+
+    def listed() -> list[str]:
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return [name for name in FALLBACK_FONTS if name in names]
+
+    if not listed():
+        for path in font_manager.findSystemFonts():
+            if _FALLBACK_FILES.search(Path(path).name):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # a file FreeType cannot read is one font fewer
+                    pass
+    return listed()
+
+
+@contextmanager
+def drawing():
+    """The figures drawn inside use the fallback fonts. Yields a set that, once the block ends, holds the characters
+    no installed font has: matplotlib draws each as an empty box (and warned once per character and figure), so
+    two values in Chinese looked alike on every axis. The caller says so in one line instead."""
+    families = ["DejaVu Sans", *_fallback_families()]
+    missing: set[str] = set()
+    with matplotlib.rc_context({"font.family": families}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield missing
+        finally:
+            for w in caught:
+                if (glyph := _MISSING_GLYPH.search(str(w.message))) is not None:
+                    missing.add(chr(int(glyph.group(1))))
+                else:  # any other warning goes on as it came
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def metric_label(metric: str, maximize: bool) -> str:
@@ -249,7 +302,9 @@ def loss_curves(design: Design, configs: list[Configuration], path: Path) -> boo
                     [p[1] for p in points],
                     style,
                     color=color,
-                    marker="o" if split == SPLIT_EVAL else None,
+                    # Evaluations are few, each a point; a train curve of one logged step is a point too (a line
+                    # through one point draws nothing, and the panel looked empty).
+                    marker="o" if split == SPLIT_EVAL or len(points) == 1 else None,
                     markersize=3,
                     linewidth=1.3,
                     alpha=0.85,

@@ -71,10 +71,18 @@ def test_run_name_in_a_sweep_keeps_only_the_swept_keys():
 
 
 def test_run_name_is_filesystem_safe():
-    assert run_name(["data.path=/data/my file.json"]) == "data.path=_data_my_file.json"
+    assert run_name(["data.path=/data/my file.json"]) == "data.path=_data_my_file.json-34f62b3000"
     assert run_name(["lora.target_modules=[q_proj,v_proj]"]) == "lora.target_modules=q+v_proj"
-    assert run_name(["data.system='a;b'"]) == "data.system=_a_b_"
+    assert run_name(["data.system='a;b'"]) == "data.system=a_b-9633054b73"  # Hydra's quotes are not the value's
     assert run_name(["+x.y@z=1-2"]) == "+x.y@z=1-2"
+
+
+def test_values_that_read_alike_once_made_safe_still_name_their_own_directories():
+    # Before, both Chinese file names became data.path=___.json_: the second cell trained into the first one's
+    # directory, its results replaced the first's and the report showed one run "in 1 configuration".
+    assert [run_name([f'data.path="{n}.json"']) for n in ("古诗", "宋词")] == ["data.path=古诗.json", "data.path=宋词.json"]
+    assert run_name(["data.path=a/b.json"]) != run_name(["data.path=a_b.json"]) == "data.path=a_b.json"
+    assert run_name(["data.system='a b'"]) != run_name(["data.system=a_b"])
 
 
 def test_long_run_names_keep_a_hash_so_cells_never_collide():

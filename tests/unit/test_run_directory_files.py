@@ -315,5 +315,5 @@ def test_timestamps_are_utc_whatever_the_machines_time_zone(monkeypatch):
 
 
 def test_a_quoted_value_with_an_equals_sign_keeps_its_key_in_the_run_name():
-    # The key ends at the first "=": the rest, "=" included, is the value (quotes become "_": filesystem-safe).
-    assert artifacts.run_name(["data.path='in=1.json'"]) == "data.path=_in=1.json_"
+    # The key ends at the first "=": the rest, "=" included, is the value (Hydra's quotes are not part of it).
+    assert artifacts.run_name(["data.path='in=1.json'"]) == "data.path=in=1.json"
