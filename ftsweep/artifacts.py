@@ -41,6 +41,7 @@ CHECKPOINTS = "checkpoints"  # folder of the Trainer's checkpoints, for resume
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/ (named by transformers' Trainer)
 TRAINER_STATE = "trainer_state.json"  # inside a checkpoint, written last: a checkpoint holding it is complete
 ADALORA_BUDGET = "adalora_budget.pt"  # inside a checkpoint, AdaLoRA only: its rank allocator, for resume
+LOCK = ".lock"  # held (flock) by the process training the run; holds its pid; the lock goes with the process
 RUN_LOG = "run.log"  # the console log; conf/hydra/job_logging/ftsweep.yaml names it too (a test keeps them equal)
 HYDRA_DIR = ".hydra"  # written by Hydra
 HYDRA_CONFIG = ".hydra/config.yaml"
@@ -83,7 +84,7 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
-RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, LOCK, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
                  GENERATION_METRICS_SUFFIX)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
@@ -493,6 +494,45 @@ class Stopwatch:
     def add(self, seconds: float) -> None:
         """Count seconds spent before this process started timing (a resumed run's earlier sessions)."""
         self.start -= seconds
+
+
+# ---- one process per run directory ---------------------------------------------------------------------
+
+
+def lock_run(run_dir: str | Path):
+    """Claims a run directory for this process: the open lock file (closing it, or the process ending in any way,
+    releases the claim), or None while another process holds it. The same command started twice (two terminals,
+    a sweep re-run while the first still trains) wrote one directory from two processes: interleaved metrics,
+    checkpoints and summaries that nothing could tell apart."""
+    import fcntl
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    fh = open(Path(run_dir) / LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """The pid of the process that holds the run directory's lock, or None when no process does."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "?"
+    return None
 
 
 # ---- run names -----------------------------------------------------------------------------------------

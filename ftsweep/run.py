@@ -52,6 +52,27 @@ class Run:
     def execute(self, refused: Exception | None = None) -> dict:
         """The recipe. ``refused``: the CLI's validation failed; the run is recorded as failed with it."""
         distributed.init()
+        # Rank 0 alone writes the directory, so it alone claims it; every rank learns whether it did (a sum of
+        # one flag), so that all of them stop or none.
+        self.lock = artifacts.lock_run(self.dir) if self.main else None
+        (claimed,) = distributed.total(int(self.lock is not None) if self.main else 0)
+        if not claimed:
+            return self.in_use()
+        try:
+            return self._execute(refused)
+        finally:
+            if self.lock is not None:
+                self.lock.close()
+
+    def in_use(self) -> dict:
+        """Another process trains this directory: it is left as that process writes it."""
+        message = (f"{self.dir} is being trained by another process (pid {artifacts.lock_holder(self.dir) or '?'}): "
+                   "wait for it to finish, or stop it; the same command then skips or resumes this run")
+        if self.sweep is not None:
+            log.error("run %s not started: %s", self.name, message)
+        return {"status": artifacts.FAILED, "error": {"type": "RunDirInUse", "message": message}}
+
+    def _execute(self, refused: Exception | None) -> dict:
         previous = artifacts.read_summary(self.dir)
         start = resume.decide(previous, self.hash, bool(self.cfg.skip_finished), artifacts.last_checkpoint(self.dir))
         if start.action == resume.SKIP:

@@ -191,3 +191,36 @@ def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_doe
     assert [a[s]["tokens_seen"] for s in a] == [b[s]["tokens_seen"] for s in a]
     # A signal inside a step stops after it (training.StopAtStepEnd), so the random state resumes where it was too.
     assert [b[s]["loss"] for s in a] == pytest.approx([a[s]["loss"] for s in a], rel=1e-6, abs=0)
+
+
+def test_a_run_directory_another_process_trains_is_left_to_it(cli, tmp_path):
+    """The same command started twice wrote one directory from two processes. Now the second leaves it alone with
+    one line naming the process that has it; once that process is gone the command runs."""
+    run = tmp_path / "run"
+    holder = artifacts.lock_run(run)  # this test's process trains it, as far as ftsweep can tell
+    proc = cli([*FAST, "optim.max_steps=2", f"hydra.run.dir={run}"])
+    assert proc.returncode == 1
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("ftsweep: error:")]
+    assert errors == [f"ftsweep: error: {run} is being trained by another process (pid {os.getpid()}): wait for it "
+                      f"to finish, or stop it; the same command then skips or resumes this run (run dir: {run})"]
+    assert not (run / artifacts.SUMMARY).exists() and not (run / artifacts.METRICS).exists()
+    holder.close()
+    again = cli([*FAST, "optim.max_steps=2", f"hydra.run.dir={run}"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run / artifacts.SUMMARY).read_text())["status"] == "ok"
+    assert artifacts.lock_holder(run) is None  # released when the run ended
+
+
+def test_a_sweep_leaves_a_cell_another_process_trains_and_says_so(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    holder = artifacts.lock_run(sweep / "lora.r=4")
+    artifacts.write_summary(sweep / "lora.r=4", {"status": artifacts.RUNNING})  # as the other process wrote it
+    proc = cli(["-m", "lora.r=4,8", *FAST, "optim.max_steps=2", f"hydra.sweep.dir={sweep}"])
+    holder.close()
+    assert proc.returncode == 1
+    runs = summaries(sweep)
+    assert runs["lora.r=8"]["status"] == "ok" and runs["lora.r=4"] == {"status": "running"}  # untouched
+    assert f"run lora.r=4 not started: {sweep / 'lora.r=4'} is being trained by another process (pid {os.getpid()})" \
+        in proc.stdout + proc.stderr
+    info = json.loads((sweep / "sweep.json").read_text())
+    assert info["failed_runs"] == [{"run": "lora.r=4", "reason": f"running in another process (pid {os.getpid()})"}]

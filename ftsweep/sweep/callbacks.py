@@ -127,8 +127,11 @@ def close_sweep(sweep_dir: Path) -> dict:
             status = artifacts.SKIPPED  # finished ok by an earlier invocation of this sweep (ISO times sort as text)
         counts["total"] += 1
         counts[status] = counts.get(status, 0) + 1
-        if status in (artifacts.FAILED, artifacts.RUNNING):  # running at the end: its process died
-            failed.append({"run": summary_path.parent.name, "reason": (s.get("error") or {}).get("message") or status})
+        if status in (artifacts.FAILED, artifacts.RUNNING):  # running at the end: its process died, or another has it
+            reason = (s.get("error") or {}).get("message") or status
+            if status == artifacts.RUNNING and (pid := artifacts.lock_holder(summary_path.parent)):
+                reason = f"running in another process (pid {pid})"
+            failed.append({"run": summary_path.parent.name, "reason": reason})
     _fill_unknown_values(info, sweep_dir)
     info.update(finished_at=now_iso(), counts=counts, failed_runs=failed)
     artifacts.write_sweep(sweep_dir, info)
