@@ -513,6 +513,8 @@ def lock_run(run_dir: str | Path):
     except BlockingIOError:
         fh.close()
         return None
+    except OSError:  # a file system without locks (some network mounts): the run goes on unclaimed, as it always did
+        return fh
     fh.seek(0)
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
@@ -532,6 +534,8 @@ def lock_holder(run_dir: str | Path) -> str | None:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return fh.read().strip() or "?"
+        except OSError:
+            return None
     return None
 
 
