@@ -420,6 +420,17 @@ def test_baseline_and_improvement_columns(sweep_2x2):
     assert "from 5.5000 before training to 3.2000 for the best configuration: 2.3000 (41.8 %) less." in md
 
 
+def test_a_best_configuration_worse_than_the_base_model_is_said_to_be(tmp_path):
+    # Every cell diverged: the best ends above its baseline of 5.5. The line said "lowered ... -0.7000 (-12.7 %) less".
+    sweep = tmp_path / "sweep"
+    for lr, loss in (("1e-2", 6.2), ("3e-2", 7.9)):
+        write_run(sweep, [f"optim.lr={lr}"], eval_loss=loss)
+    md = build_report([sweep]).read_text()
+    assert ("Training raised the held-out loss from 5.5000 before training to 6.2000 for the best configuration: "
+            "0.7000 (12.7 %) more. The best configuration is worse than the base model before training") in md
+    assert "lowered" not in md
+
+
 def test_intervals_over_seeds_and_which_differences_are_noise(sweep_2x2):
     md = (sweep_2x2 / "report.md").read_text()
     # Pooled seed std from GRID_2X2: squared deviations 0.005 + 0.005 + 0 + 0.02 over 8 - 4 = 4 df.

@@ -159,11 +159,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
-            lines.append(
-                f"Training lowered the held-out loss from {fmt(base.mean, Column.of(BASELINE))} before training "
-                f"to {fmt(base.mean - gain.mean, Column.of('eval_loss'))} for the best configuration: "
-                f"{fmt(gain.mean, DERIVED[IMPROVEMENT])} ({fmt(pct.mean, DERIVED[IMPROVEMENT_PCT])} %) less."
-            )
+            lines.append(_baseline_sentence(base.mean, gain.mean, pct.mean if pct is not None else None))
         test = best.stats.get("test_loss")
         if test is not None and test.mean is not None and not metric.startswith("test_"):
             lines.append(["On the test set (", Code("data.test_path"), "), which chose nothing, the best configuration's "
@@ -292,6 +288,20 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
         if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
             blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))
     return blocks
+
+
+def _baseline_sentence(baseline: float, gain: float, pct: float | None) -> str:
+    """What training did to the best configuration's held-out loss. A sweep whose every cell diverged (a learning
+    rate too high) has a best configuration worse than the base model: said as such, never as a negative "less"."""
+    after = fmt(baseline - gain, Column.of("eval_loss"))
+    change = f"{fmt(abs(gain), DERIVED[IMPROVEMENT])}" + (f" ({fmt(abs(pct), DERIVED[IMPROVEMENT_PCT])} %)" if pct is not None else "")
+    before = f"from {fmt(baseline, Column.of(BASELINE))} before training to {after} for the best configuration"
+    if gain > 0:
+        return f"Training lowered the held-out loss {before}: {change} less."
+    if gain < 0:
+        return (f"Training raised the held-out loss {before}: {change} more. The best configuration is worse than the "
+                "base model before training: try a lower optim.lr, and check the data.")
+    return f"Training left the held-out loss where it was before training ({fmt(baseline, Column.of(BASELINE))})."
 
 
 def _interval(e, col: Column) -> str:
