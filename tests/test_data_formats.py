@@ -103,7 +103,7 @@ def test_a_dataset_folder_read_as_a_hub_id_gives_each_split_with_its_name(tmp_pa
 @pytest.mark.parametrize("text, line", [
     ("", "d.json: no records; the file is empty"),
     ('{"train": [{"a": 1}], "test": [{"a": 2}]}', "d.json: expected a JSON list of records (or an object holding one list)"),
-    ('"text"', "d.json: expected a JSON list of records, found a str"),
+    ('"text"', "d.json: expected a JSON list of records, found a string"),
     ('[{"a": 1}, [1, 2]]', "d.json: record 2 is a list, not a JSON object"),
     ('[{"a": 1},\n {"a": 2,}]', "d.json: not valid JSON at line 2 (Expecting property name enclosed in double quotes); a "
                                 ".json file holds one list of records (use .jsonl for one record per line)"),

@@ -101,7 +101,7 @@ def test_a_template_without_tool_support_is_an_error_not_a_silent_drop(tmp_path,
 
 @pytest.mark.parametrize("record, message", [
     ({"conversations": [{"from": "human", "value": "hi"}, {"from": "robot", "value": "x"}]}, "turn 2 has role 'robot'"),
-    (dict(CHAT, tools={"name": "get_weather"}), "field 'tools' is a dict, not a list of function schemas"),
+    (dict(CHAT, tools={"name": "get_weather"}), "field 'tools' is an object, not a list of function schemas"),
     ({"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "get_weather(Oslo)"},
                         {"from": "gpt", "value": "x"}]}, "turn 2 is a function call but not JSON"),
 ])

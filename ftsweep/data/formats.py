@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftsweep.data.sources import DataError, Record
+from ftsweep.data.sources import DataError, Record, json_type
 
 FORMATS = ("alpaca", "sharegpt", "messages", "multiple_choice", "text")
 OPTION_LETTERS = "ABCDEFGHIJ"  # multiple_choice: the options' names in the prompt, and the sft answer
@@ -92,7 +92,7 @@ class _Getter:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.fail(key, f"is a {type(value).__name__}, expected text", "make it a string")
+            raise self.fail(key, f"is {json_type(value)}, expected text", "make it a string")
         if not allow_empty and not value.strip():
             raise self.fail(key, "is empty", "give it text, or drop the record (data.on_bad_record=skip skips such records)")
         return value
@@ -153,7 +153,7 @@ def _conversation(get: _Getter, fmt: str, roles: dict, default_system: str | Non
         if role is None:
             raise get.fail(key, f"turn {i} has role {turn[role_key]!r}", f"map it in data.roles (known: {', '.join(sorted(roles))})")
         if not isinstance(turn[content_key], str):
-            raise get.fail(key, f"turn {i} content is a {type(turn[content_key]).__name__}, expected text", "make it a string")
+            raise get.fail(key, f"turn {i} content is {json_type(turn[content_key])}, expected text", "make it a string")
         if role == "tool_call":
             messages.append({"role": "assistant", "content": "", "tool_calls": _tool_calls(get, key, i, turn[content_key])})
             continue
@@ -185,7 +185,7 @@ def _tools(get: _Getter) -> list | None:
     if tools is None:
         return None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise get.fail("tools", f"is a {type(tools).__name__}, not a list of function schemas",
+        raise get.fail("tools", f"is {json_type(tools)}, not a list of function schemas",
                        'write it as [{"type": "function", "function": {"name": ..., "parameters": ...}}, ...]')
     return tools or None
 

@@ -13,6 +13,15 @@ from pathlib import Path
 from ftsweep.data import synthetic
 
 
+def json_type(value) -> str:
+    """A value's type as its JSON file spells it (a number, not Python's int)."""
+    for kind, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "a list"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
 class DataError(ValueError):
     """Bad data: the message names the file, the record number and the field."""
 
@@ -126,7 +135,7 @@ def _parse_jsonl(text: str, name: str) -> list[Record]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{name}: record {lineno} (line {lineno}) is not valid JSON ({exc.msg}); fix or remove that line") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{name}: record {lineno} is a {type(obj).__name__}, not a JSON object")
+            raise DataError(f"{name}: record {lineno} is {json_type(obj)}, not a JSON object")
         out.append(Record(obj, f"{name}: record {lineno}"))
     return out
 
@@ -145,11 +154,11 @@ def _parse_json(text: str, name: str) -> list[Record]:
             raise DataError(f"{name}: expected a JSON list of records (or an object holding one list)")
         obj = lists[0]
     if not isinstance(obj, list):
-        raise DataError(f"{name}: expected a JSON list of records, found a {type(obj).__name__}")
+        raise DataError(f"{name}: expected a JSON list of records, found {json_type(obj)}")
     out = []
     for i, rec in enumerate(obj, start=1):
         if not isinstance(rec, dict):
-            raise DataError(f"{name}: record {i} is a {type(rec).__name__}, not a JSON object")
+            raise DataError(f"{name}: record {i} is {json_type(rec)}, not a JSON object")
         out.append(Record(rec, f"{name}: record {i}"))
     return out
 

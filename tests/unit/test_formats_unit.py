@@ -133,7 +133,7 @@ def test_instruction_as_system_makes_the_input_the_user_turn():
      "field 'history' is not a list of [query, response] pairs; write it as [[\"q1\", \"a1\"], [\"q2\", \"a2\"]]"),
     ({"instruction": "a", "output": ""}, {},
      "field 'output' is empty; give it text, or drop the record (data.on_bad_record=skip skips such records)"),
-    ({"instruction": 3, "output": "x"}, {}, "field 'instruction' is a int, expected text; make it a string"),
+    ({"instruction": 3, "output": "x"}, {}, "field 'instruction' is a number, expected text; make it a string"),
 ])
 def test_a_malformed_alpaca_record_gets_one_line(fields, cfg, line):
     with pytest.raises(DataError) as caught:
@@ -195,7 +195,7 @@ def test_a_record_system_turn_wins_over_data_system_and_messages_read_role_and_c
     (sharegpt(("human", "q"), ("gpt", "a"), tools="[not json"), "field 'tools' is text but not JSON; store it as a list of "
                                                                  "function schemas"),
     (sharegpt(("human", "q"), ("gpt", "a"), tools={"name": "f"}),
-     "field 'tools' is a dict, not a list of function schemas; write it as [{\"type\": \"function\", \"function\": "
+     "field 'tools' is an object, not a list of function schemas; write it as [{\"type\": \"function\", \"function\": "
      "{\"name\": ..., \"parameters\": ...}}, ...]"),
 ])
 def test_a_malformed_conversation_gets_one_line(rec, line):
@@ -209,3 +209,11 @@ def test_a_role_mapped_to_nothing_known_is_refused():
         normalise(sharegpt(("human", "q"), ("gpt", "a")), data_cfg("sharegpt", roles=ROLES | {"gpt": "bot"}), SFT)
     assert str(caught.value) == ("c.jsonl: record 2: field 'conversations' turn 2 maps to role 'bot'; map roles to user, "
                                  "assistant, system, tool or tool_call in data.roles")
+
+
+@pytest.mark.parametrize("value, name", [(3, "a number"), (2.5, "a number"), (True, "a boolean"), (None, "null"),
+                                         ("x", "a string"), ([1], "a list"), ({"a": 1}, "an object")])
+def test_a_values_type_is_named_as_json_names_it(value, name):
+    from ftsweep.data.sources import json_type
+
+    assert json_type(value) == name
