@@ -162,6 +162,7 @@ class Summary(TypedDict, total=False):
     processes: int  # data-parallel processes that trained the run (torchrun's WORLD_SIZE; 1 otherwise)
     effective_batch: int  # sequences per optimizer step: micro_batch_size x grad_accum x processes
     dropped_examples: int
+    held_out_in_train: int  # held-out examples that are training examples too, token for token (duplicate records)
     skipped_records: int
     truncated_examples: int
     turns_dropped: int  # whole exchanges dropped (oldest first) to fit data.max_length

@@ -146,6 +146,10 @@ class Run:
         test = f" / {len(self.bundle.test)} test" if self.bundle.test is not None else ""
         log.info("data: %d train / %d held-out%s examples (%s)", len(self.bundle.train), len(self.bundle.val), test,
                  ", ".join(f"{k} {v}" for k, v in stats.items() if k in (*data.TRUNCATION_KEYS, "dropped_examples", "skipped_records")))
+        if stats.get("held_out_in_train"):
+            log.warning("data: %d of the %d held-out examples are also training examples, token for token: the held-out "
+                        "loss partly measures recall of them; remove the duplicate records from the data",
+                        stats["held_out_in_train"], len(self.bundle.val))
         log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(
@@ -392,6 +396,7 @@ class Run:
             effective_batch=trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
             * distributed.world_size(),
             dropped_examples=stats.get("dropped_examples", 0),
+            held_out_in_train=stats.get("held_out_in_train", 0),
             skipped_records=stats.get("skipped_records", 0),
             truncated_examples=stats.get("truncated", 0),
             # How truncation kept each chat's structure (ftsweep.data.tokenize.fit): whole exchanges dropped

@@ -312,3 +312,24 @@ def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, to
     assert bundle.class_weights == [1.0, 2.0, 3.0, 4.0]
     # auto: counts (30, 10) -> inverse (1/30, 1/10) -> scaled to mean 1 -> (0.5, 1.5)
     assert data.class_weights([0] * 30 + [1] * 10, 2, "auto") == [0.5, 1.5]
+
+
+@pytest.mark.parametrize("n, expected", [(None, 2), (5, 1), (2, 0)])
+def test_held_out_examples_that_are_training_examples_too_are_counted_within_the_trained_subset(tmp_path, tok, n,
+                                                                                                expected):
+    """A file with duplicate records puts copies on both sides of the split, and the held-out loss then partly
+    measures recall. Held out (file order, the last 3): copies of training records 2 and 7, and one record of its
+    own; data.n=5 trains on records 0-4, so only the copy of record 2 counts."""
+    distinct = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(10)]
+    path = write(tmp_path, [*distinct, distinct[2], distinct[7], {"instruction": "Say 99.", "input": "", "output": "99"}])
+    bundle = data.prepare(data_cfg(path, val_size=3, shuffle=False, n=n), SFT, tok)
+    assert len(bundle.val) == 3 and bundle.stats["held_out_in_train"] == expected
+
+
+def test_the_built_in_records_are_distinct_so_none_is_held_out_and_trained(tok):
+    # Reversal drew from twelve words: 19 of the 64 held-out records were training records too.
+    cfg = data_cfg(source="synthetic", format="alpaca", num_records=1064, val_size=64, max_length=128,
+                   synthetic_tasks=["extract", "reverse", "add"])
+    records = data.read_records(cfg)
+    assert len({tuple(r.values()) for r in records}) == len(records) == 1064
+    assert data.prepare(cfg, SFT, tok).stats["held_out_in_train"] == 0

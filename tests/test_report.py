@@ -431,6 +431,17 @@ def test_a_best_configuration_worse_than_the_base_model_is_said_to_be(tmp_path):
     assert "lowered" not in md
 
 
+def test_runs_whose_held_out_examples_were_also_trained_on_are_pointed_out(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"], eval_loss=3.4, summary={"held_out_in_train": 19})
+    write_run(sweep, ["lora.r=16"], eval_loss=3.2, summary={"held_out_in_train": 0})
+    md = build_report([sweep]).read_text()
+    assert ("1 of the ok runs held out examples that were also training examples, token for token (up to 19; "
+            "`held_out_in_train` in summary.json)") in md
+    write_run(sweep, ["lora.r=8"], eval_loss=3.4, summary={"held_out_in_train": 0})
+    assert "also training examples" not in build_report([sweep]).read_text()
+
+
 def test_intervals_over_seeds_and_which_differences_are_noise(sweep_2x2):
     md = (sweep_2x2 / "report.md").read_text()
     # Pooled seed std from GRID_2X2: squared deviations 0.005 + 0.005 + 0 + 0.02 over 8 - 4 = 4 df.

@@ -203,12 +203,23 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     if data_cfg.get("test_path"):
         test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
     test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
-    return {"train": train_rows, "val": val_rows, "test": test_rows,
+    return {"train": train_rows, "val": val_rows, "test": test_rows, "val_in_train": _also_trained(val_rows, train_rows),
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
             "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "test_fingerprint": fingerprint([r.fields for r, _ in test_pairs]) if test_pairs else None,
             "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
+
+
+def _also_trained(val_rows: list[dict], train_rows: list[dict]) -> list[int]:
+    """Held-out examples that are training examples too, token for token (and label for label): for each, the first
+    training position that holds it, so that a data.n subset counts those it trains on. A file with duplicate
+    records puts copies on both sides of the split, and the held-out loss then measures memory, not learning."""
+    first: dict = {}
+    for row in train_rows:
+        if not row["dropped"]:
+            first.setdefault((tuple(row["input_ids"]), row.get("label")), row["pos"])
+    return [first[key] for key in ((tuple(r["input_ids"]), r.get("label")) for r in val_rows) if key in first]
 
 
 def _prompts(pairs, tokenizer, template) -> list[dict]:
@@ -251,6 +262,7 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         raise DataError(f"data.test_path={data_cfg.test_path}: no test example has a learnable token after truncation "
                         f"to data.max_length={data_cfg.max_length}; raise data.max_length")
     stats["test_records"] = parent.get("test_records", 0)
+    stats["held_out_in_train"] = sum(1 for pos in parent["val_in_train"] if n is None or pos < int(n))
     # The data actually used: the source's records, which of them train (n) and which are held out.
     data_fingerprint = fingerprint({"source": parent["fingerprint"], "n": n})
 

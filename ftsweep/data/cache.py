@@ -29,7 +29,8 @@ log = logging.getLogger("ftsweep")
 DATA_KEYS = ("format", "columns", "roles", "system", "instruction_as_system", "template", "custom_template", "max_length",
              "train_on_prompt", "shuffle", "shuffle_seed", "val_size", "on_bad_record", "source", "hub_config", "split",
              "num_records", "synthetic_tasks")
-VERSION = 4  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools; 4: test)
+VERSION = 5  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools; 4: test;
+#             5: held-out examples that are also training examples)
 SPLITS = {"train": CACHE_TRAIN, "val": CACHE_VAL, "test": CACHE_TEST}  # parent key -> folder in a cache entry
 
 
@@ -45,8 +46,12 @@ def _source_identity(data_cfg, path) -> str | None:
     if path is None:
         return None
     kind = source_kind(data_cfg, path)
-    if kind in ("synthetic", "hub"):
-        return f"{kind}:{path}"  # synthetic: its knobs are in DATA_KEYS; hub: the id (revision changes are not seen)
+    if kind == "synthetic":  # its knobs are in DATA_KEYS; the generator's version says which records they make
+        from ftsweep.data import synthetic
+
+        return f"synthetic:v{synthetic.VERSION}"
+    if kind == "hub":
+        return f"hub:{path}"  # the id (revision changes are not seen)
     return _file_hash(path) if Path(str(path)).expanduser().is_file() else f"missing:{path}"
 
 

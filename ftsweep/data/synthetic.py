@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 
+VERSION = 2  # bump when generate() makes other records for the same arguments (the tokenized cache keys on it)
+
 _NAMES = ["Ada", "Lin", "Omar", "Mei", "Ravi", "Sofia", "Kenji", "Zoe", "Ivan", "Nia", "Tomas", "Yara"]
 _CITIES = ["Oslo", "Lima", "Pune", "Kyiv", "Baku", "Rome", "Doha", "Riga", "Nice", "Hue", "Cork", "Bern"]
-_WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "ocean", "maple", "robot", "candle", "garden"]
 
 
 def _extract(rng: random.Random) -> dict:
@@ -22,7 +23,9 @@ def _extract(rng: random.Random) -> dict:
 
 
 def _reverse(rng: random.Random) -> dict:
-    word = rng.choice(_WORDS)
+    # Made-up words of two or three syllables (80^2 + 80^3 of them): with twelve real words every held-out reversal
+    # was also a training record, and its held-out loss measured recall.
+    word = "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 3)))
     return {"instruction": "Reverse the word.", "input": word, "output": f"Reversed, {word} is {word[::-1]}."}
 
 
@@ -35,9 +38,22 @@ TASKS = {"extract": _extract, "reverse": _reverse, "add": _add}
 
 
 def generate(num_records: int, tasks: list[str], seed: int = 1234) -> list[dict]:
-    """num_records records cycling through tasks; the same arguments give the same list."""
+    """num_records distinct records cycling through tasks; the same arguments give the same list.
+
+    Distinct, so that no record can be on both sides of the held-out split: a draw that repeats an earlier record
+    is drawn again (19 of the default 64 held-out records were training records too).
+    """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"data.synthetic_tasks: unknown task(s) {unknown}; choose from {sorted(TASKS)}")
-    rng = random.Random(seed)
-    return [TASKS[tasks[i % len(tasks)]](rng) for i in range(num_records)]
+    rng, seen, records = random.Random(seed), set(), []
+    for i in range(num_records):
+        for _ in range(1000):  # the tasks hold about 10,000 (add) to 500,000 records: a repeat is rare
+            record = TASKS[tasks[i % len(tasks)]](rng)
+            if (key := tuple(record.values())) not in seen:
+                break
+        else:
+            raise ValueError(f"data.num_records={num_records}: more than the synthetic tasks {tasks} can make distinct")
+        seen.add(key)
+        records.append(record)
+    return records
