@@ -59,6 +59,9 @@ def config_for(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         if isinstance(node.get(last), dict):
             node[last]["name"] = value
+            option = ROOT / "conf" / key / f"{value}.yaml"  # a group option sets what its file sets (lora's method)
+            if key == "lora" and option.exists():
+                node[last]["method"] = (yaml.safe_load(option.read_text()) or {}).get("method", node[last]["method"])
         else:
             node[last] = _parse(value)
     return config

@@ -218,8 +218,20 @@ def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Bl
             if any(c.stats[IMPROVEMENT].n for c in configs)
             else []
         ),
+        *(
+            [Para(["AdaLoRA's train loss includes its orthogonality regulariser (",
+                   Code("orth_reg_weight"), " × ‖PᵀP − I‖, which the other methods do not have), so its train loss "
+                   "is not comparable with theirs; every held-out number is the plain cross-entropy, as for all."])]
+            if any(_method(run) == "adalora" for run in design.runs if run.ok)
+            else []
+        ),
         Table(header, rows, right),
     ]
+
+
+def _method(run: Run) -> str | None:
+    lora = run.config().get("lora")
+    return lora.get("method") if isinstance(lora, dict) else None
 
 
 def _effects_section(design, frame, configs, metric, metric_col: Column, higher, plot_dir: Path) -> list[Block]:
