@@ -163,6 +163,7 @@ class Summary(TypedDict, total=False):
     effective_batch: int  # sequences per optimizer step: micro_batch_size x grad_accum x processes
     dropped_examples: int
     held_out_in_train: int  # held-out examples that are training examples too, token for token (duplicate records)
+    tested_in_train: int  # the same for data.test_path's examples
     skipped_records: int
     truncated_examples: int
     turns_dropped: int  # whole exchanges dropped (oldest first) to fit data.max_length

@@ -150,6 +150,10 @@ class Run:
             log.warning("data: %d of the %d held-out examples are also training examples, token for token: the held-out "
                         "loss partly measures recall of them; remove the duplicate records from the data",
                         stats["held_out_in_train"], len(self.bundle.val))
+        if stats.get("tested_in_train"):
+            log.warning("data: %d of the %d test examples (data.test_path) are also training examples, token for token: "
+                        "the test loss partly measures recall of them; remove them from one of the files",
+                        stats["tested_in_train"], len(self.bundle.test))
         log.info(training.length_note(cfg, len(self.bundle.train)))
         if self.main:
             artifacts.write_manifest(self.dir, manifest.build(
@@ -397,6 +401,7 @@ class Run:
             * distributed.world_size(),
             dropped_examples=stats.get("dropped_examples", 0),
             held_out_in_train=stats.get("held_out_in_train", 0),
+            tested_in_train=stats.get("tested_in_train", 0),
             skipped_records=stats.get("skipped_records", 0),
             truncated_examples=stats.get("truncated", 0),
             # How truncation kept each chat's structure (ftsweep.data.tokenize.fit): whole exchanges dropped

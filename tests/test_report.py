@@ -438,8 +438,10 @@ def test_runs_whose_held_out_examples_were_also_trained_on_are_pointed_out(tmp_p
     md = build_report([sweep]).read_text()
     assert ("1 of the ok runs held out examples that were also training examples, token for token (up to 19; "
             "`held_out_in_train` in summary.json)") in md
-    write_run(sweep, ["lora.r=8"], eval_loss=3.4, summary={"held_out_in_train": 0})
-    assert "also training examples" not in build_report([sweep]).read_text()
+    write_run(sweep, ["lora.r=8"], eval_loss=3.4, summary={"held_out_in_train": 0, "tested_in_train": 2})
+    md = build_report([sweep]).read_text()
+    assert "held out examples" not in md
+    assert "1 of the ok runs tested on examples that were also training examples, token for token (up to 2" in md
 
 
 def test_a_sweep_with_adalora_says_its_train_loss_carries_a_regulariser(tmp_path):

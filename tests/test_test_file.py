@@ -57,6 +57,18 @@ def test_the_test_file_is_its_own_split_and_comes_back_from_the_cache(tmp_path, 
     assert len(data.prepare(data_cfg(train, test_path=str(other), val_size=2), SFT, tok).test) == 3
 
 
+@pytest.mark.parametrize("n, expected", [(None, 3), (2, 2)])
+def test_test_examples_that_are_training_examples_too_are_counted(tmp_path, tok, n, expected):
+    # File order: records P0-P9 train, P10-P11 are held out. The test file repeats P0-P2 and adds two of its own;
+    # data.n=2 trains on P0-P1 only. Those copies make the test loss partly a measure of recall.
+    train = write(tmp_path / "train.jsonl", city_records(12))
+    test = write(tmp_path / "test.jsonl", city_records(3) + city_records(2, 100))
+    bundle = data.prepare(data_cfg(train, test_path=str(test), val_size=2, shuffle=False, n=n), SFT, tok)
+    assert bundle.stats["tested_in_train"] == expected and bundle.stats["held_out_in_train"] == 0
+    clean = write(tmp_path / "clean.jsonl", city_records(5, 100))
+    assert data.prepare(data_cfg(train, test_path=str(clean), val_size=2), SFT, tok).stats["tested_in_train"] == 0
+
+
 def test_a_test_file_with_nothing_to_learn_is_refused(tmp_path, tok):
     def chat(system, question, answer):
         return {"conversations": [{"from": "system", "value": system}, {"from": "human", "value": question},

@@ -204,6 +204,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
         test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
     test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
     return {"train": train_rows, "val": val_rows, "test": test_rows, "val_in_train": _also_trained(val_rows, train_rows),
+            "tested_in_train": _also_trained(test_rows, train_rows),
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
             "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
@@ -263,6 +264,7 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
                         f"to data.max_length={data_cfg.max_length}; raise data.max_length")
     stats["test_records"] = parent.get("test_records", 0)
     stats["held_out_in_train"] = sum(1 for pos in parent["val_in_train"] if n is None or pos < int(n))
+    stats["tested_in_train"] = sum(1 for pos in parent.get("tested_in_train") or [] if n is None or pos < int(n))
     # The data actually used: the source's records, which of them train (n) and which are held out.
     data_fingerprint = fingerprint({"source": parent["fingerprint"], "n": n})
 

@@ -172,12 +172,13 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     else:
         lines.append("No run finished ok, so nothing is ranked.")
 
-    leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get("held_out_in_train")) or 0) > 0]
-    if leaky:
-        worst = max(int(run.summary["held_out_in_train"]) for run in leaky)
-        lines.append([f"{len(leaky)} of the ok runs held out examples that were also training examples, token for "
-                      f"token (up to {worst}; ", Code("held_out_in_train"), f" in {SUMMARY}): the data has duplicate "
-                      "records, and their held-out numbers partly measure recall."])
+    for key, which in (("held_out_in_train", "held out"), ("tested_in_train", "tested on")):
+        leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
+        if leaky:
+            worst = max(int(run.summary[key]) for run in leaky)
+            lines.append([f"{len(leaky)} of the ok runs {which} examples that were also training examples, token for "
+                          f"token (up to {worst}; ", Code(key), f" in {SUMMARY}): the data has duplicate records, and "
+                          f"those {'held-out' if key == 'held_out_in_train' else 'test'} numbers partly measure recall."])
     blocks: list[Block] = [Bullets(lines)]
     sweep_rows = []
     for sweep in sweeps:
