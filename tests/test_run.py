@@ -44,7 +44,9 @@ def test_qlora_run_writes_an_ok_run_directory(qlora_run):
     assert summary["total_params"] > summary["trainable_params"]
     assert summary["steps"] == 12 and summary["tokens_per_second"] > 0
     # a run that was not resumed: its rate is all its tokens over its training seconds (2 decimals)
-    assert summary["tokens_per_second"] == pytest.approx(summary["tokens_seen"] / summary["train_seconds"], rel=0.01)
+    # train_seconds is rounded to 0.01 s, and 12 tiny steps take about 0.1 s: the rate lies within that rounding.
+    seconds = summary["train_seconds"]
+    assert summary["tokens_seen"] / (seconds + 0.005) <= summary["tokens_per_second"] <= summary["tokens_seen"] / (seconds - 0.005)
 
     # metrics.jsonl: baseline at step 0, evaluation every 3 steps, train records every 2 steps and at each
     # checkpoint (every 3 steps).
