@@ -123,11 +123,12 @@ class ErrorInfo(TypedDict):
 
 
 class Summary(TypedDict, total=False):
-    """summary.json. Written `running` at start with the first five fields, then completed."""
+    """summary.json. Written `running` at start with the first six fields, then completed."""
 
     status: str  # one of STATUSES
     run_name: str
     config_hash: str
+    data_hash: str | None  # the data files' identity: a re-run whose files changed trains again instead of skipping
     started_at: str
     resumed_from: str | None  # "checkpoint-40" when the run resumed
     cuda_visible_devices: str | None  # the device a GPU pool gave the run

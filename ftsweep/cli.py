@@ -151,7 +151,9 @@ def skips(cfg: DictConfig, run_dir: Path) -> bool:
     if cfg.mode != "train":  # plan and preview train nothing, so skip nothing
         return False
     previous = artifacts.read_summary(run_dir)
-    return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None).action == resume.SKIP
+    from ftsweep.run import data_hash
+
+    return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None, data_hash(cfg)).action == resume.SKIP
 
 
 def _cuda() -> bool:

@@ -25,13 +25,18 @@ class Start:
     discard_checkpoints: bool = False  # checkpoints/ belong to another config: remove them first
 
 
-def decide(previous: dict | None, config_hash: str, skip_finished: bool, checkpoint: Path | None) -> Start:
+def decide(previous: dict | None, config_hash: str, skip_finished: bool, checkpoint: Path | None,
+           data_hash: str | None = None) -> Start:
     """The one rule for a cell that may have run before.
 
     Same config (equal hash) and finished ok: skip when skip_finished. Same config with
-    a checkpoint: resume. A different config never reuses anything of the old one.
+    a checkpoint: resume. A different config never reuses anything of the old one. The
+    data's files count as config: a data.path file edited since the run (records fixed or
+    added) makes another run, which a skip would have hidden behind the old results (a
+    summary from before data hashes were recorded counts as the same data).
     """
-    same_config = previous is not None and previous.get("config_hash") == config_hash
+    same_data = previous is None or previous.get("data_hash") in (None, data_hash) or data_hash is None
+    same_config = previous is not None and previous.get("config_hash") == config_hash and same_data
     if same_config and skip_finished and previous.get("status") == artifacts.OK:
         return Start(SKIP)
     if same_config and checkpoint is not None:

@@ -74,7 +74,12 @@ class Run:
 
     def _execute(self, refused: Exception | None) -> dict:
         previous = artifacts.read_summary(self.dir)
-        start = resume.decide(previous, self.hash, bool(self.cfg.skip_finished), artifacts.last_checkpoint(self.dir))
+        self.data_hash = data_hash(self.cfg)
+        start = resume.decide(previous, self.hash, bool(self.cfg.skip_finished), artifacts.last_checkpoint(self.dir),
+                              self.data_hash)
+        if previous and previous.get("config_hash") == self.hash and start.action == resume.FRESH and start.discard_checkpoints:
+            log.warning("run %s: its data files changed since it ran (data hash %s, now %s): training it again",
+                        self.name, previous.get("data_hash"), self.data_hash)
         if start.action == resume.SKIP:
             log.info("skip %s: finished ok with the same config (hash %s)", self.name, self.hash)
             return dict(previous, status=artifacts.SKIPPED, _previous_status=artifacts.OK)
@@ -109,7 +114,7 @@ class Run:
         distributed.barrier()  # every rank has read the directory before rank 0 changes it
         if start.discard_checkpoints and self.main:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
-        self.summary = {"status": artifacts.RUNNING, "run_name": self.name, "config_hash": self.hash,
+        self.summary = {"status": artifacts.RUNNING, "run_name": self.name, "config_hash": self.hash, "data_hash": self.data_hash,
                         "started_at": now_iso(), "resumed_from": start.checkpoint.name if start.checkpoint else None,
                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the device a pool gave this run
         self.write_summary()
@@ -446,6 +451,17 @@ class NullLog:
 
     def close(self) -> None:
         pass
+
+
+def data_hash(cfg) -> str | None:
+    """The data files' identity (ftsweep.data.cache.data_identity), or None when the data config cannot say (the
+    run then fails on it with its own message)."""
+    from ftsweep.data import cache
+
+    try:
+        return cache.data_identity(cfg.data)
+    except Exception:  # noqa: BLE001 - a bad data config is the run's to report, not this hash's
+        return None
 
 
 def _meta_model(cfg):

@@ -224,3 +224,24 @@ def test_a_sweep_leaves_a_cell_another_process_trains_and_says_so(cli, tmp_path)
         in proc.stdout + proc.stderr
     info = json.loads((sweep / "sweep.json").read_text())
     assert info["failed_runs"] == [{"run": "lora.r=4", "reason": f"running in another process (pid {os.getpid()})"}]
+
+
+def test_a_cell_whose_data_file_changed_trains_again_instead_of_skipping(cli, tmp_path):
+    """Records fixed or added in data.path after a sweep finished: the same command skipped every cell, and the
+    report kept the old data's results."""
+    path = tmp_path / "train.jsonl"
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(24)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["-m", "lora.r=4,8", *FAST, "data=alpaca", f"data.path={path}", "optim.max_steps=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert cli(args).returncode == 0
+    first = digests(tmp_path / "sweep")
+    again = cli(args)
+    assert again.returncode == 0 and digests(tmp_path / "sweep") == first  # unchanged data: both skipped
+    path.write_text("".join(json.dumps(dict(r, output=f"{r['output']}!")) + "\n" for r in rows))
+    changed = cli(args)
+    assert changed.returncode == 0
+    runs = summaries(tmp_path / "sweep")
+    assert all(run["status"] == "ok" for run in runs.values()) and digests(tmp_path / "sweep").keys() == first.keys()
+    assert all(digests(tmp_path / "sweep")[name] != first[name] for name in first)
+    assert "its data files changed since it ran" in changed.stdout + changed.stderr

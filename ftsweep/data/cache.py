@@ -79,6 +79,15 @@ def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def data_identity(data_cfg) -> str:
+    """What the run's data files hold, in one hash (synthetic data: its generator's version; a hub dataset: its id):
+    a re-run whose data changed is another run, whatever the config says."""
+    parts = [_source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
+             _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
+             _source_identity(data_cfg, data_cfg.test_path) if data_cfg.get("test_path") else None]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
 def cache_root() -> Path:
     from ftsweep.models import cache_home
 

@@ -40,6 +40,18 @@ def test_decide(previous, skip_finished, checkpoint, expected):
     assert resume.decide(previous, "abc", skip_finished, checkpoint) == expected
 
 
+@pytest.mark.parametrize("recorded, now, expected", [
+    ("d1", "d1", resume.Start(resume.SKIP)),
+    # data.path's file edited since the run: trained again, its checkpoints discarded. Before, the old results stood.
+    ("d1", "d2", resume.Start(resume.FRESH, discard_checkpoints=True)),
+    (None, "d2", resume.Start(resume.SKIP)),  # a summary from before data hashes were recorded
+    ("d1", None, resume.Start(resume.SKIP)),  # a data config whose files cannot be hashed: the run says why
+])
+def test_changed_data_files_make_another_run(recorded, now, expected):
+    previous = dict(OK, data_hash=recorded) if recorded else dict(OK)
+    assert resume.decide(previous, "abc", True, CKPT, now) == expected
+
+
 def test_start_defaults_keep_checkpoints():
     start = resume.Start(resume.FRESH)
     assert start.checkpoint is None and start.discard_checkpoints is False
