@@ -12,6 +12,7 @@ never leaves half an entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,8 +36,17 @@ SPLITS = {"train": CACHE_TRAIN, "val": CACHE_VAL, "test": CACHE_TEST}  # parent 
 
 
 def _file_hash(path) -> str:
+    file = Path(str(path)).expanduser().resolve()
+    stat = file.stat()
+    return _content_hash(str(file), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=32)
+def _content_hash(file: str, *stat: int) -> str:
+    """Read once per process while the file is unchanged: every cell of a sweep asks twice (its data hash, its
+    cache key), and a data file can be gigabytes."""
     h = hashlib.sha256()
-    with open(Path(str(path)).expanduser(), "rb") as fh:
+    with open(file, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
