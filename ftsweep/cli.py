@@ -151,9 +151,10 @@ def skips(cfg: DictConfig, run_dir: Path) -> bool:
     if cfg.mode != "train":  # plan and preview train nothing, so skip nothing
         return False
     previous = artifacts.read_summary(run_dir)
-    from ftsweep.run import data_hash
+    from ftsweep.data import cache
 
-    return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None, data_hash(cfg)).action == resume.SKIP
+    return resume.decide(previous, config_hash(cfg), bool(cfg.skip_finished), None,
+                         cache.data_identity(cfg.data)).action == resume.SKIP
 
 
 def _cuda() -> bool:

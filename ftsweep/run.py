@@ -73,8 +73,10 @@ class Run:
         return {"status": artifacts.FAILED, "error": {"type": "RunDirInUse", "message": message}}
 
     def _execute(self, refused: Exception | None) -> dict:
+        from ftsweep.data import cache
+
         previous = artifacts.read_summary(self.dir)
-        self.data_hash = data_hash(self.cfg)
+        self.data_hash = cache.data_identity(self.cfg.data)
         start = resume.decide(previous, self.hash, bool(self.cfg.skip_finished), artifacts.last_checkpoint(self.dir),
                               self.data_hash)
         if previous and previous.get("config_hash") == self.hash and start.action == resume.FRESH and start.discard_checkpoints:
@@ -451,17 +453,6 @@ class NullLog:
 
     def close(self) -> None:
         pass
-
-
-def data_hash(cfg) -> str | None:
-    """The data files' identity (ftsweep.data.cache.data_identity), or None when the data config cannot say (the
-    run then fails on it with its own message)."""
-    from ftsweep.data import cache
-
-    try:
-        return cache.data_identity(cfg.data)
-    except Exception:  # noqa: BLE001 - a bad data config is the run's to report, not this hash's
-        return None
 
 
 def _meta_model(cfg):

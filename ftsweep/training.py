@@ -422,7 +422,8 @@ def fit(trainer: "SweepTrainer", rebuild: Callable[[int, int], "SweepTrainer"], 
 
     started, evals_before, retries = time.perf_counter(), evals.seconds, 0
     model = trainer.model
-    start = (adapters.trainable_state(model), runtime.random_state()) if oom_retry else None
+    # What a retry goes back to; a torchrun job never retries (below), so it keeps no copy.
+    start = (adapters.trainable_state(model), runtime.random_state()) if oom_retry and distributed.world_size() == 1 else None
     while True:
         try:
             stop, tokens_before = StopAtStepEnd(label, before_stop=trainer.log_pending), trainer.tokens_seen

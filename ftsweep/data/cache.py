@@ -22,7 +22,7 @@ from typing import Callable
 
 from ftsweep import artifacts
 from ftsweep.artifacts import CACHE_META, CACHE_TEST, CACHE_TRAIN, CACHE_VAL
-from ftsweep.data.sources import source_kind
+from ftsweep.data.sources import DataError, source_kind
 
 log = logging.getLogger("ftsweep")
 
@@ -78,9 +78,7 @@ def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
     data = OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else dict(data_cfg)
     parts = {
         "version": VERSION,
-        "source": _source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
-        "val_source": _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
-        "test_source": _source_identity(data_cfg, data_cfg.test_path) if data_cfg.get("test_path") else None,
+        "files": data_identity(data_cfg),
         "data": {k: data.get(k) for k in DATA_KEYS},
         "task": {"name": task_cfg.name, "num_labels": task_cfg.get("num_labels")},
         "tokenizer": tokenizer_identity(tokenizer),
@@ -89,12 +87,17 @@ def cache_key(data_cfg, task_cfg, tokenizer, template) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def data_identity(data_cfg) -> str:
+def data_identity(data_cfg) -> str | None:
     """What the run's data files hold, in one hash (synthetic data: its generator's version; a hub dataset: its id):
-    a re-run whose data changed is another run, whatever the config says."""
-    parts = [_source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
-             _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
-             _source_identity(data_cfg, data_cfg.test_path) if data_cfg.get("test_path") else None]
+    part of the tokenized cache's key, and summary.json's data_hash, so that a re-run whose data changed is another
+    run whatever the config says. None when the data config cannot name its files (the run then fails on it, with
+    its own message)."""
+    try:
+        parts = [_source_identity(data_cfg, data_cfg.path if data_cfg.source != "synthetic" else "synthetic"),
+                 _source_identity(data_cfg, data_cfg.val_path) if data_cfg.get("val_path") else None,
+                 _source_identity(data_cfg, data_cfg.test_path) if data_cfg.get("test_path") else None]
+    except (DataError, OSError):
+        return None
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 

@@ -172,13 +172,13 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     else:
         lines.append("No run finished ok, so nothing is ranked.")
 
-    for key, which in (("held_out_in_train", "held out"), ("tested_in_train", "tested on")):
+    for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
         leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
         if leaky:
             worst = max(int(run.summary[key]) for run in leaky)
             lines.append([f"{len(leaky)} of the ok runs {which} examples that were also training examples, token for "
                           f"token (up to {worst}; ", Code(key), f" in {SUMMARY}): the data has duplicate records, and "
-                          f"those {'held-out' if key == 'held_out_in_train' else 'test'} numbers partly measure recall."])
+                          f"those {numbers} numbers partly measure recall."])
     blocks: list[Block] = [Bullets(lines)]
     sweep_rows = []
     for sweep in sweeps:
