@@ -131,6 +131,7 @@ class Summary(TypedDict, total=False):
     data_hash: str | None  # the data files' identity: a re-run whose files changed trains again instead of skipping
     started_at: str
     resumed_from: str | None  # "checkpoint-40" when the run resumed
+    trackers: dict[str, str]  # {"swanlab": id, "wandb": id}: the tracker records, which a resume continues
     cuda_visible_devices: str | None  # the device a GPU pool gave the run
     auto: dict  # what the `auto` speed knobs became for this cell (ftsweep/auto.py)
     trainable_params: int

@@ -45,6 +45,7 @@ class Run:
         self.summary: dict[str, Any] = {}
         self.metrics: MetricsLog | NullLog | None = None
         self.tracker = None
+        self.resumed_trackers: dict | None = None  # a resumed run's tracker records, from the stopped session
         self.trainer = None
         self.evals = None
 
@@ -85,6 +86,8 @@ class Run:
         if start.action == resume.SKIP:
             log.info("skip %s: finished ok with the same config (hash %s)", self.name, self.hash)
             return dict(previous, status=artifacts.SKIPPED, _previous_status=artifacts.OK)
+        # A resume continues the stopped session's tracker records.
+        self.resumed_trackers = (previous or {}).get("trackers") if start.checkpoint else None
         try:
             self.begin(start)
             if refused is not None:
@@ -198,15 +201,17 @@ class Run:
 
         cfg = self.cfg
         self.metrics = MetricsLog(self.dir / artifacts.METRICS, resume_step=artifacts.checkpoint_step(self.resume_from)) if self.main else NullLog()
+        kept = artifacts.read_metrics(self.dir / artifacts.METRICS) if self.resume_from is not None else []  # up to the checkpoint
         if self.main:
             self.tracker = Tracker.open(cfg.logger, run_name=self.name, group=self.sweep["id"] if self.sweep else None,
                                         tags=swept_tags(self.overrides, self.swept), config=manifest.scrub(plain(cfg)),
-                                        root=Path(self.sweep["dir"]) if self.sweep else self.dir)
+                                        root=Path(self.sweep["dir"]) if self.sweep else self.dir, resume=self.resumed_trackers)
+            self.tracker.replay(kept)
+            self.write_summary(trackers=self.tracker.ids())
         self.evals = training.EvalCallback(int(cfg.eval.every_n_steps), self.evaluate, bool(cfg.eval.get("per_epoch")))
         micro = int(cfg.optim.micro_batch_size)
         self.trainer = self.build_trainer(micro, distributed.accumulation(int(cfg.optim.grad_accum), distributed.world_size()))
         if self.resume_from is not None:
-            kept = artifacts.read_metrics(self.dir / artifacts.METRICS)  # the lines up to the checkpoint
             self.evals.evaluated = resume.evaluated_steps(kept)
             self.clock.add(resume.elapsed(kept))
             counts = resume.token_counts(kept)

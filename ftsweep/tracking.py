@@ -183,7 +183,7 @@ class Ending:
 class SwanLabBackend:
     name = "swanlab"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0, resume_id=None):
         import swanlab
 
         self.swanlab = swanlab
@@ -191,9 +191,15 @@ class SwanLabBackend:
         config = {k: "null" if v is None else v for k, v in config.items()}
         # The greeting once per log folder: the first run of a sweep says where the runs are and how to watch them.
         first = not any(Path(logdir).glob("run-*"))
+        # Only SwanLab's cloud resumes an experiment by its id; locally a resumed run is a new experiment (named
+        # `<name>-2` by SwanLab), which gets the stopped session's steps again from metrics.jsonl (Tracker.replay).
+        self.continued = bool(resume_id) and mode == "online"
+        resume = {"id": resume_id, "resume": "allow"} if self.continued else {}
+        description = "resumed from a checkpoint: the steps before it are replayed from metrics.jsonl" if resume_id and not self.continued else None
         with _swanlab_console(quiet=not first), _own_ctrl_c():
             self.run = swanlab.init(project=project, name=run_name, group=group, tags=tags, config=config, color=color,
-                                    mode=mode, log_dir=str(logdir))
+                                    mode=mode, log_dir=str(logdir), description=description, **resume)
+        self.id = self.run.id
         self.dir = Path(self.run.dir)
         self.lead = lead
         _order_swanlab_config(self.dir, lead)
@@ -234,7 +240,7 @@ def wandb_tag(tag: str, limit: int = WANDB_TAG_LIMIT) -> str:
 class WandbBackend:
     name = "wandb"
 
-    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0):
+    def __init__(self, *, project, run_name, group, tags, config, mode, logdir, color, lead=0, resume_id=None):
         import wandb
 
         if mode == "local":
@@ -245,11 +251,16 @@ class WandbBackend:
             mode = "online"  # credentials present: sync live
         Path(logdir).mkdir(parents=True, exist_ok=True)
         tags = [wandb_tag(t) for t in tags]
+        # A resumed run continues its W&B run: online by its id; offline the two sessions' folders share the id and
+        # `wandb sync` uploads them, in order, as one run.
+        resume = {"id": resume_id, "resume": "allow"} if resume_id else {}
         self.run = wandb.init(project=project, name=run_name, group=group, tags=tags, config=config, mode=mode,
                               dir=str(logdir), reinit="finish_previous",
                               # quiet: no history sparklines and summary at finish (about 35 lines per cell);
                               # ftsweep's own closing lines say the same.
-                              settings=wandb.Settings(quiet=True))
+                              settings=wandb.Settings(quiet=True), **resume)
+        self.id = self.run.id
+        self.continued = bool(resume_id)
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
@@ -283,11 +294,15 @@ class Tracker:
         self.backends = backends
         self.last: dict[str, float] = {}  # chart name -> its last value, so the summary does not repeat it
         self.eval_charts: set[str] | None = None  # the metrics every evaluation has, known from the first
+        self.step = 0  # the last step charted: a tracker's steps only grow
 
     @classmethod
     def open(cls, logger_cfg, *, run_name: str, group: str | None, tags: list[str], config: dict, root: Path,
-             index: int | None = None) -> "Tracker":
+             index: int | None = None, resume: dict[str, str] | None = None) -> "Tracker":
+        """``resume``: a resumed run's tracker records ({backend: id}, the stopped session's `trackers`), continued
+        where the backend can."""
         backends = []
+        resume = resume or {}
         if logger_cfg.mode == "disabled":
             return cls([])
         swept = swept_keys(tags)
@@ -299,7 +314,7 @@ class Tracker:
             try:
                 backends.append(BACKENDS[name](project=logger_cfg.project, run_name=run_name, group=group, tags=tags,
                                                config=flat, mode=logger_cfg.mode, logdir=logdir, color=color,
-                                               lead=lead))
+                                               lead=lead, resume_id=resume.get(name)))
             except Exception as exc:  # not installed, no network, bad key: train anyway
                 log.warning("tracker %s could not start (%s: %s); training goes on, metrics.jsonl is complete",
                             name, type(exc).__name__, exc)
@@ -325,8 +340,12 @@ class Tracker:
             return {"eval/" + EVAL_NAMES.get(k, k): v for k, v in values.items() if k not in EVAL_SKIP}
         return {"train/" + TRAIN_NAMES.get(k, k): v for k, v in values.items() if k not in ("step", "time")}
 
-    def log(self, record: dict) -> None:
-        step = int(record.get("step", 0))
+    def ids(self) -> dict[str, str]:
+        """{backend: its record's id}: kept in summary.json, so that a resumed run continues the same records."""
+        return {b.name: b.id for b in self.backends}
+
+    def charts(self, record: dict) -> tuple[int, dict[str, float]]:
+        """A metrics.jsonl record -> (step, the charts it adds a point to)."""
         metrics = self.chart_names(record)
         if record.get("split") == "eval":
             # A metric only the final evaluation computes (generation metrics of a causal LM) would be a chart
@@ -335,8 +354,28 @@ class Tracker:
                 self.eval_charts = set(metrics)
             metrics = {k: v for k, v in metrics.items() if k in self.eval_charts}
         self.last.update(metrics)
+        self.step = max(self.step, int(record.get("step", 0)))
+        return int(record.get("step", 0)), metrics
+
+    def log(self, record: dict) -> None:
+        if int(record.get("step", 0)) < self.step:
+            # An out-of-memory retry trains again from step 0, with the same effective batch, data order and random
+            # state: the charts keep the first attempt's points for the steps it reached (W&B would drop these with
+            # a warning each), and metrics.jsonl has the retry's.
+            return
+        step, metrics = self.charts(record)
         for b in list(self.backends):
             self._guard(b, "log", b.log, metrics, step)
+
+    def replay(self, history: list[dict]) -> None:
+        """A resumed run's metrics.jsonl lines up to its checkpoint. A record that starts anew (SwanLab's local mode
+        cannot resume one) logs them, so that its charts begin at the baseline; a continued one has them already."""
+        fresh = [b for b in self.backends if not b.continued]
+        for record in history:
+            step, metrics = self.charts(record)
+            for b in fresh:
+                if b in self.backends:
+                    self._guard(b, "log", b.log, metrics, step)
 
     def summary_values(self, summary: dict) -> dict[str, Any]:
         """The run's end values that no chart already ends with: numbers, and the status as text."""

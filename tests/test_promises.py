@@ -44,7 +44,7 @@ def test_out_of_memory_retries_with_half_the_micro_batch_and_the_same_effective_
 
 @pytest.mark.slow
 def test_an_out_of_memory_error_mid_run_retries_from_the_initial_adapter_as_a_run_at_half_the_micro_batch(
-        tiny_model_dir, tmp_path, monkeypatch, composed):
+        tiny_model_dir, tmp_path, monkeypatch, composed, capfd):
     """The retry trains from step 0: from the adapter as it was before training and the random state training began
     with. Before, it went on from the adapter the failed attempt had trained (3 steps here), so the run trained
     3 + 8 steps and its losses were another run's (step 1: 5.5008 against 5.5935)."""
@@ -55,7 +55,11 @@ def test_an_out_of_memory_error_mid_run_retries_from_the_initial_adapter_as_a_ru
     half = train(composed([*cell, "optim.micro_batch_size=2", "optim.grad_accum=2"]), tmp_path / "half", "half", cell)
     assert half["status"] == "ok"
     monkeypatch.setenv("FTSWEEP_INJECT_OOM", "4")
-    retried = train(composed([*cell, "optim.micro_batch_size=4", "optim.grad_accum=1"]), tmp_path / "run", "run", cell)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # its warnings are what the user would see
+    tracked = [o for o in cell if o != "logger=none"] + ["logger=wandb"]
+    capfd.readouterr()
+    retried = train(composed([*tracked, "optim.micro_batch_size=4", "optim.grad_accum=1"]), tmp_path / "run", "run", tracked)
     assert retried["status"] == "ok" and retried["oom_retries"] == 1, retried.get("error")
     assert (retried["micro_batch_size"], retried["grad_accum"], retried["steps"]) == (2, 2, 8)
 
@@ -70,6 +74,15 @@ def test_an_out_of_memory_error_mid_run_retries_from_the_initial_adapter_as_a_ru
     assert [x for _, x in train_a] == pytest.approx([x for _, x in train_b], rel=1e-5, abs=0)
     assert [x for _, x in eval_a] == pytest.approx([x for _, x in eval_b], rel=1e-5, abs=0)
     assert retried["eval_loss"] == pytest.approx(half["eval_loss"], rel=1e-5, abs=0)
+    # The tracker's steps only grow: it keeps the failed attempt's steps 1-3 (equal to the retry's) and is not sent
+    # them again, which W&B refused with a warning each.
+    from test_tracking import wandb_sessions
+
+    (session,) = wandb_sessions(tmp_path / "run" / "wandb_runs")
+    charted = [(h["_step"], h["train/loss"]) for h in session["history"] if "train/loss" in h]
+    assert [s for s, _ in charted] == [s for s, _ in train_a]
+    assert [x for _, x in charted] == pytest.approx([x for _, x in train_a], rel=1e-5, abs=0)
+    assert "less than the current step" not in "".join(capfd.readouterr())
 
 
 @pytest.mark.slow

@@ -39,41 +39,48 @@ def train_losses(run_dir: Path) -> int:
 
 def swanlab_runs(swanlog: Path) -> dict[str, dict]:
     """Each local SwanLab run's start record and its scalar series, read with SwanLab's own record reader."""
+    return {run["name"]: run for run in map(swanlab_run, swanlog.glob("run-*/run-*.swanlab"))}
+
+
+def swanlab_run(path: Path) -> dict:
+    """One local SwanLab run's file, read as swanlab_runs describes."""
     from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.proto.swanlab.run.v1.run_pb2 import RunState
     from swanlab.sdk.internal.core_python.store import DataStoreReader
 
-    runs = {}
-    for path in swanlog.glob("run-*/run-*.swanlab"):
-        reader = DataStoreReader()
-        reader.open(path)
-        start, finish, series = None, None, {}
-        for blob in reader:
-            rec = Record()
-            rec.ParseFromString(blob)
-            kind = rec.WhichOneof("record_type")
-            if kind == "start":
-                start = rec.start
-            elif kind == "finish":
-                finish = rec.finish
-            elif kind == "scalar":
-                series.setdefault(rec.scalar.key, []).append(rec.scalar)
-        reader.close()
-        config = yaml.safe_load((path.parent / "files" / "config.yaml").read_text())
-        from swanlab.proto.swanlab.run.v1.run_pb2 import RunState
-
-        runs[start.name] = {"group": start.group, "tags": list(start.tags), "series": series, "finished": finish is not None,
-                            "state": RunState.Name(finish.state) if finish else None, "error": finish.error if finish else None,
-                            "color": start.color, "config": config}
-    return runs
+    reader = DataStoreReader()
+    reader.open(path)
+    start, finish, series = None, None, {}
+    for blob in reader:
+        rec = Record()
+        rec.ParseFromString(blob)
+        kind = rec.WhichOneof("record_type")
+        if kind == "start":
+            start = rec.start
+        elif kind == "finish":
+            finish = rec.finish
+        elif kind == "scalar":
+            series.setdefault(rec.scalar.key, []).append(rec.scalar)
+    reader.close()
+    config = yaml.safe_load((path.parent / "files" / "config.yaml").read_text())
+    return {"name": start.name, "id": start.id, "group": start.group,
+            "tags": list(start.tags), "series": series, "finished": finish is not None,
+            "state": RunState.Name(finish.state) if finish else None, "error": finish.error if finish else None,
+            "color": start.color, "config": config, "description": start.description}
 
 
 def wandb_runs(root: Path) -> dict[str, dict]:
     """Each offline W&B run's run record and history rows (W&B's own protobuf, read with a leveldb-log reader)."""
+    return {run["name"]: run for run in wandb_sessions(root)}
+
+
+def wandb_sessions(root: Path) -> list[dict]:
+    """Every offline run folder, oldest first: a resumed run has one per session, all with the run's id."""
     from swanlab.converter.wb.wbdatastore import WBDataStoreReader
     from wandb.proto import wandb_internal_pb2 as pb
 
-    runs = {}
-    for path in root.glob("wandb/offline-run-*/run-*.wandb"):
+    runs = []
+    for path in sorted(root.glob("wandb/offline-run-*/run-*.wandb")):
         reader = WBDataStoreReader()
         reader.open(path)
         run, history, exit_code, summary = None, [], None, {}
@@ -92,8 +99,8 @@ def wandb_runs(root: Path) -> dict[str, dict]:
                 exit_code = rec.exit.exit_code
         reader.close()
         config = {u.key: json.loads(u.value_json) for u in run.config.update}
-        runs[run.display_name] = {"group": run.run_group, "tags": list(run.tags), "history": history, "config": config,
-                                  "exit_code": exit_code, "summary": summary}
+        runs.append({"name": run.display_name, "id": run.run_id, "group": run.run_group, "tags": list(run.tags),
+                     "history": history, "config": config, "exit_code": exit_code, "summary": summary})
     return runs
 
 
@@ -275,6 +282,58 @@ def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model
     wb = {**wandb_runs(tmp_path / "stopped" / "wandb_runs"), **wandb_runs(tmp_path / "failed" / "wandb_runs")}
     assert wb["stopped"]["exit_code"] == 143 and wb["stopped"]["summary"]["status"] == "interrupted"
     assert wb["failed"]["exit_code"] == 1 and wb["failed"]["summary"]["status"] == "failed"
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_its_swanlab_charts_start_at_the_baseline(
+        tiny_model_dir, tmp_path, monkeypatch, composed):
+    """Stopped at step 3 of 4 and resumed: the W&B run continues under its id (offline, the two sessions' folders
+    share it and `wandb sync` uploads them as one run), and the new session logs only the steps after the checkpoint.
+    SwanLab's local mode cannot resume an experiment: the resumed one logs the stopped session's steps again from
+    metrics.jsonl, so its charts are whole. Before, each tool held two unrelated runs, the second starting at step 4
+    with no baseline."""
+    import os
+    import signal
+
+    from ftsweep import training
+    from ftsweep.cli import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cell = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab_wandb", "eval.num_samples=0"]
+    step = training.SweepTrainer.training_step
+
+    def stopped_in_step_3(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.SweepTrainer, "training_step", stopped_in_step_3)
+    first = train(composed(cell), tmp_path, "cell", cell)
+    assert first["status"] == "interrupted"
+    monkeypatch.setattr(training.SweepTrainer, "training_step", step)
+    second = train(composed(cell), tmp_path, "cell", cell)
+    assert second["status"] == "ok" and second["resumed_from"] == "checkpoint-3"
+    assert second["trackers"]["wandb"] == first["trackers"]["wandb"]
+
+    lines = artifacts.read_metrics(tmp_path / artifacts.METRICS)
+    train_steps = [r["step"] for r in lines if r["split"] == "train"]
+    eval_steps = [r["step"] for r in lines if r["split"] == "eval"]
+    assert train_steps == [1, 2, 3, 4] and eval_steps == [0, 2, 4]
+
+    stopped, resumed = wandb_sessions(tmp_path / "wandb_runs")
+    assert stopped["id"] == resumed["id"] == first["trackers"]["wandb"]
+    assert (stopped["exit_code"], resumed["exit_code"]) == (143, 0)
+    assert sorted({h["_step"] for h in resumed["history"]}) == [4]  # only what came after checkpoint-3
+    assert {h["_step"] for h in stopped["history"]} == {0, 1, 2, 3}
+
+    sessions = sorted((swanlab_run(p) for p in (tmp_path / "swanlog").glob("run-*/run-*.swanlab")),
+                      key=lambda r: r["state"])
+    assert [r["state"] for r in sessions] == ["RUN_STATE_ABORTED", "RUN_STATE_FINISHED"]
+    whole = sessions[1]
+    assert whole["id"] == second["trackers"]["swanlab"] != first["trackers"]["swanlab"]
+    assert [p.step for p in whole["series"]["train/loss"]] == train_steps
+    assert [p.step for p in whole["series"]["eval/loss"]] == eval_steps
+    assert [p.value.number for p in whole["series"]["eval/loss"]] == pytest.approx([r["eval_loss"] for r in lines if r["split"] == "eval"])
+    assert "resumed" in whole["description"]
 
 
 def test_the_trackers_write_where_logger_dirs_say_and_get_the_test_numbers(tiny_model_dir, tmp_path, monkeypatch, composed):
