@@ -350,6 +350,31 @@ def test_data_size_curve_and_no_heatmap_for_three_factors(tmp_path):
     assert "heatmap" not in md and not (sweep / "plots" / "heatmap.png").exists()
 
 
+def test_runs_of_different_training_lengths_are_said_to_be_so_with_the_parameter_that_sets_it(tmp_path):
+    """A data.n sweep at one epoch: the larger sets also trained longer, so the report says so and names data.n.
+    Runs of equal length (a lora.r sweep) get no such line; a micro-batch sweep at fixed steps differs in tokens."""
+    sweep = tmp_path / "sweep"
+    for n, steps in (("100", 13), ("800", 100)):
+        for r in ("8", "16"):
+            write_run(sweep, [f"data.n={n}", f"lora.r={r}"], summary={"steps": steps, "tokens_seen": steps * 570})
+    md = build_report([sweep]).read_text()
+    (line,) = [ln for ln in md.splitlines() if "trained for different lengths" in ln]
+    assert "(13 to 100 optimizer steps, 7.4 k to 57.0 k tokens); `data.n` sets it" in line, line
+    assert "`optim.max_steps`" in line
+
+    equal = tmp_path / "equal"
+    for r in ("8", "16"):
+        write_run(equal, [f"lora.r={r}"], summary={"steps": 100, "tokens_seen": 57000 + int(r)})
+    assert "different lengths" not in build_report([equal]).read_text()
+
+    batch = tmp_path / "batch"
+    for micro in ("4", "8"):
+        write_run(batch, [f"optim.micro_batch_size={micro}"], summary={"steps": 100, "tokens_seen": 7000 * int(micro)})
+    (line,) = [ln for ln in build_report([batch]).read_text().splitlines() if "different lengths" in ln]
+    assert "(100 optimizer steps each, 28.0 k to 56.0 k tokens); `optim.micro_batch_size` sets it" in line, line
+    assert "equal tokens seen." in line and "max_steps" not in line
+
+
 # ----------------------------------------------------------------------- CLI
 
 

@@ -172,6 +172,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     else:
         lines.append("No run finished ok, so nothing is ranked.")
 
+    lines += _training_length(design, metric)
     for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
         leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
         if leaky:
@@ -198,6 +199,35 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         )
     blocks += [Table(["sweep", "command", "started", "finished", "run dirs"], sweep_rows, {4})]
     return blocks
+
+
+def _training_length(design: Design, metric: str) -> list:
+    """When the ok runs trained for different numbers of optimizer steps or tokens, a difference in the metric is
+    partly one of training length: at `optim.epochs=1` a data.n sweep's larger sets also train longer, a
+    micro-batch sweep at fixed `optim.max_steps` sees more tokens. Said, with the swept parameters that set it."""
+    length = {i: (int(as_number(run.summary.get("steps"))), as_number(run.summary.get("tokens_seen")) or 0)
+              for i, run in enumerate(design.runs) if run.ok and as_number(run.summary.get("steps")) is not None}
+    if len(length) < 2:
+        return []
+    steps = [s for s, _ in length.values()]
+    tokens = [t for _, t in length.values()]
+    # Equal steps can differ a little in tokens (lengths of the sampled examples): 10 % is a real difference.
+    if min(steps) == max(steps) and max(tokens) <= 1.1 * min(tokens):
+        return []
+    facts = {i: {"length": value} for i, value in length.items()}
+    setting = [f.name for f in design.factors if f.name != "sweep" and repro.follows(design, list(length), facts, "length", [f.name])]
+    same_steps = min(steps) == max(steps)
+    thousands = max(tokens) >= 10_000  # one unit for both ends: 7.0 k to 56.8 k
+    span = f"{steps[0]} optimizer steps each" if same_steps else f"{min(steps)} to {max(steps)} optimizer steps"
+    span += ", " + " to ".join(f"{t / 1000:,.1f} k" if thousands else f"{int(t):,}" for t in (min(tokens), max(tokens)))
+    line = [f"The ok runs trained for different lengths ({span} tokens)"]
+    if setting:
+        line += ["; ", *_join_code(setting), " set" + ("s" if len(setting) == 1 else ""), " it"]
+    line.append(f": a difference in {metric} is partly one of training length. The loss curves compare the runs at "
+                + ("equal tokens seen." if same_steps else "equal steps and tokens seen; "))
+    if not same_steps:
+        line += [Code("optim.max_steps"), " trains every run for the same number of steps."]
+    return [line]
 
 
 def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Block]:

@@ -72,14 +72,14 @@ def facts(design: Design) -> tuple[list[Fact], int]:
         fact = Fact(name, values, confounder=len(values) > 1)
         if fact.confounder and name == "data fingerprint":
             data_factors = [f.name for f in design.factors if f.name.startswith("data.") or f.name == "data"]
-            if data_factors and _follows(design, indices, per_run, name, data_factors):
+            if data_factors and follows(design, indices, per_run, name, data_factors):
                 fact.confounder = False
                 fact.note = "follows " + ", ".join(data_factors) + " (expected)"
         result.append(fact)
     return result, len(design.runs) - len(indices)
 
 
-def _follows(design: Design, indices: list[int], per_run: dict, name: str, factor_names: list[str]) -> bool:
+def follows(design: Design, indices: list[int], per_run: dict, name: str, factor_names: list[str]) -> bool:
     """True when runs at the same levels of ``factor_names`` always share the fact."""
     seen: dict[tuple, str] = {}
     for i in indices:
