@@ -46,7 +46,8 @@ def _example(type_name: str) -> str:
 def one_line(exc: BaseException) -> str:
     """A single line naming the problem and the fix."""
     text = str(exc)
-    cause = exc.__cause__ or exc.__context__
+    # `raise ... from None` says the message is complete: the suppressed context is not read for a fix.
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     full = text + ("\n" + str(cause) if cause is not None else "")
     for pattern, fix in _FIXES:
         m = pattern.search(full)

@@ -143,6 +143,8 @@ def ensure_tiny_model(home: Path | None = None, wait_s: float = 600.0) -> Path:
 
 def resolve_model_path(model_cfg) -> str:
     """The directory or hub id that from_pretrained reads."""
+    from ftsweep import hub
+
     if model_cfg.get("builtin") == TINY_NAME and str(model_cfg.name_or_path) == TINY_NAME:
         return str(ensure_tiny_model())  # model.name_or_path=DIR on the tiny config loads a copy from DIR
     path = str(model_cfg.name_or_path)
@@ -150,13 +152,16 @@ def resolve_model_path(model_cfg) -> str:
     looks_local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
     if looks_local and not Path(path).expanduser().is_dir():
         raise FileNotFoundError(f"model.name_or_path={path}: no such directory; point it at a model directory or a hub id")
-    if not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+    if looks_local:
+        return str(Path(path).expanduser())
+    hub.go_offline_unless_reachable()
+    if hub.offline_by_choice():
         from huggingface_hub import try_to_load_from_cache
 
-        if try_to_load_from_cache(path, "config.json") is None:
-            raise FileNotFoundError(f"model.name_or_path={path}: not in the local hub cache and HF_HUB_OFFLINE=1; "
+        if not isinstance(try_to_load_from_cache(path, "config.json"), str):
+            raise FileNotFoundError(f"model.name_or_path={path}: not in the local hub cache and {hub.why_offline()}; "
                                     "download it first or point model.name_or_path at a local directory")
-    return str(Path(path).expanduser()) if looks_local else path
+    return path
 
 
 def device_dtype(name: str, on_gpu: bool, bf16_supported: bool) -> str:

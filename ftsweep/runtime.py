@@ -36,6 +36,9 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (gradient_checkpointing_*)
+    # PEFT asks the hub, at every adapter save, whether the base's vocabulary was resized; offline it cannot, warns,
+    # and assumes not, which is right: ftsweep never resizes the embeddings.
+    warnings.filterwarnings("ignore", message="Could not find a config file in .* vocabulary was not modified")
     hf_logging.disable_progress_bar()  # "Loading weights" bars
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()  # "Saving the dataset" bars of the tokenized-data cache

@@ -164,11 +164,17 @@ def _parse_json(text: str, name: str) -> list[Record]:
 
 
 def _read_hub(data_cfg, dataset_id: str, split: str) -> list[Record]:
+    from ftsweep import hub
+
+    hub.go_offline_unless_reachable()  # unreachable: the local cache at once, not 30 s of retries
     try:
         from datasets import load_dataset
 
         ds = load_dataset(dataset_id, data_cfg.get("hub_config"), split=split)
     except Exception as exc:  # noqa: BLE001 - offline, unknown id, unknown split: all the same advice
+        if hub.offline_by_choice():
+            raise DataError(f"data.path={dataset_id}: not in the local datasets cache and {hub.why_offline()}; download "
+                            "it first or point data.path at a local file") from None
         raise DataError(f"data.path={dataset_id}: could not load the hub dataset ({type(exc).__name__}); check the id and "
                         "split, or download it and point data.path at a local file") from None
     return [Record(_plain(r), f"{dataset_id}[{split}]: record {i + 1}") for i, r in enumerate(ds)]
