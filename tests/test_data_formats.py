@@ -65,7 +65,8 @@ def test_every_file_type_gives_the_same_records(tmp_path, suffix):
 
 
 def test_hub_id_offline_is_one_clear_error(tmp_path):
-    with pytest.raises(DataError, match="could not load the hub dataset.*local file"):
+    with pytest.raises(DataError, match="someone/some-dataset: not in the local datasets cache and HF_HUB_OFFLINE=1; "
+                                        "download it first or point data.path at a local file"):
         data.read_records(data_cfg("someone/some-dataset"))
 
 
@@ -194,10 +195,19 @@ def test_custom_template_renders_markers_and_learns_the_output(tmp_path, tok):
     assert bundle.eval_prompts[0]["prompt"].endswith("<|output|>\n")
 
 
-def test_train_on_prompt_learns_everything(tmp_path, tok):
-    bundle = data.prepare(data_cfg(write(tmp_path, [RECORDS[0], RECORDS[1]]), train_on_prompt=True), SFT, tok)
-    row = bundle.train[0]
-    assert all(lab != IGNORE for lab in row["labels"])
+def test_train_on_prompt_learns_everything_and_the_held_out_answers_are_scored_alone(tmp_path, tok):
+    """Training rows learn the prompt too; held-out and test rows score the answers only, as without the flag, so a
+    sweep over data.train_on_prompt measures every cell's held-out loss on the same tokens."""
+    path = write(tmp_path, RECORDS)
+    test = write(tmp_path, RECORDS[:2], name="test.jsonl")
+    on = data.prepare(data_cfg(path, train_on_prompt=True, val_size=2, test_path=str(test)), SFT, tok)
+    off = data.prepare(data_cfg(path, train_on_prompt=False, val_size=2, test_path=str(test)), SFT, tok)
+    assert all(lab != IGNORE for lab in on.train[0]["labels"])
+    assert on.train[0]["input_ids"] == off.train[0]["input_ids"] and on.train[0]["labels"] != off.train[0]["labels"]
+    for split in ("val", "test"):
+        assert list(getattr(on, split)["labels"]) == list(getattr(off, split)["labels"])
+        answers = {f"{r['output']}<|im_end|>" for r in RECORDS}
+        assert all(len(spans := learned_spans(tok, row)) == 1 and spans[0] in answers for row in getattr(on, split))
 
 
 def test_text_format_learns_the_whole_text(tmp_path, tok):
