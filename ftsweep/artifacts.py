@@ -212,6 +212,7 @@ class Manifest(TypedDict):
     device: DeviceInfo
     data_fingerprint: str | None
     test_fingerprint: str | None  # data.test_path's records (None without a test file)
+    held_out_fingerprint: str | None  # the held-out examples as scored (token ids, labels): their loss compares across runs
     argv: list
     created_at: str
 

@@ -71,7 +71,8 @@ def scrub(obj: Any, secrets: set[str] | None = None) -> Any:
 
 
 def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str, seed: int,
-          sweep: dict | None, data_fingerprint: str | None, created_at: str, test_fingerprint: str | None = None) -> Manifest:
+          sweep: dict | None, data_fingerprint: str | None, created_at: str, test_fingerprint: str | None = None,
+          held_out_fingerprint: str | None = None) -> Manifest:
     """manifest.json's record (fields: ftsweep.artifacts.Manifest)."""
     return {
         "run_name": run_name,
@@ -88,6 +89,7 @@ def build(*, run_name: str, overrides: list[str], config: dict, config_hash: str
         "device": device_info(),
         "data_fingerprint": data_fingerprint,
         "test_fingerprint": test_fingerprint,
+        "held_out_fingerprint": held_out_fingerprint,
         "argv": scrub([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "created_at": created_at,
     }

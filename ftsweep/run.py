@@ -169,7 +169,7 @@ class Run:
             artifacts.write_manifest(self.dir, manifest.build(
                 run_name=self.name, overrides=self.overrides, config=plain(cfg), config_hash=self.hash, seed=int(cfg.seed),
                 sweep=self.sweep, data_fingerprint=self.bundle.fingerprint, created_at=self.summary["started_at"],
-                test_fingerprint=self.bundle.test_fingerprint))
+                test_fingerprint=self.bundle.test_fingerprint, held_out_fingerprint=self.bundle.held_out_fingerprint))
 
     def setup_adapter(self) -> None:
         """Load the base as quant says, wrap it with the PEFT adapter, count what trains."""

@@ -124,6 +124,7 @@ def write_run(
     hydra_only: bool = False,
     write_summary: bool = True,
     sweep_id: str | None = "2026-11-22_14-03-11",
+    manifest: dict[str, Any] | None = None,
 ) -> Path:
     """One run directory. ``hydra_only`` leaves only .hydra/ (a cell that never started)."""
     name = name or ",".join(overrides) or "run"
@@ -151,7 +152,7 @@ def write_run(
         "device": {"type": "cpu", "name": "cpu", "count": 0},
         "data_fingerprint": "9b1c" + str(config["data"]["n"]),
         "created_at": "2026-11-22T14:03:12Z",
-    }
+    } | (manifest or {})
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     if metrics is None:

@@ -208,6 +208,10 @@ def test_train_on_prompt_learns_everything_and_the_held_out_answers_are_scored_a
         assert list(getattr(on, split)["labels"]) == list(getattr(off, split)["labels"])
         answers = {f"{r['output']}<|im_end|>" for r in RECORDS}
         assert all(len(spans := learned_spans(tok, row)) == 1 and spans[0] in answers for row in getattr(on, split))
+    # The held-out examples as scored: the same under either flag, others when data.max_length cuts them.
+    assert on.held_out_fingerprint == off.held_out_fingerprint
+    short = data.prepare(data_cfg(path, max_length=24, val_size=2, test_path=str(test)), SFT, tok)
+    assert short.stats["truncated"] > 0 and short.held_out_fingerprint != off.held_out_fingerprint
 
 
 def test_text_format_learns_the_whole_text(tmp_path, tok):

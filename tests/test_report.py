@@ -375,6 +375,28 @@ def test_runs_of_different_training_lengths_are_said_to_be_so_with_the_parameter
     assert "equal tokens seen." in line and "max_steps" not in line
 
 
+def test_runs_that_scored_other_held_out_tokens_are_said_to_compare_only_roughly(tmp_path):
+    """A data.max_length sweep scores the same held-out records as other tokens in each cell (manifest
+    held_out_fingerprint): the overview says so, names the parameter and the generation metric that compares."""
+    sweep = tmp_path / "sweep"
+    for length in ("64", "128"):
+        for r in ("8", "16"):
+            write_run(sweep, [f"data.max_length={length}", f"lora.r={r}"], task_metrics={"rougeL": 0.5, "exact_match": 0.1},
+                      manifest={"held_out_fingerprint": f"tokens-at-{length}"})
+    md = build_report([sweep]).read_text()
+    (line,) = [ln for ln in md.splitlines() if "different tokens" in ln]
+    assert "(`data.max_length` sets them): eval_loss averages over other tokens" in line, line
+    assert "`--metric rougeL`" in line
+    assert "| held-out tokens |" in md and "confounder" in md.split("| held-out tokens |")[1].splitlines()[0]
+    # Ranked by a test-set metric, the held-out tokens do not matter; equal tokens give no line.
+    assert "different tokens" not in build_report([sweep], metric="test_loss").read_text()
+    same = tmp_path / "same"
+    for r in ("8", "16"):
+        write_run(same, [f"lora.r={r}"], manifest={"held_out_fingerprint": "one"})
+    md = build_report([same]).read_text()
+    assert "different tokens" not in md and "| held-out tokens | `one` |" in md
+
+
 # ----------------------------------------------------------------------- CLI
 
 

@@ -36,6 +36,7 @@ class Bundle:
     test: Any = None  # data.test_path's examples, evaluated once at the end (None: no test file)
     test_prompts: list[dict] = field(default_factory=list)
     test_fingerprint: str | None = None  # hash of data.test_path's records, apart: nothing trains or chooses by them
+    held_out_fingerprint: str | None = None  # hash of the held-out examples as scored: their token ids and labels
 
 
 def read_records(data_cfg) -> list[dict]:
@@ -213,7 +214,14 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
             "stats": stats, "val_stats": val_stats,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "test_fingerprint": fingerprint([r.fields for r, _ in test_pairs]) if test_pairs else None,
+            "held_out_fingerprint": scored_fingerprint(val_rows),
             "fingerprint": fingerprint([r.fields for r, _ in train_pairs] + [r.fields for r, _ in val_pairs])}
+
+
+def scored_fingerprint(rows: list[dict]) -> str:
+    """The examples as the loss sees them: token ids and what is scored. The same records give another one under
+    another data.max_length, template, system prompt or tokenizer: a held-out loss is then over other tokens."""
+    return fingerprint([[r["input_ids"], r.get("labels", r.get("label"))] for r in rows])
 
 
 def _also_trained(val_rows: list[dict], train_rows: list[dict]) -> list[int]:
@@ -294,4 +302,5 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         test=test,
         test_prompts=list(parent.get("test_prompts") or []),
         test_fingerprint=parent.get("test_fingerprint"),
+        held_out_fingerprint=parent.get("held_out_fingerprint"),
     )

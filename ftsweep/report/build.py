@@ -173,6 +173,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         lines.append("No run finished ok, so nothing is ranked.")
 
     lines += _training_length(design, metric)
+    lines += _held_out_tokens(design, metric)
     for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
         leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
         if leaky:
@@ -199,6 +200,26 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         )
     blocks += [Table(["sweep", "command", "started", "finished", "run dirs"], sweep_rows, {4})]
     return blocks
+
+
+def _held_out_tokens(design: Design, metric: str) -> list:
+    """When the runs scored the held-out examples as different tokens (another data.max_length, template, system
+    prompt or tokenizer), their held-out loss is a mean over different tokens: said, with what to compare instead.
+    The generation metrics score the same reference texts in every run."""
+    if metric.startswith("test_"):
+        return []
+    fact = next((f for f in repro.facts(design)[0] if f.name == repro.HELD_OUT and f.confounder), None)
+    if fact is None:
+        return []
+    generated = [m for m in ("rougeL", "exact_match", "bleu") if m in available_metrics(design.runs)]
+    line = ["The runs scored the held-out examples as different tokens"]
+    if fact.setting:
+        line += [" (", *_join_code(list(fact.setting)), " set" + ("s" if len(fact.setting) == 1 else ""), " them)"]
+    line.append(f": {metric} averages over other tokens in each, so it compares those runs only roughly.")
+    if generated:
+        line += [" The generation metrics score the same reference texts in every run: ", Code(f"--metric {generated[0]}"),
+                 " ranks by one."]
+    return [line]
 
 
 def _training_length(design: Design, metric: str) -> list:

@@ -21,12 +21,16 @@ from .factors import Design, format_value
 from .table import Configuration
 
 
+HELD_OUT = "held-out tokens"  # the held-out examples as their loss scores them (manifest held_out_fingerprint)
+
+
 @dataclass
 class Fact:
     name: str
     values: Counter  # value -> number of runs
     confounder: bool
     note: str = ""
+    setting: tuple[str, ...] = ()  # the swept parameters it follows, where one alone determines it
 
     def describe(self) -> str:
         if len(self.values) == 1:
@@ -58,6 +62,8 @@ def run_facts(run: Run) -> dict[str, str]:
     facts["data fingerprint"] = _text(m.get("data_fingerprint"))
     if m.get("test_fingerprint"):
         facts["test data fingerprint"] = _text(m.get("test_fingerprint"))
+    if m.get("held_out_fingerprint"):
+        facts[HELD_OUT] = _text(m.get("held_out_fingerprint"))
     return facts
 
 
@@ -75,6 +81,9 @@ def facts(design: Design) -> tuple[list[Fact], int]:
             if data_factors and follows(design, indices, per_run, name, data_factors):
                 fact.confounder = False
                 fact.note = "follows " + ", ".join(data_factors) + " (expected)"
+        if fact.confounder and name == HELD_OUT:  # a confounder of every held-out number, whatever it follows
+            fact.setting = tuple(f.name for f in design.factors if f.name != "sweep" and follows(design, indices, per_run, name, [f.name]))
+            fact.note = "follows " + ", ".join(fact.setting) if fact.setting else ""
         result.append(fact)
     return result, len(design.runs) - len(indices)
 
