@@ -248,24 +248,34 @@ def test_a_tracker_that_raises_on_every_log_leaves_the_run_ok(tiny_model_dir, tm
     assert len(list((tmp_path / "run2" / "swanlog").glob("run-*"))) == 1
 
 
-def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model_dir, tmp_path, monkeypatch, composed):
-    """A run stopped by SIGTERM ends its SwanLab record as aborted and its W&B run with exit code 143 (128 + the
-    signal, W&B's convention); a failed run as crashed, with its error, and exit code 1. Before, both were recorded
-    as finished successfully."""
+# Both trackers, no samples: the cell of the tests that stop, fail and resume a run in this process.
+TRACKED = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab_wandb", "eval.num_samples=0"]
+
+
+def sigterm_in_step_3(step):
+    """A training_step that sends this process SIGTERM as step 3 begins, as a scheduler would."""
     import os
     import signal
-
-    from ftsweep import training
-    from ftsweep.cli import train
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cell = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab_wandb", "eval.num_samples=0"]
-    step = training.SweepTrainer.training_step
 
     def stopped_in_step_3(self, *args, **kwargs):
         if self.state.global_step == 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return step(self, *args, **kwargs)
+
+    return stopped_in_step_3
+
+
+def test_a_stopped_or_failed_run_is_recorded_as_such_by_both_trackers(tiny_model_dir, tmp_path, monkeypatch, composed):
+    """A run stopped by SIGTERM ends its SwanLab record as aborted and its W&B run with exit code 143 (128 + the
+    signal, W&B's convention); a failed run as crashed, with its error, and exit code 1. Before, both were recorded
+    as finished successfully."""
+    from ftsweep import training
+    from ftsweep.cli import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cell = TRACKED
+    step = training.SweepTrainer.training_step
+    stopped_in_step_3 = sigterm_in_step_3(step)
 
     def fails_in_step_3(self, *args, **kwargs):
         if self.state.global_step == 2:
@@ -291,22 +301,13 @@ def test_a_resumed_run_continues_its_wandb_run_and_its_swanlab_charts_start_at_t
     SwanLab's local mode cannot resume an experiment: the resumed one logs the stopped session's steps again from
     metrics.jsonl, so its charts are whole. Before, each tool held two unrelated runs, the second starting at step 4
     with no baseline."""
-    import os
-    import signal
-
     from ftsweep import training
     from ftsweep.cli import train
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cell = [o for o in ARGS if not o.startswith("logger=")] + ["logger=swanlab_wandb", "eval.num_samples=0"]
+    cell = TRACKED
     step = training.SweepTrainer.training_step
-
-    def stopped_in_step_3(self, *args, **kwargs):
-        if self.state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(training.SweepTrainer, "training_step", stopped_in_step_3)
+    monkeypatch.setattr(training.SweepTrainer, "training_step", sigterm_in_step_3(step))
     first = train(composed(cell), tmp_path, "cell", cell)
     assert first["status"] == "interrupted"
     monkeypatch.setattr(training.SweepTrainer, "training_step", step)
