@@ -397,6 +397,31 @@ def test_runs_that_scored_other_held_out_tokens_are_said_to_compare_only_roughly
     assert "different tokens" not in md and "| held-out tokens | `one` |" in md
 
 
+def test_a_failed_cell_does_not_turn_a_parameters_effect_around(tmp_path):
+    """2 x 2 grid, (r=16, lr=3e-4) failed. lr 3e-4 beat 1e-4 where both ran (r=8: 2.8 against 3.0); pooled over
+    what exists, 1e-4's mean took in r=16's 2.0 and read 2.5 against 2.8, the wrong way round."""
+    sweep = tmp_path / "sweep"
+    for (r, lr), loss in {("8", "1e-4"): 3.0, ("8", "3e-4"): 2.8, ("16", "1e-4"): 2.0}.items():
+        write_run(sweep, [f"lora.r={r}", f"optim.lr={lr}"], eval_loss=loss)
+    write_run(sweep, ["lora.r=16", "optim.lr=3e-4"], status="failed", error={"type": "OutOfMemoryError", "message": "oom"})
+    md = build_report([sweep]).read_text()
+    effects = md_table(md, "## Effects")
+    assert [(row["parameter"], row["level"], row["eval_loss mean"], row["n"]) for row in effects] == [
+        ("`lora.r`", "`8`", "3.0000", "1"), ("`lora.r`", "`16`", "2.0000", "1"),
+        ("`optim.lr`", "`1e-4`", "3.0000", "1"), ("`optim.lr`", "`3e-4`", "2.8000", "1")]
+    assert ("- `optim.lr`: its means leave out `lora.r=16, optim.lr=1e-4`, where no other level of `optim.lr` finished at "
+            "the same settings of the other parameters.") in md
+
+    # Nowhere did both levels of a parameter run at one setting of the other: the means are said not to compare.
+    diagonal = tmp_path / "diagonal"
+    write_run(diagonal, ["lora.r=8", "optim.lr=1e-4"], eval_loss=3.0)
+    write_run(diagonal, ["lora.r=16", "optim.lr=3e-4"], eval_loss=2.0)
+    for r, lr in (("8", "3e-4"), ("16", "1e-4")):
+        write_run(diagonal, [f"lora.r={r}", f"optim.lr={lr}"], status="failed", error={"type": "RuntimeError", "message": "x"})
+    md = build_report([diagonal]).read_text()
+    assert md.count("level means are over different settings and do not compare") == 2
+
+
 # ----------------------------------------------------------------------- CLI
 
 

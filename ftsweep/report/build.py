@@ -305,7 +305,8 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
                 "For each swept parameter, ",
                 Code(metric),
                 " at each level: mean and sample std over every ok run at that level, pooling "
-                "the other parameters and the seeds.",
+                "the other parameters and the seeds. Where runs failed, a parameter's levels are compared at the "
+                "settings of the others where each of its levels finished.",
             ]
             + (
                 [f" The 95 % interval is the level mean ± t · s / √n, with s = {fmt(noise.std, metric_col)} the "
@@ -316,6 +317,7 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
         ),
         Table(header, rows, set(range(2, len(header)))),
     ]
+    blocks += _unmatched_notes(effects)
     spreads = sorted(
         ((e.spread, e.factor.name) for e in effects if e.spread is not None), key=lambda p: (-p[0], p[1])
     )
@@ -358,6 +360,20 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
         if any(lv.number is None for f in design.factors if f.name == fx.DATA_SIZE for lv in f.levels):
             blocks.append(Para("Levels of data.n that are not a number (null: all records) are not on this plot."))
     return blocks
+
+
+def _unmatched_notes(effects) -> list[Block]:
+    """Which runs a parameter's level means leave out, or that they are over different settings of the others."""
+    notes = []
+    for effect in effects:
+        name = Code(effect.factor.name)
+        if not effect.matched:
+            notes.append([name, ": no setting of the other parameters has an ok run at each of its levels, so its "
+                          "level means are over different settings and do not compare."])
+        elif effect.left_out:
+            notes.append([name, ": its means leave out ", *_join_code(effect.left_out), ", where no other level of ",
+                          name, " finished at the same settings of the other parameters."])
+    return [Bullets(notes)] if notes else []
 
 
 def _baseline_sentence(baseline: float, gain: float, pct: float | None) -> str:

@@ -1,10 +1,16 @@
 """What each factor does to the primary metric.
 
 Main effect of a factor level: the mean ± sample std (ddof=1) of the metric
-over every ok run at that level, whatever the other factors and the seed. In
-a full grid with equal replicates this is the usual marginal mean; with
-missing cells it is the plain mean of the runs that exist, and n says how
-many that was.
+over the ok runs at that level, whatever the seed, at the settings of the
+other factors where every level of this one has an ok run. In a full grid
+this is every ok run and the usual marginal mean. With a failed cell, the
+plain mean of the runs that exist would compare levels over different
+settings of the others: in a 2 x 2 grid of lora.r x optim.lr whose (16, 3e-4)
+cell failed, lr 1e-4's mean would include r=16 (2.0) and lr 3e-4's not, and
+1e-4 (mean 2.5) would look better than 3e-4 (2.8) although 3e-4 won at r=8,
+the one setting where both ran (2.8 against 3.0). So the runs whose setting of
+the others lacks a level are left out of that factor's means (and named); n
+says how many runs remain.
 
 Noise: when some configuration ran with several seeds, the seed-to-seed spread
 is the pooled sample std of the runs around their configuration's mean
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -89,6 +95,8 @@ class LevelEffect:
 class MainEffect:
     factor: Factor
     levels: list[LevelEffect]
+    left_out: list[str] = field(default_factory=list)  # configurations whose setting of the others lacks a level
+    matched: bool = True  # False: no setting of the others has every level; the means are over different ones
 
     @property
     def spread(self) -> float | None:
@@ -101,13 +109,30 @@ def main_effects(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
     ok = _ok(frame, metric)
     effects = []
     for factor in design.factors:
+        used, left_out, matched = _matched(ok, factor, design)
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.
-        grouped = ok.groupby(factor.name)[metric].agg(["mean", "std", "count"]) if len(ok) else None
+        grouped = used.groupby(factor.name)[metric].agg(["mean", "std", "count"]) if len(used) else None
         levels = [LevelEffect(level, _stat(grouped, level.text), None) for level in factor.levels]
         for e in levels:
             e.half = noise.half_width(e.stat.n) if noise and e.stat.n else None
-        effects.append(MainEffect(factor, levels))
+        effects.append(MainEffect(factor, levels, left_out, matched))
     return effects
+
+
+def _matched(ok: pd.DataFrame, factor: Factor, design: Design) -> tuple[pd.DataFrame, list[str], bool]:
+    """The ok runs a factor's levels are compared over: those at a setting of the other factors that has an ok run
+    at every level of this one (every level that has one anywhere). Also the configurations left out, and whether
+    any setting had every level (if none did, all runs are kept and the means do not compare)."""
+    others = [f.name for f in design.factors if f is not factor]
+    if not others or not len(ok):
+        return ok, [], True
+    present = set(ok[factor.name])
+    setting = ok[others].astype(str).agg("\x1f".join, axis=1)
+    complete = {key for key, levels in ok.groupby(setting)[factor.name] if set(levels) >= present}
+    if not complete:
+        return ok, [], False
+    keep = setting.isin(complete)
+    return ok[keep], sorted(set(ok.loc[~keep, "configuration"])), True
 
 
 def _ok(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
