@@ -152,7 +152,8 @@ def main() -> None:
     if args.variants:
         setups += [("ftsweep, group_by_length, no checkpointing", ["data.packing=false", "data.group_by_length=true",
                                                                  "train.gradient_checkpointing=false"]),
-                   ("ftsweep, data.packing=true", ["data.packing=true"])]
+                   ("ftsweep, data.packing=true", ["data.packing=true"]),
+                   ("ftsweep, padded batches in sampler order", ["data.packing=false", "data.group_by_length=false"])]
     print(f"{args.records} records of mixed length, max_length {args.max_length}; {args.steps} steps x {args.micro} "
           f"sequences; {args.rounds} rounds; {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
 

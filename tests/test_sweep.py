@@ -78,10 +78,10 @@ def test_rerun_skips_finished_runs_and_a_wider_grid_runs_only_new_cells(cli, tmp
     assert counts["skipped"] == 4 and counts["ok"] == 2
 
 
-def start_run(run_dir: Path | None, cwd: Path, steps: int) -> subprocess.Popen:
+def start_run(run_dir: Path | None, cwd: Path, steps: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """A single run; with no ``run_dir`` it writes where Hydra's default puts it (outputs/<date>/<time> under cwd)."""
     args = [*FAST, f"optim.max_steps={steps}", "train.save_steps=5", "train.logging_steps=1", "eval.every_n_steps=10",
-            "optim.micro_batch_size=2", *([f"hydra.run.dir={run_dir}"] if run_dir else [])]
+            "optim.micro_batch_size=2", *extra, *([f"hydra.run.dir={run_dir}"] if run_dir else [])]
     return start_cli(args, cwd)
 
 
@@ -166,21 +166,21 @@ def test_sigterm_saves_a_checkpoint_marks_interrupted_and_the_printed_command_re
 
 
 def test_a_run_resumed_mid_epoch_trains_on_the_batches_the_uninterrupted_run_does(tiny_model_dir, tmp_path):
-    """Length-grouped batches (the CPU default) resume in the order they had: after the checkpoint, every step's
-    batch is the one the uninterrupted run trains on (tokens_seen equal at every step), with the same loss."""
-    steps = 30
+    """Length-grouped batches (data.group_by_length=true) resume in the order they had: after the checkpoint, every
+    step's batch is the one the uninterrupted run trains on (tokens_seen equal at every step), with the same loss."""
+    steps, grouped = 30, ("data.group_by_length=true",)
 
-    whole = start_run(tmp_path / "whole", tmp_path, steps)
+    whole = start_run(tmp_path / "whole", tmp_path, steps, grouped)
     whole.communicate(timeout=300)
     assert whole.returncode == 0
-    proc = start_run(tmp_path / "resumed", tmp_path, steps)
+    proc = start_run(tmp_path / "resumed", tmp_path, steps, grouped)
     deadline = time.monotonic() + 240
     while max(train_steps(tmp_path / "resumed" / artifacts.METRICS), default=0) < 8:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
-    again = start_run(tmp_path / "resumed", tmp_path, steps)
+    again = start_run(tmp_path / "resumed", tmp_path, steps, grouped)
     again.communicate(timeout=300)
     summary = json.loads((tmp_path / "resumed" / artifacts.SUMMARY).read_text())
     assert summary["status"] == "ok" and summary["resumed_from"], summary.get("resumed_from")
