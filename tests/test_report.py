@@ -388,8 +388,10 @@ def test_runs_that_scored_other_held_out_tokens_are_said_to_compare_only_roughly
     assert "(`data.max_length` sets them): eval_loss averages over other tokens" in line, line
     assert "`--metric rougeL`" in line
     assert "| held-out tokens |" in md and "confounder" in md.split("| held-out tokens |")[1].splitlines()[0]
-    # Ranked by a test-set metric, the held-out tokens do not matter; equal tokens give no line.
+    # Ranked by a test-set metric or a generation metric, the held-out tokens do not matter; equal tokens give no line.
     assert "different tokens" not in build_report([sweep], metric="test_loss").read_text()
+    assert "different tokens" not in build_report([sweep], metric="rougeL").read_text()
+    assert "different tokens" in build_report([sweep], metric="perplexity").read_text()
     same = tmp_path / "same"
     for r in ("8", "16"):
         write_run(same, [f"lora.r={r}"], manifest={"held_out_fingerprint": "one"})

@@ -206,8 +206,8 @@ def _held_out_tokens(design: Design, metric: str) -> list:
     """When the runs scored the held-out examples as different tokens (another data.max_length, template, system
     prompt or tokenizer), their held-out loss is a mean over different tokens: said, with what to compare instead.
     The generation metrics score the same reference texts in every run."""
-    if metric.startswith("test_"):
-        return []
+    if metric.startswith("test_") or not ("loss" in metric or "perplexity" in metric):
+        return []  # a test-set number, or one per example or per text (accuracy, ROUGE): not a mean over tokens
     fact = next((f for f in repro.facts(design)[0] if f.name == repro.HELD_OUT and f.confounder), None)
     if fact is None:
         return []
