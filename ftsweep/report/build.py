@@ -305,8 +305,8 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
                 "For each swept parameter, ",
                 Code(metric),
                 " at each level: mean and sample std over every ok run at that level, pooling "
-                "the other parameters and the seeds. Where runs failed, a parameter's levels are compared at the "
-                "settings of the others where each of its levels finished.",
+                "the other parameters and the seeds. Where the ok runs do not fill the grid (a failed cell, a search), a "
+                "parameter's levels are compared at the settings of the others where each of its levels ran ok.",
             ]
             + (
                 [f" The 95 % interval is the level mean ± t · s / √n, with s = {fmt(noise.std, metric_col)} the "
