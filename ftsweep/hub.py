@@ -67,5 +67,6 @@ def go_offline_unless_reachable() -> None:
 
 
 def why_offline() -> str:
-    """How a refusal names the reason there is no hub: the user's setting or the failed connection."""
-    return f"{endpoint()} cannot be reached" if _went_offline else "HF_HUB_OFFLINE=1"
+    """How a refusal names the reason there is no hub: the user's setting, or the failed connection and the mirror
+    setting that may get round it (where huggingface.co is blocked, a mirror such as hf-mirror.com often is not)."""
+    return f"{endpoint()} cannot be reached (HF_ENDPOINT names a mirror)" if _went_offline else "HF_HUB_OFFLINE=1"

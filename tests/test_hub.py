@@ -63,6 +63,6 @@ def test_a_hub_id_not_in_the_cache_fails_at_once_with_one_line(tmp_path, no_inte
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ftsweep: error:")]
     assert len(errors) == 1 and words in errors[0], proc.stderr[-3000:]
-    assert f"{no_internet['HF_ENDPOINT']} cannot be reached" in errors[0]
+    assert f"{no_internet['HF_ENDPOINT']} cannot be reached (HF_ENDPOINT names a mirror)" in errors[0]
     assert "Retrying in" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
