@@ -399,6 +399,22 @@ def test_runs_that_scored_other_held_out_tokens_are_said_to_compare_only_roughly
     assert "different tokens" not in md and "| held-out tokens | `one` |" in md
 
 
+def test_a_rank_sweep_at_one_alpha_is_said_to_sweep_the_update_scale_too(tmp_path):
+    """lora.r=8,16 at lora.alpha=16: alpha/r goes from 2 to 1, part of the rank's effect is a step size. With
+    alpha following r, or with rsLoRA's scaling, no such line."""
+    fixed = tmp_path / "fixed"
+    for r in ("8", "16", "32"):
+        write_run(fixed, [f"lora.r={r}"])
+    (line,) = [ln for ln in build_report([fixed]).read_text().splitlines() if "update scale" in ln]
+    assert "`lora.alpha` stayed 16 while `lora.r` went from 8 to 32, so the update scale alpha/r went from 2 to 0.5" in line
+    assert "`'lora.alpha=${lora.r}'`" in line
+    for name, extra in (("following", lambda r: [f"lora.alpha={r}"]), ("rslora", lambda r: ["lora.use_rslora=true"])):
+        sweep = tmp_path / name
+        for r in ("8", "16"):
+            write_run(sweep, [f"lora.r={r}", *extra(r)])
+        assert "update scale" not in build_report([sweep]).read_text(), name
+
+
 def test_a_failed_cell_does_not_turn_a_parameters_effect_around(tmp_path):
     """2 x 2 grid, (r=16, lr=3e-4) failed. lr 3e-4 beat 1e-4 where both ran (r=8: 2.8 against 3.0); pooled over
     what exists, 1e-4's mean took in r=16's 2.0 and read 2.5 against 2.8, the wrong way round."""

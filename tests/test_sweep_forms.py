@@ -54,6 +54,18 @@ def test_glob_over_a_group(cli, tmp_path):
     assert record["counts"]["total"] == 5 and record["counts"]["ok"] == 5
 
 
+def test_an_interpolated_override_is_resolved_per_cell_and_recorded_as_typed(cli, tmp_path):
+    """'lora.alpha=${lora.r}' (the report's advice for a rank sweep at one alpha/r): each cell's alpha is its own
+    rank, and sweep.json's command keeps the interpolation. Before, the record resolved it once against the sweep's
+    config, lora.alpha=8, a command that would rerun r=16 at another scale."""
+    sweep = tmp_path / "alpha"
+    record = run_sweep(cli, sweep, ["lora.r=8,16", "lora.alpha=${lora.r}"])
+    assert "'lora.alpha=${lora.r}'" in record["command"] and record["swept"] == ["lora.r"]
+    alphas = {c: json.loads((sweep / c / "manifest.json").read_text())["config"]["lora"]["alpha"] for c in cells(sweep)}
+    assert alphas == {"lora.r=8": 8, "lora.r=16": 16}
+    assert "update scale" not in (sweep / "report.md").read_text()
+
+
 def test_range_of_floats_names_cells_by_the_shortest_decimal(cli, tmp_path):
     sweep = tmp_path / "range"
     record = run_sweep(cli, sweep, ["optim.lr=range(1e-4,4e-4,1e-4)"])

@@ -174,6 +174,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
 
     lines += _training_length(design, metric)
     lines += _held_out_tokens(design, metric)
+    lines += _rank_scale(design)
     for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
         leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
         if leaky:
@@ -220,6 +221,33 @@ def _held_out_tokens(design: Design, metric: str) -> list:
         line += [" The generation metrics score the same reference texts in every run: ", Code(f"--metric {generated[0]}"),
                  " ranks by one."]
     return [line]
+
+
+# PEFT methods whose update is scaled by alpha / r (rsLoRA's alpha / sqrt(r) is meant to change with the rank).
+ALPHA_OVER_R = ("lora", "loha", "lokr")
+
+
+def _rank_scale(design: Design) -> list:
+    """A rank sweep at one lora.alpha also sweeps the update scale alpha / r (PEFT multiplies B @ A by it): at
+    alpha 16, 2 at r=8 and 1 at r=16. Part of what the rank did is then a step-size change; said, with the sweep
+    that holds the scale (alpha = r, an interpolation Hydra resolves per cell)."""
+    if "lora.r" not in {f.name for f in design.factors}:
+        return []
+    shapes = set()
+    for run in design.runs:
+        lora = run.config().get("lora") if run.ok else None
+        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R or lora.get("use_rslora"):
+            continue
+        if as_number(lora.get("r")) and as_number(lora.get("alpha")):
+            shapes.add((int(as_number(lora["r"])), float(as_number(lora["alpha"]))))
+    ranks, alphas = sorted({r for r, _ in shapes}), {a for _, a in shapes}
+    if len(ranks) < 2 or len(alphas) != 1:
+        return []
+    (alpha,) = alphas
+    scales = " to ".join(f"{alpha / r:g}" for r in (ranks[0], ranks[-1]))
+    return [[Code("lora.alpha"), f" stayed {alpha:g} while ", Code("lora.r"), f" went from {ranks[0]} to {ranks[-1]}, so "
+             f"the update scale alpha/r went from {scales}: part of what the rank did is a change of step size. "
+             "To compare ranks at one scale, add ", Code("'lora.alpha=${lora.r}'"), " to the sweep (alpha/r = 1 at every rank)."]]
 
 
 def _training_length(design: Design, metric: str) -> list:

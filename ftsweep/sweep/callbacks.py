@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import artifacts
 from ftsweep import overrides as ovr
@@ -56,7 +56,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = list(config.hydra.overrides.task)
+        # Unresolved: an override whose value interpolates ('lora.alpha=${lora.r}') is a different value in each cell,
+        # and list() of the node would resolve it once, here, against the sweep's own config (lora.alpha=8).
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         self.started = now_iso()
         previous = artifacts.read_sweep(sweep_dir) or {}
         values, swept = grid(overrides)
@@ -67,7 +69,7 @@ class SweepCallback(Callback):
                 swept.append(key)
         self.info = {
             "id": "_".join(sweep_dir.resolve().parts[-2:]),
-            "command": ovr.command(overrides, hydra=list(config.hydra.overrides.hydra), multirun=True),
+            "command": ovr.command(overrides, hydra=OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False), multirun=True),
             "overrides": overrides,
             "grid": values,
             "swept": sorted(swept),
