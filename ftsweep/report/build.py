@@ -45,10 +45,10 @@ from ftsweep.artifacts import (
 from ftsweep.metrics import as_number
 
 from . import effects as fx
-from . import plots, repro
-from .collect import ReportError, Run, Sweep, collect
+from . import caveats, plots, repro
+from .collect import ReportError, Run, Sweep, available_metrics, collect
 from .factors import Design, build_design
-from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, to_html, to_markdown
+from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, join_code, to_html, to_markdown
 from .table import (
     BASELINE,
     DERIVED,
@@ -84,16 +84,6 @@ def default_out_dir(sweeps: list[Sweep]) -> Path:
     """A single sweep (or run) gets its report inside it. Several sweeps get theirs in
     <first sweep>/compare/, so a comparison never overwrites a sweep's own report."""
     return sweeps[0].path if len(sweeps) == 1 else sweeps[0].path / artifacts.COMPARE
-
-
-def available_metrics(runs: list[Run]) -> list[str]:
-    """Numbers that ok runs report in summary.json (top level or task_metrics)."""
-    names: set[str] = set()
-    for run in runs:
-        if run.ok:
-            names |= {k for k, v in run.summary.items() if as_number(v) is not None}
-            names |= {k for k, v in (run.summary.get("task_metrics") or {}).items() if as_number(v) is not None}
-    return sorted(names)
 
 
 def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool | None) -> Path:
@@ -167,21 +157,12 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     elif any(run.ok for run in design.runs):
         available = available_metrics(design.runs)
         lines.append(
-            [Code(metric), f" is in no ok run's {SUMMARY}; available: ", *_join_code(available), "."]
+            [Code(metric), f" is in no ok run's {SUMMARY}; available: ", *join_code(available), "."]
         )
     else:
         lines.append("No run finished ok, so nothing is ranked.")
 
-    lines += _training_length(design, metric)
-    lines += _held_out_tokens(design, metric)
-    lines += _rank_scale(design)
-    for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
-        leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
-        if leaky:
-            worst = max(int(run.summary[key]) for run in leaky)
-            lines.append([f"{len(leaky)} of the ok runs {which} examples that were also training examples, token for "
-                          f"token (up to {worst}; ", Code(key), f" in {SUMMARY}): the data has duplicate records, and "
-                          f"those {numbers} numbers partly measure recall."])
+    lines += caveats.lines(design, metric)
     blocks: list[Block] = [Bullets(lines)]
     sweep_rows = []
     for sweep in sweeps:
@@ -201,82 +182,6 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         )
     blocks += [Table(["sweep", "command", "started", "finished", "run dirs"], sweep_rows, {4})]
     return blocks
-
-
-def _held_out_tokens(design: Design, metric: str) -> list:
-    """When the runs scored the held-out examples as different tokens (another data.max_length, template, system
-    prompt or tokenizer), their held-out loss is a mean over different tokens: said, with what to compare instead.
-    The generation metrics score the same reference texts in every run."""
-    if metric.startswith("test_") or not ("loss" in metric or "perplexity" in metric):
-        return []  # a test-set number, or one per example or per text (accuracy, ROUGE): not a mean over tokens
-    fact = next((f for f in repro.facts(design)[0] if f.name == repro.HELD_OUT and f.confounder), None)
-    if fact is None:
-        return []
-    generated = [m for m in ("rougeL", "exact_match", "bleu") if m in available_metrics(design.runs)]
-    line = ["The runs scored the held-out examples as different tokens"]
-    if fact.setting:
-        line += [" (", *_join_code(list(fact.setting)), " set" + ("s" if len(fact.setting) == 1 else ""), " them)"]
-    line.append(f": {metric} averages over other tokens in each, so it compares those runs only roughly.")
-    if generated:
-        line += [" The generation metrics score the same reference texts in every run: ", Code(f"--metric {generated[0]}"),
-                 " ranks by one."]
-    return [line]
-
-
-# PEFT methods whose update is scaled by alpha / r (rsLoRA's alpha / sqrt(r) is meant to change with the rank).
-ALPHA_OVER_R = ("lora", "loha", "lokr")
-
-
-def _rank_scale(design: Design) -> list:
-    """A rank sweep at one lora.alpha also sweeps the update scale alpha / r (PEFT multiplies B @ A by it): at
-    alpha 16, 2 at r=8 and 1 at r=16. Part of what the rank did is then a step-size change; said, with the sweep
-    that holds the scale (alpha = r, an interpolation Hydra resolves per cell)."""
-    if "lora.r" not in {f.name for f in design.factors}:
-        return []
-    shapes = set()
-    for run in design.runs:
-        lora = run.config().get("lora") if run.ok else None
-        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R or lora.get("use_rslora"):
-            continue
-        if as_number(lora.get("r")) and as_number(lora.get("alpha")):
-            shapes.add((int(as_number(lora["r"])), float(as_number(lora["alpha"]))))
-    ranks, alphas = sorted({r for r, _ in shapes}), {a for _, a in shapes}
-    if len(ranks) < 2 or len(alphas) != 1:
-        return []
-    (alpha,) = alphas
-    scales = " to ".join(f"{alpha / r:g}" for r in (ranks[0], ranks[-1]))
-    return [[Code("lora.alpha"), f" stayed {alpha:g} while ", Code("lora.r"), f" went from {ranks[0]} to {ranks[-1]}, so "
-             f"the update scale alpha/r went from {scales}: part of what the rank did is a change of step size. "
-             "To compare ranks at one scale, add ", Code("'lora.alpha=${lora.r}'"), " to the sweep (alpha/r = 1 at every rank)."]]
-
-
-def _training_length(design: Design, metric: str) -> list:
-    """When the ok runs trained for different numbers of optimizer steps or tokens, a difference in the metric is
-    partly one of training length: at `optim.epochs=1` a data.n sweep's larger sets also train longer, a
-    micro-batch sweep at fixed `optim.max_steps` sees more tokens. Said, with the swept parameters that set it."""
-    length = {i: (int(as_number(run.summary.get("steps"))), as_number(run.summary.get("tokens_seen")) or 0)
-              for i, run in enumerate(design.runs) if run.ok and as_number(run.summary.get("steps")) is not None}
-    if len(length) < 2:
-        return []
-    steps = [s for s, _ in length.values()]
-    tokens = [t for _, t in length.values()]
-    # Equal steps can differ a little in tokens (lengths of the sampled examples): 10 % is a real difference.
-    if min(steps) == max(steps) and max(tokens) <= 1.1 * min(tokens):
-        return []
-    facts = {i: {"length": value} for i, value in length.items()}
-    setting = [f.name for f in design.factors if f.name != "sweep" and repro.follows(design, list(length), facts, "length", [f.name])]
-    same_steps = min(steps) == max(steps)
-    thousands = max(tokens) >= 10_000  # one unit for both ends: 7.0 k to 56.8 k
-    span = f"{steps[0]} optimizer steps each" if same_steps else f"{min(steps)} to {max(steps)} optimizer steps"
-    span += ", " + " to ".join(f"{t / 1000:,.1f} k" if thousands else f"{int(t):,}" for t in (min(tokens), max(tokens)))
-    line = [f"The ok runs trained for different lengths ({span} tokens)"]
-    if setting:
-        line += ["; ", *_join_code(setting), " set" + ("s" if len(setting) == 1 else ""), " it"]
-    line.append(f": a difference in {metric} is partly one of training length. The loss curves compare the runs at "
-                + ("equal tokens seen." if same_steps else "equal steps and tokens seen; "))
-    if not same_steps:
-        line += [Code("optim.max_steps"), " trains every run for the same number of steps."]
-    return [line]
 
 
 def _runs_section(design: Design, configs, metric: str, higher: bool) -> list[Block]:
@@ -399,7 +304,7 @@ def _unmatched_notes(effects) -> list[Block]:
             notes.append([name, ": no setting of the other parameters has an ok run at each of its levels, so its "
                           "level means are over different settings and do not compare."])
         elif effect.left_out:
-            notes.append([name, ": its means leave out ", *_join_code(effect.left_out), ", where no other level of ",
+            notes.append([name, ": its means leave out ", *join_code(effect.left_out), ", where no other level of ",
                           name, " finished at the same settings of the other parameters."])
     return [Bullets(notes)] if notes else []
 
@@ -552,13 +457,6 @@ def _repro_section(design: Design, configs) -> list[Block]:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def _join_code(names: list[str]) -> list:
-    parts: list = []
-    for k, name in enumerate(names):
-        parts += [", " if k else "", Code(name)]
-    return parts or ["none"]
 
 
 __all__ = ["ReportError", "available_metrics", "build_report", "default_out_dir", "write_report"]

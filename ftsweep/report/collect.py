@@ -187,3 +187,13 @@ def _unique_labels(sweeps: list[Sweep]) -> None:
             sweep.label = label
             for run in sweep.runs:
                 run.sweep = label
+
+
+def available_metrics(runs: list[Run]) -> list[str]:
+    """Numbers that ok runs report in summary.json (top level or task_metrics)."""
+    names: set[str] = set()
+    for run in runs:
+        if run.ok:
+            names |= {k for k, v in run.summary.items() if as_number(v) is not None}
+            names |= {k for k, v in (run.summary.get("task_metrics") or {}).items() if as_number(v) is not None}
+    return sorted(names)

@@ -24,6 +24,14 @@ class Code:
     text: str
 
 
+def join_code(names: list[str]) -> list:
+    """Names as inline code, comma-separated ("none" for an empty list)."""
+    parts: list = []
+    for k, name in enumerate(names):
+        parts += [", " if k else "", Code(name)]
+    return parts or ["none"]
+
+
 @dataclass(frozen=True)
 class Strong:
     text: str

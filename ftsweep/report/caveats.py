@@ -1,0 +1,118 @@
+"""What may confound a comparison of the runs, said in the report's overview, one line each.
+
+Each function returns [] or one line (a list of strings and inline code) for the overview's bullets:
+
+    training_length     the ok runs trained for different numbers of steps or tokens (a data.n sweep at one epoch)
+    held_out_tokens     they scored the held-out examples as different tokens (a data.max_length or tokenizer sweep)
+    rank_scale          a rank sweep at one lora.alpha also swept LoRA's update scale alpha / r
+    duplicates          held-out or test examples that were also training examples
+"""
+
+from __future__ import annotations
+
+from ftsweep.artifacts import SUMMARY
+from ftsweep.metrics import as_number
+
+from . import repro
+from .collect import available_metrics
+from .factors import Design
+from .render import Code, join_code
+
+
+def lines(design: Design, metric: str) -> list:
+    return [*training_length(design, metric), *held_out_tokens(design, metric), *rank_scale(design), *duplicates(design)]
+
+
+def training_length(design: Design, metric: str) -> list:
+    """When the ok runs trained for different numbers of optimizer steps or tokens, a difference in the metric is
+    partly one of training length: at `optim.epochs=1` a data.n sweep's larger sets also train longer, a
+    micro-batch sweep at fixed `optim.max_steps` sees more tokens. Said, with the swept parameters that set it."""
+    length = {i: (int(as_number(run.summary.get("steps"))), as_number(run.summary.get("tokens_seen")))
+              for i, run in enumerate(design.runs) if run.ok and as_number(run.summary.get("steps")) is not None}
+    if len(length) < 2:
+        return []
+    steps = [s for s, _ in length.values()]
+    tokens = [t for _, t in length.values()]
+    if None in tokens:  # a summary without tokens_seen: compare the steps alone
+        length = {i: (s, None) for i, (s, _) in length.items()}
+        tokens = []
+    # Equal steps can differ a little in tokens (lengths of the sampled examples): 10 % is a real difference.
+    if min(steps) == max(steps) and (not tokens or max(tokens) <= 1.1 * min(tokens)):
+        return []
+    facts = {i: {"length": value} for i, value in length.items()}
+    setting = [f.name for f in design.factors if f.name != "sweep" and repro.follows(design, list(length), facts, "length", [f.name])]
+    same_steps = min(steps) == max(steps)
+    thousands = bool(tokens) and max(tokens) >= 10_000  # one unit for both ends: 7.0 k to 56.8 k
+    span = f"{steps[0]} optimizer steps each" if same_steps else f"{min(steps)} to {max(steps)} optimizer steps"
+    if tokens:
+        span += ", " + " to ".join(f"{t / 1000:,.1f} k" if thousands else f"{int(t):,}" for t in (min(tokens), max(tokens)))
+        span += " tokens"
+    line = [f"The ok runs trained for different lengths ({span})"]
+    if setting:
+        line += ["; ", *join_code(setting), " set" + ("s" if len(setting) == 1 else ""), " it"]
+    line.append(f": a difference in {metric} is partly one of training length. The loss curves compare the runs at "
+                + ("equal tokens seen." if same_steps else "equal steps and tokens seen; "))
+    if not same_steps:
+        line += [Code("optim.max_steps"), " trains every run for the same number of steps."]
+    return [line]
+
+
+def held_out_tokens(design: Design, metric: str) -> list:
+    """When the runs scored the held-out examples as different tokens (another data.max_length, template, system
+    prompt or tokenizer), their held-out loss is a mean over different tokens: said, with what to compare instead.
+    The generation metrics score the same reference texts in every run."""
+    if metric.startswith("test_") or not ("loss" in metric or "perplexity" in metric):
+        return []  # a test-set number, or one per example or per text (accuracy, ROUGE): not a mean over tokens
+    fact = next((f for f in repro.facts(design)[0] if f.name == repro.HELD_OUT and f.confounder), None)
+    if fact is None:
+        return []
+    generated = [m for m in ("rougeL", "exact_match", "bleu") if m in available_metrics(design.runs)]
+    line = ["The runs scored the held-out examples as different tokens"]
+    if fact.setting:
+        line += [" (", *join_code(list(fact.setting)), " set" + ("s" if len(fact.setting) == 1 else ""), " them)"]
+    line.append(f": {metric} averages over other tokens in each, so it compares those runs only roughly.")
+    if generated:
+        line += [" The generation metrics score the same reference texts in every run: ", Code(f"--metric {generated[0]}"),
+                 " ranks by one."]
+    return [line]
+
+
+# PEFT methods whose update is scaled by alpha / r (rsLoRA's alpha / sqrt(r) is meant to change with the rank).
+ALPHA_OVER_R = ("lora", "loha", "lokr")
+
+
+def rank_scale(design: Design) -> list:
+    """A rank sweep at one lora.alpha also sweeps the update scale alpha / r (PEFT multiplies B @ A by it): at
+    alpha 16, 2 at r=8 and 1 at r=16. Part of what the rank did is then a step-size change; said, with the sweep
+    that holds the scale (alpha = r, an interpolation Hydra resolves per cell)."""
+    if "lora.r" not in {f.name for f in design.factors}:
+        return []
+    shapes = set()
+    for run in design.runs:
+        lora = run.config().get("lora") if run.ok else None
+        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R or lora.get("use_rslora"):
+            continue
+        if as_number(lora.get("r")) and as_number(lora.get("alpha")):
+            shapes.add((int(as_number(lora["r"])), float(as_number(lora["alpha"]))))
+    ranks, alphas = sorted({r for r, _ in shapes}), {a for _, a in shapes}
+    if len(ranks) < 2 or len(alphas) != 1:
+        return []
+    (alpha,) = alphas
+    scales = " to ".join(f"{alpha / r:g}" for r in (ranks[0], ranks[-1]))
+    return [[Code("lora.alpha"), f" stayed {alpha:g} while ", Code("lora.r"), f" went from {ranks[0]} to {ranks[-1]}, so "
+             f"the update scale alpha/r went from {scales}: part of what the rank did is a change of step size. "
+             "To compare ranks at one scale, add ", Code("'lora.alpha=${lora.r}'"), " to the sweep (alpha/r = 1 at every rank)."]]
+
+
+def duplicates(design: Design) -> list:
+    """Held-out (or test) examples that are training examples too, token for token: those numbers partly measure
+    recall of them."""
+    out = []
+    for key, which, numbers in (("held_out_in_train", "held out", "held-out"), ("tested_in_train", "tested on", "test")):
+        leaky = [run for run in design.runs if run.ok and (as_number(run.summary.get(key)) or 0) > 0]
+        if leaky:
+            worst = max(int(run.summary[key]) for run in leaky)
+            out.append([f"{len(leaky)} of the ok runs {which} examples that were also training examples, token for "
+                        f"token (up to {worst}; ", Code(key), f" in {SUMMARY}): the data has duplicate records, and "
+                        f"those {numbers} numbers partly measure recall."])
+    return out
