@@ -399,6 +399,18 @@ def test_runs_that_scored_other_held_out_tokens_are_said_to_compare_only_roughly
     assert "different tokens" not in md and "| held-out tokens | `one` |" in md
 
 
+def test_a_sweep_run_again_into_its_directory_started_with_its_first_invocation(tmp_path):
+    """The second invocation skipped every cell in a second; the table still says when the sweep began."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora.r=8"])
+    write_sweep_json(sweep, "2026-11-22_14-03-11", "python -m ftsweep -m lora.r=8", {"lora.r": ["8"]},
+                     started_at="2026-11-23T09:00:00Z", finished_at="2026-11-23T09:00:01Z",
+                     previous_invocations=[{"command": "python -m ftsweep -m lora.r=8", "started_at": "2026-11-22T14:03:11Z",
+                                            "finished_at": "2026-11-22T14:06:40Z", "counts": {"total": 1, "ok": 1}}])
+    (row,) = md_table(build_report([sweep]).read_text(), "# Ablation report")  # the first table: the sweeps
+    assert row["started"] == "2026-11-22T14:03:11Z (the first of 2 invocations)" and row["finished"] == "2026-11-23T09:00:01Z"
+
+
 def test_a_rank_sweep_at_one_alpha_is_said_to_sweep_the_update_scale_too(tmp_path):
     """lora.r=8,16 at lora.alpha=16: alpha/r goes from 2 to 1, part of the rank's effect is a step size. With
     alpha following r, or with rsLoRA's scaling, no such line."""

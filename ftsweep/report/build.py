@@ -171,11 +171,17 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         total = (meta.get("counts") or {}).get("total") if isinstance(meta.get("counts"), dict) else None
         runs_text = f"{found}" + (f" of {total} in {SWEEP}" if isinstance(total, int) and total != found else "")
         finished = meta.get("finished_at") or ("not finished" if meta else "—")
+        # A sweep run again into its directory (skip, resume, a wider grid) keeps its earlier invocations: the
+        # sweep started with the first of them (the last alone may have taken a second, skipping every cell).
+        earlier = [i for i in meta.get("previous_invocations") or [] if isinstance(i, dict) and i.get("started_at")]
+        started = str((earlier[0]["started_at"] if earlier else meta.get("started_at")) or "—")
+        if earlier:
+            started += f" (the first of {len(earlier) + 1} invocations)"
         sweep_rows.append(
             [
                 Code(sweep.label),
                 Code(str(meta["command"])) if meta.get("command") else f"no {SWEEP}" if not meta else "—",
-                str(meta.get("started_at") or "—"),
+                started,
                 str(finished),
                 runs_text,
             ]
