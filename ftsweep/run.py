@@ -122,6 +122,8 @@ class Run:
         self.summary = {"status": artifacts.RUNNING, "run_name": self.name, "config_hash": self.hash, "data_hash": self.data_hash,
                         "started_at": now_iso(), "resumed_from": start.checkpoint.name if start.checkpoint else None,
                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the device a pool gave this run
+        if self.resumed_trackers:  # kept until the trackers reopen: a session killed before then loses none of them
+            self.summary["trackers"] = self.resumed_trackers
         self.write_summary()
 
     def setup_model(self) -> None:

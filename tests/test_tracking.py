@@ -75,10 +75,15 @@ def wandb_runs(root: Path) -> dict[str, dict]:
 
 
 def wandb_sessions(root: Path) -> list[dict]:
-    """Every offline run folder, oldest first: a resumed run has one per session, all with the run's id."""
+    """Every offline run folder, oldest first: a resumed run has one per session, all with the run's id (a session
+    begun in the same second as the one before gets the folder name with "-1" after it, which sorts after it)."""
+    import wandb
     from swanlab.converter.wb.wbdatastore import WBDataStoreReader
     from wandb.proto import wandb_internal_pb2 as pb
 
+    # run.finish() returns before W&B's service has written the run's file (7 bytes of it, once in six here); the
+    # process's exit waits for it, and so does teardown, which a test that trained in process must call first.
+    wandb.teardown()
     runs = []
     for path in sorted(root.glob("wandb/offline-run-*/run-*.wandb")):
         reader = WBDataStoreReader()
@@ -311,6 +316,13 @@ def test_a_resumed_run_continues_its_wandb_run_and_its_swanlab_charts_start_at_t
     first = train(composed(cell), tmp_path, "cell", cell)
     assert first["status"] == "interrupted"
     monkeypatch.setattr(training.SweepTrainer, "training_step", step)
+    # A resume that fails before its trackers open (here: loading the adapter) keeps the ids for the next one.
+    from ftsweep.run import Run
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "setup_adapter", lambda self: (_ for _ in ()).throw(RuntimeError("node lost")))
+        lost = train(composed(cell), tmp_path, "cell", cell)
+    assert lost["status"] == "failed" and lost["trackers"] == first["trackers"]
     second = train(composed(cell), tmp_path, "cell", cell)
     assert second["status"] == "ok" and second["resumed_from"] == "checkpoint-3"
     assert second["trackers"]["wandb"] == first["trackers"]["wandb"]
