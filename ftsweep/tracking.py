@@ -269,10 +269,22 @@ class WandbBackend:
         for k, v in summary.items():
             self.run.summary[k] = v
         self.run.finish(exit_code=ending.exit_code)
+        self.flush()
 
     def abandon(self, reason: str) -> None:
         """End the run as failed (exit code 1) rather than leave it open until the next cell's init."""
         self.run.finish(exit_code=1)
+        self.flush()
+
+    @staticmethod
+    def flush() -> None:
+        """finish() returns before W&B's service has written the run's file (offline, 7 bytes of it right after,
+        once in six); the process's exit waits for it, but a Ray or SLURM worker may be stopped before its exit
+        hooks run. Teardown waits for it now and stops the service, which the next cell's init starts again
+        (0.2 s a cell)."""
+        import wandb
+
+        wandb.teardown()
 
 
 BACKENDS = {"swanlab": SwanLabBackend, "wandb": WandbBackend}

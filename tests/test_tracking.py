@@ -77,13 +77,10 @@ def wandb_runs(root: Path) -> dict[str, dict]:
 def wandb_sessions(root: Path) -> list[dict]:
     """Every offline run folder, oldest first: a resumed run has one per session, all with the run's id (a session
     begun in the same second as the one before gets the folder name with "-1" after it, which sorts after it)."""
-    import wandb
     from swanlab.converter.wb.wbdatastore import WBDataStoreReader
     from wandb.proto import wandb_internal_pb2 as pb
 
-    # run.finish() returns before W&B's service has written the run's file (7 bytes of it, once in six here); the
-    # process's exit waits for it, and so does teardown, which a test that trained in process must call first.
-    wandb.teardown()
+    # No wandb.teardown() here: each run's own finish waits for its file (WandbBackend.flush), which this reads.
     runs = []
     for path in sorted(root.glob("wandb/offline-run-*/run-*.wandb")):
         reader = WBDataStoreReader()
