@@ -32,7 +32,8 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def offline_by_choice() -> bool:
+def offline() -> bool:
+    """The libraries run offline: the user set it, or go_offline_unless_reachable did."""
     return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
@@ -54,7 +55,7 @@ def go_offline_unless_reachable() -> None:
     """When the hub cannot be reached: HF_HUB_OFFLINE=1 for the libraries, with one warning. A library already
     imported read its offline flag at import, so its flag is set too."""
     global _went_offline
-    if _went_offline or offline_by_choice() or reachable():
+    if _went_offline or offline() or reachable():
         return
     _went_offline = True
     os.environ["HF_HUB_OFFLINE"] = "1"

@@ -155,7 +155,7 @@ def resolve_model_path(model_cfg) -> str:
     if looks_local:
         return str(Path(path).expanduser())
     hub.go_offline_unless_reachable()
-    if hub.offline_by_choice():
+    if hub.offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):

@@ -358,6 +358,7 @@ class Tracker:
 
     def charts(self, record: dict) -> tuple[int, dict[str, float]]:
         """A metrics.jsonl record -> (step, the charts it adds a point to)."""
+        step = int(record.get("step", 0))
         metrics = self.chart_names(record)
         if record.get("split") == "eval":
             # A metric only the final evaluation computes (generation metrics of a causal LM) would be a chart
@@ -366,8 +367,8 @@ class Tracker:
                 self.eval_charts = set(metrics)
             metrics = {k: v for k, v in metrics.items() if k in self.eval_charts}
         self.last.update(metrics)
-        self.step = max(self.step, int(record.get("step", 0)))
-        return int(record.get("step", 0)), metrics
+        self.step = max(self.step, step)
+        return step, metrics
 
     def log(self, record: dict) -> None:
         if int(record.get("step", 0)) < self.step:

@@ -172,7 +172,7 @@ def _read_hub(data_cfg, dataset_id: str, split: str) -> list[Record]:
 
         ds = load_dataset(dataset_id, data_cfg.get("hub_config"), split=split)
     except Exception as exc:  # noqa: BLE001 - offline, unknown id, unknown split: all the same advice
-        if isinstance(exc, ConnectionError) and hub.offline_by_choice():  # offline: "Couldn't reach ... on the Hub"
+        if isinstance(exc, ConnectionError) and hub.offline():  # offline: "Couldn't reach ... on the Hub"
             raise DataError(f"data.path={dataset_id}: not in the local datasets cache and {hub.why_offline()}; download "
                             "it first or point data.path at a local file") from None
         raise DataError(f"data.path={dataset_id}: could not load the hub dataset ({type(exc).__name__}); check the id and "

@@ -36,20 +36,18 @@ def training_length(design: Design, metric: str) -> list:
     if None in tokens:  # a summary without tokens_seen: compare the steps alone
         length = {i: (s, None) for i, (s, _) in length.items()}
         tokens = []
+    same_steps = min(steps) == max(steps)
     # Equal steps can differ a little in tokens (lengths of the sampled examples): 10 % is a real difference.
-    if min(steps) == max(steps) and (not tokens or max(tokens) <= 1.1 * min(tokens)):
+    if same_steps and (not tokens or max(tokens) <= 1.1 * min(tokens)):
         return []
     facts = {i: {"length": value} for i, value in length.items()}
     setting = [f.name for f in design.factors if f.name != "sweep" and repro.follows(design, list(length), facts, "length", [f.name])]
-    same_steps = min(steps) == max(steps)
     thousands = bool(tokens) and max(tokens) >= 10_000  # one unit for both ends: 7.0 k to 56.8 k
     span = f"{steps[0]} optimizer steps each" if same_steps else f"{min(steps)} to {max(steps)} optimizer steps"
     if tokens:
         span += ", " + " to ".join(f"{t / 1000:,.1f} k" if thousands else f"{int(t):,}" for t in (min(tokens), max(tokens)))
         span += " tokens"
-    line = [f"The ok runs trained for different lengths ({span})"]
-    if setting:
-        line += ["; ", *join_code(setting), " set" + ("s" if len(setting) == 1 else ""), " it"]
+    line = [f"The ok runs trained for different lengths ({span})", *_set_by(setting, "; ", " it", "")]
     line.append(f": a difference in {metric} is partly one of training length. The loss curves compare the runs at "
                 + ("equal tokens seen." if same_steps else "equal steps and tokens seen; "))
     if not same_steps:
@@ -67,14 +65,19 @@ def held_out_tokens(design: Design, metric: str) -> list:
     if fact is None:
         return []
     generated = [m for m in ("rougeL", "exact_match", "bleu") if m in available_metrics(design.runs)]
-    line = ["The runs scored the held-out examples as different tokens"]
-    if fact.setting:
-        line += [" (", *join_code(list(fact.setting)), " set" + ("s" if len(fact.setting) == 1 else ""), " them)"]
+    line = ["The runs scored the held-out examples as different tokens", *_set_by(list(fact.setting), " (", " them", ")")]
     line.append(f": {metric} averages over other tokens in each, so it compares those runs only roughly.")
     if generated:
         line += [" The generation metrics score the same reference texts in every run: ", Code(f"--metric {generated[0]}"),
                  " ranks by one."]
     return [line]
+
+
+def _set_by(names: list[str], before: str, what: str, after: str) -> list:
+    """The swept parameters that determine a difference, if any: '; `data.n` sets it', ' (`a`, `b` set them)'."""
+    if not names:
+        return []
+    return [before, *join_code(names), " sets" if len(names) == 1 else " set", what, after]
 
 
 # PEFT methods whose update is scaled by alpha / r (rsLoRA's alpha / sqrt(r) is meant to change with the rank).
