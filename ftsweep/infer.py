@@ -148,8 +148,11 @@ def training_template(cfg, tokenizer) -> str:
 
 
 def load_tokenizer(cfg):
-    from ftsweep import models
+    from ftsweep import models, runtime
 
+    # The first load of every tool: from here on the console is the tool's own lines, as in training
+    # (without it, export of a classifier printed a load report calling its trained head "MISSING").
+    runtime.quiet_libraries()
     return models.load_tokenizer(cfg.model, models.resolve_model_path(cfg.model))
 
 
@@ -353,6 +356,7 @@ def cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run a command's main; UsageError becomes one line on stderr and exit code 2."""
     from ftsweep import runtime
 
+    runtime.quiet_imports()
     runtime.skip_exit_collection()
     try:
         return int(main() or 0)
@@ -366,6 +370,8 @@ def cli(prog: str, main: Callable[[], int | None]) -> int:
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a .jsonl file (one object per line) or a .json file (a list of objects)."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{p}: not a regular file; pass a .jsonl file with one record per line (alpaca fields or prompt/reference)")
     if not p.is_file():
         raise UsageError(f"{p}: no such file; pass a .jsonl file with one record per line (alpaca fields or prompt/reference)")
     text = p.read_text(encoding="utf-8")

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 
 
 # Log lines a user cannot act on: bitsandbytes on a CPU with AVX512-BF16 says at import that an optional
-# `kernels` package is missing (its fallback kernel computes the same result); matplotlib's first report on a
-# machine says "generated new fontManager" (its font cache), through Hydra's log format.
-NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops", "matplotlib.font_manager")
+# `kernels` package is missing (its fallback kernel computes the same result), and where that package is
+# installed but the hub is offline, the package says it skips the kernel's publisher check; matplotlib's first
+# report on a machine says "generated new fontManager" (its font cache), through Hydra's log format.
+NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels", "matplotlib.font_manager")
 
 
 def quiet_imports() -> None:

@@ -61,6 +61,7 @@ def test_generate_bad_input_is_one_line_exit_2(trained_run, tmp_path):
     for args, words in (([str(tmp_path), "--prompt", "hi"], "not a run directory"),
                         ([str(trained_run / "adapter"), "--prompt", "hi"], "pass the run directory itself"),
                         ([str(trained_run), "--file", str(tmp_path / "missing.jsonl")], "no such file"),
+                        ([str(trained_run), "--file", str(tmp_path)], "not a regular file"),
                         ([str(trained_run), "--file", str(bad)], "line 2: not valid JSON")):
         proc = py("-m", "ftsweep.generate", *args, timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
@@ -87,6 +88,9 @@ def test_merged_export_matches_the_adapter_model(trained_run, tmp_path):
     out = tmp_path / "merged"
     proc = py("-m", "ftsweep.export", str(trained_run), str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # The console is the tool's own line: no library load report, progress bar or deprecation warning
+    # (a classifier's load report called its trained head "MISSING ... newly initialized").
+    assert proc.stdout == f"merged model written to {out}\n" and proc.stderr == ""
     again = py("-m", "ftsweep.export", str(trained_run), str(out), timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr  # nothing already written is overwritten
 
