@@ -122,6 +122,17 @@ class ErrorInfo(TypedDict):
     message: str  # one line
 
 
+class AnswerSpread(TypedDict):
+    """summary.json's answer_spread (ftsweep.evaluation.answer_spread): a run whose most common prediction is 90 %
+    or more of them, and more frequent than the most common reference, gives one answer to nearly everything."""
+
+    n: int  # predictions scored: sft, the first eval.num_samples held-out prompts; classify, every held-out example
+    distinct: int
+    top: str | int  # the most common prediction (a text, stripped; a class index)
+    top_count: int
+    reference_top_count: int  # how often the most common reference comes: the hits of always answering it
+
+
 class Summary(TypedDict, total=False):
     """summary.json. Written `running` at start with the first six fields, then completed."""
 
@@ -146,6 +157,7 @@ class Summary(TypedDict, total=False):
     perplexity: float
     train_loss: float
     task_metrics: dict  # name -> value (exact_match, rougeL, bleu; accuracy, precision, recall, f1)
+    answer_spread: AnswerSpread | None  # how varied the final held-out predictions (samples.jsonl) were
     # With data.test_path, the final evaluation again on the test file: test_loss, test_perplexity and test_<name>
     # for each task metric (test_rougeL, test_accuracy, ...), flat so that the report and trackers read them as
     # they read eval_loss.
@@ -280,11 +292,12 @@ class SweepRecord(TypedDict):
 
 
 class Sample(TypedDict):
-    """A samples.jsonl line (and a generations.jsonl line with a reference)."""
+    """A samples.jsonl line (and a generations.jsonl line with a reference). classify: the example's text, its
+    class index and the predicted one; exact_match says they are equal."""
 
     prompt: str
-    reference: str
-    prediction: str
+    reference: str | int
+    prediction: str | int
     exact_match: bool
 
 

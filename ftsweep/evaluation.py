@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 _CJK = re.compile(r"([\u3000-\u9fff\uac00-\ud7af\uff00-\uffef])")
 
@@ -53,6 +54,37 @@ def classification_metrics(predictions: list[int], labels: list[int], num_labels
     )
     every = {"accuracy": float(accuracy_score(labels, predictions)), "precision": float(p), "recall": float(r), "f1": float(f)}
     return {name: value for name, value in every.items() if name in names}
+
+
+def answer_spread(predictions: list, references: list) -> dict | None:
+    """How varied a run's answers are (summary.json's ``answer_spread``): how many, how many distinct, the most
+    common one and how often it came, and how often the most common reference comes. Texts compare stripped, as
+    exact_match does; classes as they are."""
+    if not predictions:
+        return None
+
+    def key(x):
+        return x.strip() if isinstance(x, str) else x
+
+    (top, top_count), = Counter(map(key, predictions)).most_common(1)
+    return {"n": len(predictions), "distinct": len(set(map(key, predictions))), "top": top, "top_count": top_count,
+            "reference_top_count": Counter(map(key, references)).most_common(1)[0][1]}
+
+
+# A run that gives one answer to 90 % or more of the prompts, more often than any one reference is right, has
+# learned at best which answer is most frequent: its task metrics then score that answer against every
+# reference (a tiny model early in training repeats one word; a classifier collapses to the majority class).
+ONE_ANSWER_SHARE = 0.9
+
+
+def gives_one_answer(spread: dict | None) -> bool:
+    if not isinstance(spread, dict):
+        return False
+    try:
+        n, top, ref = int(spread["n"]), int(spread["top_count"]), int(spread["reference_top_count"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return n >= 4 and top >= ONE_ANSWER_SHARE * n and top > ref
 
 
 def generate(model, tokenizer, prompts: list[str], generation: dict, batch_size: int) -> list[str]:

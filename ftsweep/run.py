@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ftsweep import accounting, artifacts, auto, distributed, manifest, resume, runtime
+from ftsweep import accounting, artifacts, auto, distributed, evaluation, manifest, resume, runtime
 from ftsweep import overrides as ovr
 from ftsweep.artifacts import MetricsLog, Stopwatch, now_iso
 from ftsweep.config import config_hash, plain
@@ -48,6 +48,7 @@ class Run:
         self.resumed_trackers: dict | None = None  # a resumed run's tracker records, from the stopped session
         self.trainer = None
         self.evals = None
+        self.spreads: dict[str, dict | None] = {}  # samples file name -> evaluation.answer_spread of its last writing
 
     # ---- the recipe -------------------------------------------------------------------------------------
     def execute(self, refused: Exception | None = None) -> dict:
@@ -245,8 +246,6 @@ class Run:
         The held-out set can choose among a sweep's cells (the report's best, a search's objective), which makes
         the winner's held-out score optimistic; a test file that nothing chose by gives the number to quote.
         """
-        from ftsweep import evaluation
-
         started = time.perf_counter()
         bundle = self.bundle
         loss = float(self.trainer.evaluate(eval_dataset=bundle.test, metric_key_prefix="test")["test_loss"])
@@ -351,8 +350,6 @@ class Run:
 
     def evaluate(self, final: bool = False) -> dict:
         """One held-out evaluation: loss and perplexity, task metrics at the end (and always for classify)."""
-        from ftsweep import evaluation
-
         trainer = self.trainer
         out = trainer.evaluate()
         record = {"split": "eval", "step": trainer.state.global_step, "epoch": round(float(trainer.state.epoch or 0), 4),
@@ -367,11 +364,14 @@ class Run:
     def task_metrics(self, dataset, prompts: list[dict], samples: Path) -> dict:
         """Classification metrics over ``dataset``, or generation metrics over the first eval.num_samples ``prompts``
         (their generations written to ``samples``)."""
-        from ftsweep import evaluation
-
         cfg = self.cfg
         if cfg.task.name == "classify":
             preds, labels = evaluation.predict_classes(self.trainer, dataset)
+            if self.main:  # every held-out example with its class and the predicted one, to read the mistakes
+                texts = self.tokenizer.batch_decode(list(dataset["input_ids"]))
+                artifacts.write_samples(samples, [{"prompt": t, "reference": y, "prediction": p, "exact_match": p == y}
+                                                  for t, y, p in zip(texts, labels, preds)])
+            self.spreads[samples.name] = evaluation.answer_spread(preds, labels)
             return evaluation.classification_metrics(preds, labels, int(cfg.task.num_labels), list(cfg.task.metrics))
         prompts = prompts[: int(cfg.eval.num_samples)]
         if not prompts or not self.main:  # generation needs no other rank: rank 0 alone writes samples
@@ -382,6 +382,7 @@ class Run:
         artifacts.write_samples(samples, [
             {"prompt": p["prompt"], "reference": r, "prediction": y, "exact_match": evaluation.exact_match(y, r)}
             for p, r, y in zip(prompts, references, predictions)])
+        self.spreads[samples.name] = evaluation.answer_spread(predictions, references)
         return evaluation.generation_metrics(predictions, references, list(cfg.task.metrics))
 
     def results(self, best: dict, train_loss: float | None) -> dict:
@@ -396,6 +397,7 @@ class Run:
             perplexity=final["perplexity"],
             train_loss=train_loss,
             task_metrics={k: v for k, v in final.items() if k not in artifacts.EVAL_LINE_FIELDS},
+            answer_spread=self.spreads.get(artifacts.SAMPLES),
             **self.test,
             steps=int(trainer.state.global_step),
             tokens_seen=int(trainer.tokens_seen),
@@ -503,6 +505,8 @@ def describe(summary: dict, run_dir: Path) -> str:
             parts[-1] += f" (baseline {summary['baseline_eval_loss']:.3f})"
         for k, v in (summary.get("task_metrics") or {}).items():
             parts.append(f"{k} {v:.3f}")
+        if evaluation.gives_one_answer(spread := summary.get("answer_spread")):  # those metrics then measure no skill
+            parts.append(f"one answer to {spread['top_count']} of {spread['n']} held-out examples")
         if summary.get("test_loss") is not None:
             parts.append(f"test_loss {summary['test_loss']:.3f}")
         if summary.get("tokens_per_second"):

@@ -3,6 +3,7 @@ the NaN stop, 4-bit fp4 and 8-bit training, class weights in the loss, HYDRA_FUL
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from pathlib import Path
@@ -164,6 +165,18 @@ def test_class_weights_enter_the_loss(cli, tmp_path):
         lines = artifacts.read_metrics(metrics_file)
         first[name] = (next(r["loss"] for r in lines if r["split"] == "train"),
                        next(r["eval_loss"] for r in lines if r["split"] == "eval" and r["step"] == 0))
+        # Every held-out example is in samples.jsonl with its text, class and predicted class, and summary.json's
+        # task metrics and answer_spread are those predictions'.
+        rows = [json.loads(line) for line in (metrics_file.parent / artifacts.SAMPLES).read_text().splitlines()]
+        summary = json.loads((metrics_file.parent / artifacts.SUMMARY).read_text())
+        assert len(rows) == 8 and all(r["prompt"].startswith("Context: c") and "Option D: d" in r["prompt"] for r in rows)
+        assert all(r["exact_match"] == (r["prediction"] == r["reference"]) for r in rows)
+        assert summary["task_metrics"]["accuracy"] == pytest.approx(sum(r["exact_match"] for r in rows) / 8)
+        predicted = collections.Counter(r["prediction"] for r in rows)
+        assert summary["answer_spread"] == {"n": 8, "distinct": len(predicted), "top": predicted.most_common(1)[0][0],
+                                            "top_count": predicted.most_common(1)[0][1],
+                                            "reference_top_count": collections.Counter(r["reference"] for r in rows)
+                                            .most_common(1)[0][1]}
     assert first["equal"][0] == pytest.approx(first["none"][0], rel=1e-5)
     assert abs(first["skewed"][0] - first["none"][0]) > 1e-3, first
     # The held-out loss before training is the plain cross-entropy, whatever the training weights.

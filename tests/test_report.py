@@ -546,6 +546,25 @@ def test_runs_whose_held_out_examples_were_also_trained_on_are_pointed_out(tmp_p
     assert "1 of the ok runs tested on examples that were also training examples, token for token (up to 2" in md
 
 
+def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
+    # The built-in demo at lr 1e-4: 32 of 32 samples "is is is ..." (rougeL 0.13 scored on that text alone).
+    sweep = tmp_path / "sweep"
+    repeated = {"n": 32, "distinct": 1, "top": "is is is", "top_count": 32, "reference_top_count": 2}
+    write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": repeated})
+    write_run(sweep, ["optim.lr=3e-4"], eval_loss=4.7, summary={"answer_spread": {**repeated, "distinct": 20, "top_count": 4}})
+    md = build_report([sweep]).read_text()
+    assert ("1 of the ok runs gave one answer to nearly every held-out example (`optim.lr=1e-4`; optim.lr=1e-4: "
+            "'is is is' for 32 of 32): their task metrics score that answer against every reference, not what each "
+            "run learned; always giving the most frequent reference would be right for 2 of 32.") in md
+    # A classifier that always says its majority class; a run with as many answers as references, not flagged.
+    majority = {"n": 80, "distinct": 1, "top": 0, "top_count": 80, "reference_top_count": 41}
+    write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": majority})
+    assert "optim.lr=1e-4: class 0 for 80 of 80" in build_report([sweep]).read_text()
+    labels = {"n": 80, "distinct": 1, "top": 1, "top_count": 78, "reference_top_count": 78}
+    write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": labels})
+    assert "one answer" not in build_report([sweep]).read_text()
+
+
 def test_a_sweep_with_adalora_says_its_train_loss_carries_a_regulariser(tmp_path):
     # Measured on the built-in data, half an epoch: AdaLoRA's train loss 7.10 against LoRA's 5.06 at the same
     # held-out loss scale, the difference its orthogonality term.

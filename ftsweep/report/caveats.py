@@ -6,11 +6,13 @@ Each function returns [] or one line (a list of strings and inline code) for the
     held_out_tokens     they scored the held-out examples as different tokens (a data.max_length or tokenizer sweep)
     rank_scale          a rank sweep at one lora.alpha also swept LoRA's update scale alpha / r
     duplicates          held-out or test examples that were also training examples
+    one_answer          runs that gave one answer to nearly every held-out example: their task metrics measure no skill
 """
 
 from __future__ import annotations
 
-from ftsweep.artifacts import SUMMARY
+from ftsweep.artifacts import SAMPLES, SUMMARY
+from ftsweep.evaluation import gives_one_answer
 from ftsweep.metrics import as_number
 
 from . import repro
@@ -20,7 +22,8 @@ from .render import Code, join_code
 
 
 def lines(design: Design, metric: str) -> list:
-    return [*training_length(design, metric), *held_out_tokens(design, metric), *rank_scale(design), *duplicates(design)]
+    return [*training_length(design, metric), *held_out_tokens(design, metric), *rank_scale(design), *duplicates(design),
+            *one_answer(design)]
 
 
 def training_length(design: Design, metric: str) -> list:
@@ -119,3 +122,24 @@ def duplicates(design: Design) -> list:
                         f"token (up to {worst}; ", Code(key), f" in {SUMMARY}): the data has duplicate records, and "
                         f"those {numbers} numbers partly measure recall."])
     return out
+
+
+def one_answer(design: Design) -> list:
+    """Runs whose held-out predictions are nearly all one answer (evaluation.gives_one_answer: a tiny model that
+    repeats a word, a classifier that always says the majority class). Their ROUGE or accuracy is that answer's
+    overlap with every reference, which always answering the most frequent reference would match or beat."""
+    runs = [run for run in design.runs if run.ok and gives_one_answer(run.summary.get("answer_spread"))]
+    if not runs:
+        return []
+    spread = runs[0].summary["answer_spread"]
+    top = spread["top"]
+    if isinstance(top, int):
+        shown = f"class {top}"
+    else:
+        shown = repr(top if len(top) <= 40 else top[:40] + "…") if top else "an empty answer"
+    names = join_code([run.name for run in runs[:3]]) + ([f" and {len(runs) - 3} more"] if len(runs) > 3 else [])
+    return [[f"{len(runs)} of the ok runs gave one answer to nearly every held-out example (", *names,
+             f"; {runs[0].name}: {shown} for {spread['top_count']} of {spread['n']}): their task metrics score that "
+             "answer against every reference, not what each run learned; always giving the most frequent reference "
+             f"would be right for {spread['reference_top_count']} of {spread['n']}. Their ", Code(SAMPLES),
+             " shows the answers."]]

@@ -41,3 +41,25 @@ def test_bleu_is_100_for_identical_text_and_0_for_nothing_shared():
 def test_only_the_metrics_asked_for_and_none_without_predictions():
     assert set(evaluation.generation_metrics(["x"], ["x"], ["bleu", "exact_match"])) == {"bleu", "exact_match"}
     assert evaluation.generation_metrics([], [], ALL) == {}
+
+
+def test_answer_spread_counts_stripped_answers_and_the_most_common_reference():
+    spread = evaluation.answer_spread(["is is\n", " is is", "cat", "is is"], ["a", "b", "b", "c"])
+    assert spread == {"n": 4, "distinct": 2, "top": "is is", "top_count": 3, "reference_top_count": 2}
+    assert evaluation.answer_spread([], []) is None
+    assert evaluation.answer_spread([0, 0, 2], [0, 1, 2]) == {"n": 3, "distinct": 2, "top": 0, "top_count": 2,
+                                                             "reference_top_count": 1}
+
+
+@pytest.mark.parametrize(("n", "top", "reference_top", "one"), [
+    (32, 32, 2, True),  # one text for every prompt
+    (10, 9, 5, True),  # 90 %: the threshold itself
+    (10, 8, 5, False),  # 80 %
+    (80, 78, 78, False),  # as often as the most frequent reference: a task whose answers are that skewed
+    (80, 79, 78, True),
+    (3, 3, 1, False),  # too few to tell
+])
+def test_one_answer_needs_90_percent_and_more_than_the_most_common_reference(n, top, reference_top, one):
+    assert evaluation.gives_one_answer({"n": n, "distinct": 1, "top": "x", "top_count": top,
+                                        "reference_top_count": reference_top}) is one
+    assert evaluation.gives_one_answer(None) is False and evaluation.gives_one_answer({"n": 4}) is False
