@@ -59,9 +59,9 @@ def config_for(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         if isinstance(node.get(last), dict):
             node[last]["name"] = value
-            option = ROOT / "conf" / key / f"{value}.yaml"  # a group option sets what its file sets (lora's method)
+            option = ROOT / "conf" / key / f"{value}.yaml"  # a group option sets what its file sets (method, use_rslora)
             if key == "lora" and option.exists():
-                node[last]["method"] = (yaml.safe_load(option.read_text()) or {}).get("method", node[last]["method"])
+                node[last].update({k: v for k, v in (yaml.safe_load(option.read_text()) or {}).items() if k != "defaults"})
         else:
             node[last] = _parse(value)
     return config

@@ -427,6 +427,28 @@ def test_a_rank_sweep_at_one_alpha_is_said_to_sweep_the_update_scale_too(tmp_pat
         assert "update scale" not in build_report([sweep]).read_text(), name
 
 
+def test_rslora_beside_other_variants_is_said_to_scale_its_update_by_another_formula(tmp_path):
+    """lora=lora,dora,rslora at r=8, alpha 16: rsLoRA's scale is 16/sqrt(8) = 5.66, the others' 16/8 = 2. On the
+    built-in data rsLoRA won by 0.42 at lr 3e-4, and LoRA at 2.83 x that lr beat it: a step size, not a variant."""
+    sweep = tmp_path / "variants"
+    for variant, loss in (("lora", 4.74), ("dora", 4.72), ("rslora", 4.33)):
+        write_run(sweep, [f"lora={variant}"], eval_loss=loss)
+    (line,) = [ln for ln in build_report([sweep]).read_text().splitlines() if "alpha/√r" in ln]
+    assert ("At the same `lora.r` and `lora.alpha`, rsLoRA scales its update by alpha/√r (5.66 at r=8, alpha 16) and "
+            "the other variants by alpha/r (2)") in line
+    assert line.endswith("Sweep `optim.lr` with the variants and compare each at its best learning rate.")
+    with_lr = tmp_path / "with_lr"
+    for variant in ("lora", "rslora"):
+        for lr in ("3e-4", "1e-3"):
+            write_run(with_lr, [f"lora={variant}", f"optim.lr={lr}"])
+    assert "`optim.lr` is swept too: compare each variant at its best learning rate" in build_report([with_lr]).read_text()
+    # rsLoRA at two ranks, or beside LoRA at another rank only: no pair at one rank and alpha, no line.
+    apart = tmp_path / "apart"
+    write_run(apart, ["lora=rslora", "lora.r=16"])
+    write_run(apart, ["lora=lora", "lora.r=8"])
+    assert "alpha/√r" not in build_report([apart]).read_text()
+
+
 def test_a_failed_cell_does_not_turn_a_parameters_effect_around(tmp_path):
     """2 x 2 grid, (r=16, lr=3e-4) failed. lr 3e-4 beat 1e-4 where both ran (r=8: 2.8 against 3.0); pooled over
     what exists, 1e-4's mean took in r=16's 2.0 and read 2.5 against 2.8, the wrong way round."""
