@@ -53,6 +53,8 @@ def one_line(exc: BaseException) -> str:
         m = pattern.search(full)
         if m:
             return fix(m)
+    if isinstance(getattr(exc, "override", None), str):  # Hydra's OverrideParseException: "mismatched input '='"
+        return _quote_hint(exc.override)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines and cause is not None:
         lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]

@@ -84,11 +84,14 @@ CASES = [
     ("n_larger_than_data", ["data=alpaca", "data.path={data:small}", "data.val_size=2", "data.n=500"], ["data.n=500"]),
     # Hydra's own line was "LexerNoViableAltException: data.path=古诗.json; ^; See https://hydra.cc/...".
     ("unquoted_chinese", ["data=alpaca", "data.path=古诗.json"], ["data.path=古诗.json", "'data.path=\"古诗.json\"'"]),
+    # Hydra's own line was "mismatched input '=' expecting <EOF>; See https://hydra.cc/...", naming no override.
+    ("unquoted_equals", ["hydra.run.dir=out/lr=1e-4"], ["'hydra.run.dir=out/lr=1e-4'", "'hydra.run.dir=\"out/lr=1e-4\"'"]),
 ]
 
 
 # Refused before a run starts: by Hydra while composing, or (an unknown mode) before any mode runs.
-NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group", "unquoted_chinese"}
+NO_RUN_DIR = {"typo_key", "wrong_type", "unknown_model", "unknown_lora", "unknown_group", "unquoted_chinese",
+              "unquoted_equals"}
 
 
 @pytest.mark.parametrize("case, overrides, words", CASES, ids=[c[0] for c in CASES])
