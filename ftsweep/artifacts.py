@@ -34,6 +34,7 @@ METRICS = "metrics.jsonl"  # one line per logging step and per evaluation
 SUMMARY = "summary.json"  # the result and the status
 SAMPLES = "samples.jsonl"  # generations on held-out prompts (sft)
 TEST_SAMPLES = "test_samples.jsonl"  # the same on data.test_path's prompts
+HELD_OUT_LOSSES = "held_out_losses.json"  # the final held-out loss example by example (the report's paired intervals)
 ADAPTER = "adapter"  # folder: loads with PeftModel.from_pretrained
 ADAPTER_CONFIG = "adapter_config.json"  # inside adapter/ (written by PEFT): an adapter was saved
 ADAPTER_INIT = "adapter_init"  # folder, PiSSA / OLoRA only: the initial adapter, gone once adapter/ is converted
@@ -84,7 +85,7 @@ EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
-RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, LOCK, SAMPLES, TEST_SAMPLES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
+RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, LOCK, SAMPLES, TEST_SAMPLES, HELD_OUT_LOSSES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
                  GENERATION_METRICS_SUFFIX)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
@@ -289,6 +290,15 @@ class SweepRecord(TypedDict):
     counts: dict | None  # "total" and one count per status
     failed_runs: list  # FailedRun records
     previous_invocations: list  # command, started_at, finished_at, counts of earlier invocations
+
+
+class HeldOutLosses(TypedDict):
+    """held_out_losses.json: the final evaluation's held-out loss per example, in the held-out set's order. The
+    run's eval_loss is sum(loss_sums) / sum(tokens)."""
+
+    step: int
+    loss_sums: list  # summed cross-entropy of each example's predicted tokens (nats)
+    tokens: list  # predicted tokens of each example (classify: 1 each)
 
 
 class Sample(TypedDict):

@@ -96,3 +96,21 @@ def total(*values: int | float) -> list:
                      device="cuda" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(t)
     return [float(x) if floats else int(x) for x in t.tolist()]
+
+
+def interleave(*per_rank: list | None) -> list[list] | None:
+    """Lists each rank holds for its share of a dataset (examples rank, rank + world, ...), put back in dataset
+    order on every rank; None if any rank has None for one of them."""
+    if world_size() <= 1:
+        return None if any(v is None for v in per_rank) else [list(v) for v in per_rank]
+    import torch.distributed as dist
+
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, per_rank)
+    if any(v is None for ranks in gathered for v in ranks):
+        return None
+    out = []
+    for k in range(len(per_rank)):
+        shares = [ranks[k] for ranks in gathered]
+        out.append([shares[i % len(shares)][i // len(shares)] for i in range(sum(map(len, shares)))])
+    return out

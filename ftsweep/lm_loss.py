@@ -74,14 +74,48 @@ def _decoded_loss_sum(found, labels, inputs: dict, chunk_tokens: int | None = No
     return token_loss_sum(hidden, labels, head, chunk_tokens)
 
 
-def loss_sum(model, inputs: dict, chunk_tokens: int | None = None):
-    """(summed token cross-entropy, predicted tokens) of one held-out batch, or None where `parts` finds no plain
-    output layer (a classifier among them). Call under torch.no_grad()."""
+def example_losses(model, inputs: dict, chunk_tokens: int | None = None):
+    """(summed token cross-entropy, predicted tokens) of each example of one held-out batch, two lists in batch
+    order, or None where `parts` finds no plain output layer (a classifier among them). An example is a row, or in
+    a packed row the span from one position id 0 to the next. Call under torch.no_grad().
+
+    The report compares runs example by example on the same held-out set (a paired interval of their difference),
+    so each example's share of the loss is kept, not only the batch's sum."""
+    import torch
+    import torch.nn.functional as F
+
     found = parts(model)
     if found is None:
         return None
-    total, n = _decoded_loss_sum(found, inputs["labels"], {k: v for k, v in inputs.items() if k != "labels"}, chunk_tokens)
-    return float(total), n
+    decoder, head = found
+    labels = inputs["labels"]
+    hidden = decoder(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).last_hidden_state
+    if inputs.get("position_ids") is not None:
+        starts = inputs["position_ids"] == 0
+    else:
+        starts = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+        starts[:, 0] = True
+    example = (starts.flatten().cumsum(0) - 1).view(starts.shape)[:, 1:].to(hidden.device)
+    target = labels[:, 1:].to(hidden.device)
+    predicts = target != IGNORE
+    h, y, e = hidden[:, :-1][predicts], target[predicts], example[predicts]
+    count = int(starts.sum())
+    sums = torch.zeros(count, dtype=torch.float32, device=hidden.device)
+    tokens = torch.zeros(count, dtype=torch.long, device=hidden.device)
+    for start in range(0, y.numel(), chunk_tokens or CHUNK_TOKENS):
+        piece = slice(start, start + (chunk_tokens or CHUNK_TOKENS))
+        sums.index_add_(0, e[piece], F.cross_entropy(head(h[piece]).float(), y[piece], reduction="none"))
+        tokens.index_add_(0, e[piece], torch.ones_like(e[piece]))
+    return sums.tolist(), tokens.tolist()
+
+
+def loss_sum(model, inputs: dict, chunk_tokens: int | None = None):
+    """(summed token cross-entropy, predicted tokens) of one held-out batch, or None where `parts` finds no plain
+    output layer (a classifier among them). Call under torch.no_grad()."""
+    per_example = example_losses(model, inputs, chunk_tokens)
+    if per_example is None:
+        return None
+    return float(sum(per_example[0])), int(sum(per_example[1]))
 
 
 def chunks_training(train_cfg) -> bool:

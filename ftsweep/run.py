@@ -355,6 +355,10 @@ class Run:
         record = {"split": "eval", "step": trainer.state.global_step, "epoch": round(float(trainer.state.epoch or 0), 4),
                   "tokens_seen": trainer.tokens_seen, "eval_loss": float(out["eval_loss"]),
                   "perplexity": evaluation.perplexity(float(out["eval_loss"]))}
+        if final and self.main and trainer.example_losses is not None:
+            sums, tokens = trainer.example_losses
+            artifacts.atomic_write_json(self.dir / artifacts.HELD_OUT_LOSSES, {
+                "step": record["step"], "loss_sums": [round(x, 6) for x in sums], "tokens": tokens})
         if final or self.cfg.task.name == "classify":  # classification metrics are cheap: every evaluation has them
             record.update(self.task_metrics(self.bundle.val, self.bundle.eval_prompts, self.dir / artifacts.SAMPLES))
         record["time"] = round(self.clock.elapsed(), 3)

@@ -80,6 +80,7 @@ class SweepTrainer(Trainer):
             # gradient came out grad_accum x world size times too large (train loss 5.47 at grad_accum=4 where the
             # held-out loss was 1.35), and max_grad_norm clipped the inflated gradient.
             self.model_accepts_loss_kwargs = False
+        self.example_losses: list[list] | None = None  # the last evaluation's [loss sums, tokens] per example
         self.tokens_seen = 0  # non-pad tokens fed to training
         self.tokens_total = 0  # all positions, padding included
         # Test hook: FTSWEEP_INJECT_OOM=N makes training step N (1: the first) raise a CUDA OOM, once per process,
@@ -121,24 +122,38 @@ class SweepTrainer(Trainer):
         was_training, started = model.training, time.perf_counter()
         model.eval()
         loss_sum, weight = 0.0, 0.0
+        sums, counts = [], []  # per example, in the order of this rank's share (None: not available)
         try:
             with torch.no_grad(), self.accelerator.autocast():
                 for inputs in loader:
                     inputs = self._prepare_inputs(inputs)
                     # A causal LM's loss in chunks of positions (ftsweep.lm_loss): the whole batch's logits were the
                     # run's memory peak. Classifiers and models whose logits are not a plain projection: as before.
-                    summed = lm_loss.loss_sum(model, inputs)
-                    if summed is not None:
-                        loss_sum += summed[0]
-                        weight += summed[1]
+                    per_example = lm_loss.example_losses(model, inputs)
+                    if per_example is not None:
+                        loss_sum += sum(per_example[0])
+                        weight += sum(per_example[1])
+                        if sums is not None:
+                            sums += per_example[0]
+                            counts += per_example[1]
                         continue
-                    n = self._loss_weight(inputs["labels"])
-                    if n:  # every label masked (a prompt cut at max_length): nothing to predict
-                        loss_sum += float(self.compute_loss(model, inputs)) * n
-                        weight += n
+                    labels = inputs["labels"]
+                    n = self._loss_weight(labels)
+                    if not n:  # every label masked (a prompt cut at max_length): nothing to predict
+                        sums = counts = None
+                        continue
+                    loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                    loss_sum += float(loss) * n
+                    weight += n
+                    if labels.dim() == 1 and sums is not None:  # a classifier: one cross-entropy per example
+                        sums += torch.nn.functional.cross_entropy(outputs.logits.float(), labels, reduction="none").tolist()
+                        counts += [1] * labels.numel()
+                    else:
+                        sums = counts = None
         finally:
             model.train(was_training)
         loss_sum, weight = distributed.total(loss_sum, weight)
+        self.example_losses = distributed.interleave(sums, counts)
         metrics = {f"{metric_key_prefix}_loss": loss_sum / weight if weight else float("nan"),
                    f"{metric_key_prefix}_runtime": round(time.perf_counter() - started, 4)}
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

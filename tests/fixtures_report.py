@@ -125,6 +125,7 @@ def write_run(
     write_summary: bool = True,
     sweep_id: str | None = "2026-11-22_14-03-11",
     manifest: dict[str, Any] | None = None,
+    held_out: tuple[list[float], list[int]] | None = None,
 ) -> Path:
     """One run directory. ``hydra_only`` leaves only .hydra/ (a cell that never started)."""
     name = name or ",".join(overrides) or "run"
@@ -160,6 +161,9 @@ def write_run(
         if status != "ok":
             metrics = metrics[: len(metrics) // 2]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    if held_out is not None:  # held_out_losses.json: (loss sums, tokens) per held-out example
+        (run_dir / "held_out_losses.json").write_text(json.dumps({"step": 150, "loss_sums": held_out[0], "tokens": held_out[1]}))
 
     if write_summary:
         done = status == "ok"

@@ -54,6 +54,10 @@ def _trains_alike(ddp: Path, one: Path) -> None:
              for d in (ddp, one)]
     assert [s for s, _ in evals[0]] == [0, 3]
     assert [x for _, x in evals[0]] == pytest.approx([x for _, x in evals[1]], rel=1e-5)
+    # Each rank scored every world-size-th example; put back in order, example by example, they are one process's.
+    held_out = [json.loads((d / artifacts.HELD_OUT_LOSSES).read_text()) for d in (ddp, one)]
+    assert held_out[0]["tokens"] == held_out[1]["tokens"]
+    assert held_out[0]["loss_sums"] == pytest.approx(held_out[1]["loss_sums"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -91,6 +95,8 @@ def test_torchrun_trains_a_classifier_like_one_process(cli, tmp_path, tiny_model
     accuracy = [[r["accuracy"] for r in artifacts.read_metrics(d / artifacts.METRICS) if r["split"] == "eval"]
                 for d in (ddp_dir, one)]
     assert accuracy[0] == accuracy[1]
+    samples = [(d / artifacts.SAMPLES).read_text() for d in (ddp_dir, one)]  # every held-out example, in order
+    assert samples[0] == samples[1]
 
 
 @pytest.mark.slow

@@ -172,6 +172,8 @@ def test_class_weights_enter_the_loss(cli, tmp_path):
         assert len(rows) == 8 and all(r["prompt"].startswith("Context: c") and "Option D: d" in r["prompt"] for r in rows)
         assert all(r["exact_match"] == (r["prediction"] == r["reference"]) for r in rows)
         assert summary["task_metrics"]["accuracy"] == pytest.approx(sum(r["exact_match"] for r in rows) / 8)
+        held_out = json.loads((metrics_file.parent / artifacts.HELD_OUT_LOSSES).read_text())  # one cross-entropy each
+        assert held_out["tokens"] == [1] * 8 and sum(held_out["loss_sums"]) / 8 == pytest.approx(summary["eval_loss"], rel=1e-5)
         predicted = collections.Counter(r["prediction"] for r in rows)
         assert summary["answer_spread"] == {"n": 8, "distinct": len(predicted), "top": predicted.most_common(1)[0][0],
                                             "top_count": predicted.most_common(1)[0][1],

@@ -568,6 +568,33 @@ def test_runs_whose_held_out_examples_were_also_trained_on_are_pointed_out(tmp_p
     assert "1 of the ok runs tested on examples that were also training examples, token for token (up to 2" in md
 
 
+def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
+    """Every run keeps its held-out loss per example; the report pairs the best with the second, and each level with
+    the best one, over those examples (the arithmetic is in tests/unit/test_report_statistics.py)."""
+    sweep = tmp_path / "sweep"
+    tokens = [10, 20, 10, 20]  # 60 tokens
+    base = [30.0, 60.0, 30.0, 60.0]  # 180 / 60 = 3.0
+    # r=8 is 0.5 lower on every token of every example; r=16 and r=32 differ by +-1 nat on alternate examples.
+    write_run(sweep, ["lora.r=8"], eval_loss=2.5, held_out=([x - 0.5 * t for x, t in zip(base, tokens)], tokens))
+    write_run(sweep, ["lora.r=16"], eval_loss=3.0, held_out=(base, tokens))
+    write_run(sweep, ["lora.r=32"], eval_loss=3.0 + 2 / 60, held_out=([31.0, 61.0, 31.0, 59.0], tokens))
+    md = build_report([sweep]).read_text()
+    assert ("Against the next, `lora.r=16`, the best is 0.5000 lower (95 % interval 0.5000 to 0.5000, paired over "
+            "the 4 held-out examples): more than another sample of as many held-out examples would explain.") in md
+    bullets = [line for line in md.splitlines() if line.startswith("- `lora.r`: ")]
+    assert bullets[0] == "- `lora.r`: 8 beats 16 by 0.5000 (0.5000 to 0.5000): more than the sample's noise."
+    assert bullets[1].startswith("- `lora.r`: 8 beats 32 by 0.5333 (") and bullets[1].endswith("more than the sample's noise.")
+    # 16 against 32 alone: D = 2 / 60 = 0.0333; d - D t = (0.667, 0.333, 0.667, -2.667): within the noise.
+    write_run(sweep, ["lora.r=8"], status="failed", error={"type": "X", "message": "x"})
+    md = build_report([sweep]).read_text()
+    assert ("Against the next, `lora.r=32`, the best is 0.0333 lower (95 % interval -0.") in md
+    assert "within what another sample of 4 held-out examples could give, so this held-out set does not tell" in md
+    # A run without the file (one from before it existed): no paired statement at all.
+    (sweep / "lora.r=32" / "held_out_losses.json").unlink()
+    md = build_report([sweep]).read_text()
+    assert "paired over" not in md and "noise of the held-out sample" not in md
+
+
 def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
     # The built-in demo at lr 1e-4: 32 of 32 samples "is is is ..." (rougeL 0.13 scored on that text alone).
     sweep = tmp_path / "sweep"

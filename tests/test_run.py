@@ -66,6 +66,13 @@ def test_qlora_run_writes_an_ok_run_directory(qlora_run):
     samples = [json.loads(x) for x in (run_dir / artifacts.SAMPLES).read_text().splitlines()]
     assert len(samples) == 4 and {"prompt", "reference", "prediction", "exact_match"} <= samples[0].keys()
     assert "exact_match" in summary["task_metrics"]
+    assert summary["answer_spread"]["n"] == 4 and summary["answer_spread"]["top_count"] == max(
+        sum(s["prediction"].strip() == x["prediction"].strip() for s in samples) for x in samples)
+
+    # held_out_losses.json: the final evaluation example by example; eval_loss is their token-weighted mean.
+    held_out = json.loads((run_dir / artifacts.HELD_OUT_LOSSES).read_text())
+    assert held_out["step"] == 12 and len(held_out["loss_sums"]) == len(held_out["tokens"]) > 4
+    assert sum(held_out["loss_sums"]) / sum(held_out["tokens"]) == pytest.approx(summary["eval_loss"], rel=1e-6)
 
     # Adapter in safetensors only; checkpoints pruned at the end.
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()

@@ -45,7 +45,7 @@ from ftsweep.artifacts import (
 from ftsweep.metrics import as_number
 
 from . import effects as fx
-from . import caveats, plots, repro
+from . import caveats, paired, plots, repro
 from .collect import ReportError, Run, Sweep, available_metrics, collect
 from .factors import Design, build_design
 from .render import Block, Bullets, Code, CodeBlock, Heading, Image, Para, Strong, Table, join_code, to_html, to_markdown
@@ -147,6 +147,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
     if best is not None:
         stat = best.stats[metric]
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
+        lines += _best_against_next(design, configs, metric, metric_col)
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
             lines.append(_baseline_sentence(base.mean, gain.mean, pct.mean if pct is not None else None))
@@ -266,6 +267,7 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
             parts += [", " if k else "", Code(name), f" {fmt(spread, metric_col)}"]
         blocks.append(Para(parts + ["."]))
     blocks += _noise_statements(effects, noise, metric, metric_col, higher)
+    blocks += _held_out_statements(design, frame, metric, metric_col, higher)
     if any(e.stat.mean is not None for effect in effects for e in effect.levels):
         plots.effects_plot(effects, metric, higher, plot_dir / PLOT_EFFECTS)
         blocks.append(Image(f"{PLOTS}/{PLOT_EFFECTS}", f"Main effects on {metric}"))
@@ -358,6 +360,33 @@ def _noise_statements(effects, noise, metric: str, col: Column, higher: bool) ->
     if not items:
         return []
     return [Para(f"Which differences in {metric} stand out from the noise between seeds:"), Bullets(items)]
+
+
+def _best_against_next(design: Design, configs, metric: str, col: Column) -> list:
+    """The best configuration against the second, over the same held-out examples (report/paired.py)."""
+    pair = paired.best_against_next(design, configs, metric)
+    if pair is None:
+        return []
+    verdict = ("more than another sample of as many held-out examples would explain" if pair.stands_out else
+               f"within what another sample of {pair.examples} held-out examples could give, so this held-out set does "
+               "not tell the two apart")
+    return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} lower (95 % interval "
+             f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
+             f"{verdict}."]]
+
+
+def _held_out_statements(design: Design, frame, metric: str, col: Column, higher: bool) -> list[Block]:
+    """Plain sentences: which level differences the held-out sample's noise can explain (report/paired.py)."""
+    found = paired.level_differences(design, frame, metric, higher)
+    if not found:
+        return []
+    items = [[Code(name), f": {p.better} beats {p.worse} by {fmt(p.diff, col)} ({fmt(p.low, col)} to "
+              f"{fmt(p.high, col)}): " + ("more than the sample's noise." if p.stands_out else "within it.")]
+             for name, p in found]
+    examples = found[0][1].examples
+    return [Para(f"Which differences in {metric} stand out from the noise of the held-out sample (a 95 % interval of "
+                 f"each difference, paired over the same {examples} examples; another seed adds its own noise, "
+                 "which this leaves out):"), Bullets(items)]
 
 
 def _curves_section(design: Design, configs, plot_dir: Path) -> list[Block]:

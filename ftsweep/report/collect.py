@@ -2,8 +2,8 @@
 
 This is the only module of the report that touches the file system on the way
 in. It reads exactly the files docs/run-directory.md describes (sweep.json,
-manifest.json, metrics.jsonl, summary.json, .hydra/overrides.yaml and
-.hydra/config.yaml) and never raises on a damaged run: whatever cannot be read
+manifest.json, metrics.jsonl, summary.json, held_out_losses.json,
+.hydra/overrides.yaml and .hydra/config.yaml) and never raises on a damaged run: whatever cannot be read
 becomes a line in ``Run.problems`` so the report can say so.
 
 A path given by the user is one of
@@ -51,6 +51,7 @@ class Run:
     metrics: list[dict[str, Any]]  # the readable lines of metrics.jsonl, in file order
     problems: list[str] = field(default_factory=list)
     _config: dict[str, Any] | None = field(default=None, repr=False)
+    _held_out: tuple | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +60,17 @@ class Run:
     def value(self, metric: str) -> float | None:
         """A finite number for ``metric`` from summary.json (top level or task_metrics)."""
         return summary_value(self.summary, metric)
+
+    def held_out_losses(self) -> tuple[list[float], list[int]] | None:
+        """The final held-out loss per example (held_out_losses.json): loss sums and predicted tokens, read on
+        demand; None when the file is missing or damaged (a run from before it existed, a failed run)."""
+        if self._held_out is None:
+            found = artifacts.read_json_object(self.path / artifacts.HELD_OUT_LOSSES, [])
+            sums, tokens = found.get("loss_sums"), found.get("tokens")
+            good = (isinstance(sums, list) and isinstance(tokens, list) and len(sums) == len(tokens) > 0
+                    and all(as_number(x) is not None for x in sums) and all(isinstance(t, int) for t in tokens))
+            self._held_out = ([float(x) for x in sums], list(tokens)) if good else ()
+        return self._held_out or None
 
     def config(self) -> dict[str, Any]:
         """The resolved config: manifest["config"], else .hydra/config.yaml (read on demand,

@@ -191,3 +191,77 @@ def test_a_bad_override_line_is_no_factor():
     assert F.parse_override("lora.r=[1,") is None
     assert F.parse_override("lora.r=8") == ("lora.r", "8")
     assert isinstance(T.runs_frame(F.build_design([sweep([run(["lora.r=[1,"])])]), "eval_loss"), pd.DataFrame)
+
+
+# ---- paired intervals over the held-out examples (report/paired.py) ----------------------------------------------
+
+def test_a_paired_interval_over_examples_of_one_token_is_the_paired_t_interval():
+    from ftsweep.report import paired
+
+    # d = b - a = (0.1, 0.3, 0.2, 0.2): mean 0.2; sample std sqrt(0.02 / 3) = 0.08165; SE = 0.08165 / 2 = 0.040825;
+    # t(0.975, 3) = 3.182: half-width 0.12990.
+    a = pd.Series([1.0, 2.0, 3.0, 4.0]).to_numpy()
+    got = paired.compare("x", a, "y", a + [0.1, 0.3, 0.2, 0.2], pd.Series([1.0] * 4).to_numpy())
+    assert (got.better, got.worse, got.examples) == ("x", "y", 4)
+    assert got.diff == pytest.approx(0.2) and got.low == pytest.approx(0.2 - 0.12990, abs=1e-5)
+    assert got.high == pytest.approx(0.2 + 0.12990, abs=1e-5) and got.stands_out
+
+
+def test_a_paired_interval_weighs_examples_by_their_tokens():
+    from ftsweep.report import paired
+
+    # tokens (2, 1, 1), d = (0.4, 0.1, 0.3): D = 0.8 / 4 = 0.2; residuals d - D t = (0, -0.1, 0.1), squares 0.02;
+    # SE = sqrt(3 / 2 * 0.02) / 4 = 0.043301; t(0.975, 2) = 4.303: half-width 0.18633, so 0 is inside: within noise.
+    a = pd.Series([3.0, 1.0, 2.0]).to_numpy()
+    got = paired.compare("x", a, "y", a + [0.4, 0.1, 0.3], pd.Series([2.0, 1.0, 1.0]).to_numpy())
+    assert got.diff == pytest.approx(0.2) and got.high - got.diff == pytest.approx(0.18633, abs=1e-5)
+    assert got.low == pytest.approx(0.2 - 0.18633, abs=1e-5) and got.stands_out is (got.low > 0) is True
+    wide = paired.compare("x", a, "y", a + [0.4, -0.2, 0.6], pd.Series([2.0, 1.0, 1.0]).to_numpy())
+    assert wide.low < 0 < wide.high and not wide.stands_out
+
+
+def _with_losses(run_, sums, tokens=(1, 1, 1, 1), fingerprint="f1") -> Run:
+    run_._held_out = (list(sums), list(tokens))
+    run_.manifest = {"held_out_fingerprint": fingerprint}
+    return run_
+
+
+def test_level_differences_are_the_effects_table_means_paired_over_examples(grid):
+    from ftsweep.report import paired
+
+    design, frame = grid
+    # Each run's four examples: its eval_loss spread as (loss - 0.3, loss - 0.1, loss + 0.1, loss + 0.3) plus a
+    # per-example offset that r=16 shifts, so each run's mean over its 4 tokens is its eval_loss.
+    for run_ in design.runs:
+        loss = run_.summary["eval_loss"]
+        tilt = 0.02 if "lora.r=16" in run_.name else 0.0
+        _with_losses(run_, [loss - 0.3 - tilt, loss - 0.1 + tilt, loss + 0.1 - tilt, loss + 0.3 + tilt])
+    found = dict(paired.level_differences(design, frame, "eval_loss", higher=False))
+    effects = {e.factor.name: {lv.level.text: lv.stat.mean for lv in e.levels} for e in fx.main_effects(design, frame, "eval_loss")}
+    assert found["lora.r"].better == "16" and found["lora.r"].worse == "8"
+    assert found["lora.r"].diff == pytest.approx(effects["lora.r"]["8"] - effects["lora.r"]["16"])  # 3.5 - 3.35
+    assert found["optim.lr"].better == "3e-4"
+    assert found["optim.lr"].diff == pytest.approx(effects["optim.lr"]["1e-4"] - effects["optim.lr"]["3e-4"])
+    assert paired.level_differences(design, frame, "rougeL", higher=True) == []  # only the loss has per-example parts
+    # One run scored other examples (another fingerprint) or kept none: nothing is paired for that parameter.
+    _with_losses(design.runs[0], [1, 2, 3, 4], fingerprint="f2")
+    assert paired.level_differences(design, frame, "eval_loss", higher=False) == []
+    _with_losses(design.runs[0], [1, 2, 3, 4], tokens=(1, 1, 1, 2))  # same fingerprint, other tokens: not paired
+    assert paired.per_example(design, [0, 1]) is None
+    design.runs[0]._held_out = ()
+    assert paired.per_example(design, [0, 1]) is None
+    assert paired.per_example(design, [1, 2]) is not None
+
+
+def test_the_best_configuration_is_paired_with_the_second(grid):
+    from ftsweep.report import paired
+
+    design, frame = grid
+    for run_ in design.runs:
+        loss = run_.summary["eval_loss"]
+        _with_losses(run_, [loss - 0.2, loss, loss, loss + 0.2])
+    configs = T.configurations(design, frame, "eval_loss", maximize=False)
+    got = paired.best_against_next(design, configs, "eval_loss")
+    # best: r=16, lr=3e-4 (3.1, 3.3: mean 3.2); second: r=8, lr=3e-4 (3.3, 3.4: 3.35)
+    assert (got.better, got.worse) == ("lora.r=16, optim.lr=3e-4", "lora.r=8, optim.lr=3e-4")
+    assert got.diff == pytest.approx(0.15) and got.low == pytest.approx(0.15) == got.high  # the same shift on every example
