@@ -101,7 +101,7 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
 
     title = "Ablation report: " + " vs ".join(design.sweeps)
     blocks: list[Block] = [Heading(1, title)]
-    blocks += _overview(sweeps, design, configs, metric, metric_col, maximize, higher)
+    blocks += _overview(sweeps, design, frame, configs, metric, metric_col, maximize, higher)
     blocks += _runs_section(design, configs, metric, higher)
     with plots.drawing() as unreadable:
         blocks += _effects_section(design, frame, configs, metric, metric_col, higher, plot_dir)
@@ -123,7 +123,7 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
 # ---------------------------------------------------------------- sections
 
 
-def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
+def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
     counts = Counter(run.status for run in design.runs)
     order = {s: i for i, s in enumerate(KNOWN_STATUSES)}
     status_text = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s)))
@@ -148,6 +148,7 @@ def _overview(sweeps, design: Design, configs, metric, metric_col: Column, maxim
         stat = best.stats[metric]
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
         lines += _best_against_next(design, configs, metric, metric_col)
+        lines += _edges(fx.edges(fx.main_effects(design, frame, metric), higher))
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
             lines.append(_baseline_sentence(base.mean, gain.mean, pct.mean if pct is not None else None))
@@ -373,6 +374,20 @@ def _best_against_next(design: Design, configs, metric: str, col: Column) -> lis
     return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} lower (95 % interval "
              f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
              f"{verdict}."]]
+
+
+def _edges(found: list) -> list:
+    """One line for the parameters whose best level is at an end of the range tried, with the next value to add."""
+    if not found:
+        return []
+    parts: list = []
+    for k, edge in enumerate(found):
+        parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
+                  f", {edge.level.text}, is the {edge.end} tried"]
+    parts[1] = parts[1].capitalize()
+    more = [Code(f"{edge.factor}={float(f'{edge.beyond:.2g}'):g}") for edge in found]
+    adds = [x for k, code in enumerate(more) for x in ([", "] if k else []) + [code]]
+    return [[*parts, ": the best setting may lie beyond the range, which a wider sweep tells (e.g. add ", *adds, ")."]]
 
 
 def _held_out_statements(design: Design, frame, metric: str, col: Column, higher: bool) -> list[Block]:

@@ -265,3 +265,29 @@ def test_the_best_configuration_is_paired_with_the_second(grid):
     # best: r=16, lr=3e-4 (3.1, 3.3: mean 3.2); second: r=8, lr=3e-4 (3.3, 3.4: 3.35)
     assert (got.better, got.worse) == ("lora.r=16, optim.lr=3e-4", "lora.r=8, optim.lr=3e-4")
     assert got.diff == pytest.approx(0.15) and got.low == pytest.approx(0.15) == got.high  # the same shift on every example
+
+
+def test_a_best_level_at_an_end_of_the_range_is_found_with_the_next_value_beyond(grid):
+    design, frame = grid
+    # r=16 (mean 3.35) beats r=8 (3.5) and lr 3e-4 (3.275) beats 1e-4 (3.575): both the largest tried.
+    found = fx.edges(fx.main_effects(design, frame, "eval_loss"), maximize=False)
+    assert [(e.factor, e.level.text, e.end) for e in found] == [("lora.r", "16", "largest"), ("optim.lr", "3e-4", "largest")]
+    assert found[0].beyond == pytest.approx(32) and found[1].beyond == pytest.approx(9e-4)  # 16 x 16/8; 3e-4 x 3
+    # Maximizing, the other ends win: 8 is the smallest, and one step below it is 8 x 8/16 = 4.
+    low = fx.edges(fx.main_effects(design, frame, "eval_loss"), maximize=True)
+    assert [(e.level.text, e.end, e.beyond) for e in low][0] == ("8", "smallest", pytest.approx(4))
+
+
+def test_a_best_level_inside_the_range_or_over_data_n_is_not_an_edge():
+    losses = {"1e-4": 3.6, "3e-4": 3.2, "1e-3": 3.4, }
+    runs = [run([f"optim.lr={lr}"], loss) for lr, loss in losses.items()]
+    design = F.build_design([sweep(runs, grid={"optim.lr": list(losses)})])
+    assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == []
+    runs = [run([f"data.n={n}"], loss) for n, loss in (("100", 3.6), ("400", 3.2))]
+    design = F.build_design([sweep(runs, grid={"data.n": ["100", "400"]})])
+    assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == []
+    # Levels at or below zero step by their difference: -1 and 0, the best 0 -> 1.
+    runs = [run([f"x.shift={v}"], loss) for v, loss in (("-1", 3.6), ("0", 3.2))]
+    design = F.build_design([sweep(runs, grid={"x.shift": ["-1", "0"]})])
+    (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert (edge.end, edge.beyond) == ("largest", 1)
