@@ -14,6 +14,8 @@ against the adapter on the 4-bit base it differs by the quantization error.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,11 +60,27 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
             raise infer.UsageError(f"{out}: exists and is not empty; choose a new OUT_DIR or pass --force")
         merged, tokenizer, cfg = merge(args.run_dir, args.dtype)
-        out.mkdir(parents=True, exist_ok=True)
-        merged.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        artifacts.atomic_write_json(out / artifacts.EXPORT_INFO, {"run_dir": str(Path(args.run_dir).resolve()),
-                                                                  "dtype": args.dtype, "merged_from_quant": cfg.quant.name})
+        # Written beside OUT_DIR first and moved in whole: an export stopped half-way (Ctrl-C while a 7B model's
+        # shards are written) leaves no directory that looks like a model but holds half of one.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir()
+        try:
+            merged.save_pretrained(part, safe_serialization=True)
+            tokenizer.save_pretrained(part)
+            artifacts.atomic_write_json(part / artifacts.EXPORT_INFO, {"run_dir": str(Path(args.run_dir).resolve()),
+                                                                       "dtype": args.dtype, "merged_from_quant": cfg.quant.name})
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            if out.exists():  # --force: the new files replace those of the same name
+                for item in part.iterdir():
+                    shutil.rmtree(out / item.name) if (out / item.name).is_dir() else (out / item.name).unlink(missing_ok=True)
+                    item.rename(out / item.name)
+            else:
+                part.rename(out)
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
         print(f"merged model written to {out}", flush=True)
         return 0
 

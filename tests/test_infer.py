@@ -165,3 +165,21 @@ def test_a_prompts_greedy_answer_does_not_depend_on_the_prompts_batched_with_it(
     assert len(set(alone)) > 1  # answers that differ by prompt, or the comparison shows nothing
     assert batched == alone
     assert tokenizer.padding_side == side  # the tokenizer is the run's: its training collator pads as before
+
+
+def test_an_export_stopped_while_writing_leaves_no_model_directory(trained_run, tmp_path, monkeypatch):
+    """Ctrl-C while the merged shards are written: OUT_DIR does not exist afterwards (no half a model that loads
+    as one or blocks the next export), and nothing partial is left beside it."""
+    from ftsweep import export
+
+    def stopped_in_save(run_dir, dtype):
+        class Merged:
+            def save_pretrained(self, path, safe_serialization=True):
+                (Path(path) / "model.safetensors").write_bytes(b"half a shard")
+                raise KeyboardInterrupt
+        return Merged(), None, None
+
+    monkeypatch.setattr(export, "merge", stopped_in_save)
+    out = tmp_path / "merged"
+    assert export.main([str(trained_run), str(out)]) == 130
+    assert not out.exists() and list(tmp_path.iterdir()) == []
