@@ -245,8 +245,9 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
             [
                 "For each swept parameter, ",
                 Code(metric),
-                " at each level: mean and sample std over every ok run at that level, pooling "
-                "the other parameters and the seeds. Where the ok runs do not fill the grid (a failed cell, a search), a "
+                " at each level: the mean over its configurations (each one's mean over its seeds, so a configuration "
+                "run with more seeds counts once) and the sample std over its ok runs, pooling the other parameters and "
+                "the seeds. Where the ok runs do not fill the grid (a failed cell, a search), a "
                 "parameter's levels are compared at the settings of the others where each of its levels ran ok.",
             ]
             + (

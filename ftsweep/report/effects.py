@@ -1,9 +1,11 @@
 """What each factor does to the primary metric.
 
-Main effect of a factor level: the mean ± sample std (ddof=1) of the metric
-over the ok runs at that level, whatever the seed, at the settings of the
-other factors where every level of this one has an ok run. In a full grid
-this is every ok run and the usual marginal mean. With a failed cell, the
+Main effect of a factor level: the mean of the metric over the configurations
+at that level (each configuration's mean over its seeds, so a configuration
+repeated with more seeds counts once), and the sample std (ddof=1) over its ok
+runs, at the settings of the other factors where every level of this one has
+an ok run. In a full grid with as many seeds everywhere this is the plain mean
+of every ok run, the usual marginal mean. With a failed cell, the
 plain mean of the runs that exist would compare levels over different
 settings of the others: in a 2 x 2 grid of lora.r x optim.lr whose (16, 3e-4)
 cell failed, lr 1e-4's mean would include r=16 (2.0) and lr 3e-4's not, and
@@ -15,7 +17,8 @@ says how many runs remain.
 Noise: when some configuration ran with several seeds, the seed-to-seed spread
 is the pooled sample std of the runs around their configuration's mean
 (``seed_noise``; degrees of freedom: runs minus configurations). A mean over n
-runs then gets a 95 % t-interval, mean ± t(0.975, df) · s / √n, and two levels
+runs then gets a 95 % t-interval, mean ± t(0.975, df) · s / √n (with unequal
+seed counts, s · √(Σ 1/n_j) / k for k configurations of n_j runs), and two levels
 whose intervals overlap are reported as within noise. Without repeated seeds
 there is no noise estimate and the report says so instead of guessing.
 
@@ -66,9 +69,10 @@ class Noise:
     std: float
     df: int  # ok runs minus configurations that have them
 
-    def half_width(self, n: int) -> float:
-        """Half the 95 % interval of a mean over n runs."""
-        return t975(self.df) * self.std / math.sqrt(n)
+    def half_width(self, scale: float) -> float:
+        """Half the 95 % interval of a mean whose standard error is ``scale`` times the seeds' std (1 / sqrt(n)
+        for a mean over n runs; see _grouped for a mean of configuration means)."""
+        return t975(self.df) * self.std * scale
 
 
 def seed_noise(design: Design, frame: pd.DataFrame, metric: str) -> Noise | None:
@@ -111,12 +115,34 @@ def main_effects(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
     for factor in design.factors:
         used, left_out, matched = _matched(ok, factor, design)
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.
-        grouped = used.groupby(factor.name)[metric].agg(["mean", "std", "count"]) if len(used) else None
-        levels = [LevelEffect(level, _stat(grouped, level.text), None) for level in factor.levels]
-        for e in levels:
-            e.half = noise.half_width(e.stat.n) if noise and e.stat.n else None
+        grouped = _grouped(used, [factor.name], metric)
+        levels = [LevelEffect(level, _stat(grouped, level.text), _half(noise, grouped, level.text)) for level in factor.levels]
         effects.append(MainEffect(factor, levels, left_out, matched))
     return effects
+
+
+def _grouped(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame | None:
+    """Per group of ``keys``: the mean of its configurations' means, so that each configuration counts once however
+    many seeds it ran (a sweep whose best cell was repeated with three more seeds must not pull its level toward
+    that cell: 2 x 2 cells of one seed each plus seeds 2 to 4 of the best, its level's plain mean weighed the best
+    4 times and the other cell once), the sample std and count of its runs, and the standard error of that mean
+    as a multiple of the seeds' std:
+
+        SE = s * sqrt(sum_j 1 / n_j) / k        k configurations, n_j runs of configuration j
+
+    which is s / sqrt(n) when every configuration ran the same number of seeds, as the plain mean then is too."""
+    if not len(rows):
+        return None
+    runs = rows.groupby(keys)[metric].agg(["std", "count"])
+    per_config = rows.groupby([*keys, "configuration"])[metric].agg(["mean", "count"]).groupby(level=list(range(len(keys))))
+    scale = per_config["count"].apply(lambda n: math.sqrt(float((1 / n).sum())) / len(n))
+    return runs.assign(mean=per_config["mean"].mean(), scale=scale)
+
+
+def _half(noise: Noise | None, grouped: pd.DataFrame | None, index) -> float | None:
+    if noise is None or grouped is None or index not in grouped.index:
+        return None
+    return noise.half_width(float(grouped.at[index, "scale"]))
 
 
 def _matched(ok: pd.DataFrame, factor: Factor, design: Design) -> tuple[pd.DataFrame, list[str], bool]:
@@ -231,12 +257,11 @@ def interactions(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
     ok = _ok(frame, metric)
     out = []
     for x, by in pairs[:MAX_INTERACTIONS]:
-        grouped = ok.groupby([by.name, x.name])[metric].agg(["mean", "std", "count"]) if len(ok) else None
+        grouped = _grouped(ok, [by.name, x.name], metric)
         lines = []
         for b in by.levels:
-            points = [LevelEffect(level, _stat(grouped, (b.text, level.text))) for level in x.levels]
-            for p in points:
-                p.half = noise.half_width(p.stat.n) if noise and p.stat.n else None
+            points = [LevelEffect(level, _stat(grouped, (b.text, level.text)), _half(noise, grouped, (b.text, level.text)))
+                      for level in x.levels]
             if any(p.stat.mean is not None for p in points):
                 lines.append((b, points))
         # A view says something when some line has two points (a search's sampled learning rates

@@ -15,8 +15,9 @@ and D +- t(0.975, m - 1) * SE is a 95 % interval. The comparison is paired: an e
 is hard for the other, so the interval is far narrower than the two losses' own. It leaves out the noise between
 seeds (another seed trains another adapter), which only repeated seeds measure (effects.seed_noise).
 
-A configuration's per-example losses are the mean over its ok runs (its seeds); a parameter level's, the mean
-over the runs that effects.main_effects compares it over, so D is the difference of the effects table's means.
+A configuration's per-example losses are the mean over its ok runs (its seeds); a parameter level's, the mean of
+its configurations' over the runs effects.main_effects compares it over, so D is the difference of the effects
+table's means.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def level_differences(design: Design, frame: pd.DataFrame, metric: str, higher: 
         if losses is None:
             continue
         tokens = losses[-1]
-        by_level = {level: _mean(losses, list(rows.index)) for level, rows in used.groupby(factor.name)}
+        by_level = {level: np.mean([_mean(losses, list(c.index)) for _, c in rows.groupby("configuration")], axis=0)
+                    for level, rows in used.groupby(factor.name)}
         if len(by_level) < 2:
             continue
         order = sorted(by_level, key=lambda level: float(by_level[level].sum()))

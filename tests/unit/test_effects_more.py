@@ -54,9 +54,9 @@ def test_t_quantile_needs_a_degree_of_freedom(df):
         fx.t975(df)
 
 
-def test_half_width_is_t_times_std_over_root_n():
-    assert fx.Noise(0.1, 4).half_width(4) == pytest.approx(2.776 * 0.1 / 2)
-    assert fx.Noise(0.3, 1).half_width(9) == pytest.approx(12.706 * 0.3 / 3)
+def test_half_width_is_t_times_std_times_the_standard_errors_scale():
+    assert fx.Noise(0.1, 4).half_width(1 / 2) == pytest.approx(2.776 * 0.1 / 2)  # a mean over 4 runs
+    assert fx.Noise(0.3, 1).half_width(1 / 3) == pytest.approx(12.706 * 0.3 / 3)  # over 9
 
 
 def test_seed_noise_is_the_pooled_within_configuration_std(grid):

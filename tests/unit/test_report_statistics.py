@@ -291,3 +291,23 @@ def test_a_best_level_inside_the_range_or_over_data_n_is_not_an_edge():
     design = F.build_design([sweep(runs, grid={"x.shift": ["-1", "0"]})])
     (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
     assert (edge.end, edge.beyond) == ("largest", 1)
+
+
+def test_a_configuration_repeated_with_more_seeds_counts_once_in_its_levels_mean():
+    """A 2 x 2 grid of one seed each, then the best cell (r=8, lr=3e-4) again with seeds 2 to 4. Pooling runs,
+    r=8's mean weighed that cell 4 times and the other once: (5.0 + 4 x 4.0) / 5 = 4.2 against r=16's 4.75, a gap
+    of 0.55 where the cells differ by 0.0 at lr 1e-4 and 0.5 at 3e-4. The means of the cells give 4.5 and 4.75."""
+    cells = {("8", "1e-4"): [5.0], ("8", "3e-4"): [4.0, 4.1, 3.9, 4.0], ("16", "1e-4"): [5.0], ("16", "3e-4"): [4.5]}
+    runs = [run([f"lora.r={r}", f"optim.lr={lr}", f"seed={k + 1}"], loss)
+            for (r, lr), losses in cells.items() for k, loss in enumerate(losses)]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"], "seed": ["1", "2", "3", "4"]})])
+    frame = T.runs_frame(design, "eval_loss")
+    noise = fx.seed_noise(design, frame, "eval_loss")  # (0, 0.1, -0.1, 0) around 4.0: s = sqrt(0.02 / 3), 7 - 4 = 3 df
+    assert noise.df == 3 and noise.std == pytest.approx((0.02 / 3) ** 0.5)
+    effects = {e.factor.name: {lv.level.text: lv for lv in e.levels} for e in fx.main_effects(design, frame, "eval_loss", noise)}
+    r8, r16 = effects["lora.r"]["8"], effects["lora.r"]["16"]
+    assert r8.stat.mean == pytest.approx(4.5) and r16.stat.mean == pytest.approx(4.75)
+    assert r8.stat.n == 5 and r8.stat.std == pytest.approx(statistics.stdev([5.0, 4.0, 4.1, 3.9, 4.0]))
+    # SE of r=8's mean: s * sqrt(1/1 + 1/4) / 2; of r=16's: s * sqrt(1/1 + 1/1) / 2 = s / sqrt(2); t(0.975, 3) = 3.182.
+    t = 3.182
+    assert r8.half == pytest.approx(t * noise.std * 1.25 ** 0.5 / 2) and r16.half == pytest.approx(t * noise.std / 2 ** 0.5)
