@@ -120,6 +120,12 @@ class Run:
         distributed.barrier()  # every rank has read the directory before rank 0 changes it
         if start.discard_checkpoints and self.main:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
+        if start.checkpoint is None and self.main:
+            # A fresh start in a directory an earlier config trained (a re-run after the config changed): the
+            # results it wrote at its end go now, so that none survives beside this run's (eval.num_samples=0
+            # writes no samples.jsonl, and the old one would have stood as this run's).
+            for name in (artifacts.SAMPLES, artifacts.TEST_SAMPLES, artifacts.HELD_OUT_LOSSES):
+                (self.dir / name).unlink(missing_ok=True)
         self.summary = {"status": artifacts.RUNNING, "run_name": self.name, "config_hash": self.hash, "data_hash": self.data_hash,
                         "started_at": now_iso(), "resumed_from": start.checkpoint.name if start.checkpoint else None,
                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the device a pool gave this run

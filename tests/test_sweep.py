@@ -245,3 +245,9 @@ def test_a_cell_whose_data_file_changed_trains_again_instead_of_skipping(cli, tm
     assert all(run["status"] == "ok" for run in runs.values()) and digests(tmp_path / "sweep").keys() == first.keys()
     assert all(digests(tmp_path / "sweep")[name] != first[name] for name in first)
     assert "its data files changed since it ran" in changed.stdout + changed.stderr
+    # Another config into the same directories, one that generates no samples: the earlier config's samples
+    # and per-example losses do not stay beside the new results as if they were its.
+    assert (tmp_path / "sweep" / "lora.r=4" / artifacts.SAMPLES).is_file()
+    assert cli([*args, "eval.num_samples=0"]).returncode == 0
+    assert not (tmp_path / "sweep" / "lora.r=4" / artifacts.SAMPLES).exists()
+    assert (tmp_path / "sweep" / "lora.r=4" / artifacts.HELD_OUT_LOSSES).is_file()  # written again by the new run
