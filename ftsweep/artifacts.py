@@ -309,6 +309,7 @@ class Sample(TypedDict):
     reference: str | int
     prediction: str | int
     exact_match: bool
+    rougeL: float  # sft, where task.metrics has rougeL: this example's score
 
 
 class PoolLine(TypedDict):

@@ -33,16 +33,32 @@ def generation_metrics(predictions: list[str], references: list[str], names) -> 
     if "exact_match" in names:
         out["exact_match"] = sum(exact_match(p, r) for p, r in zip(predictions, references)) / len(predictions)
     if "rougeL" in names:
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
-        out["rougeL"] = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / len(predictions)
+        out["rougeL"] = sum(rouge_l(predictions, references)) / len(predictions)
     if "bleu" in names:
         import sacrebleu
 
         tokenize = "zh" if any(_CJK.search(r) for r in references) else "13a"
         out["bleu"] = sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score
     return out
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
+    """rougeL F1 of each prediction against its reference (rouge-score, words and CJK characters)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
+    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
+
+
+def sample_lines(prompts: list[str], references: list[str], predictions: list[str], names) -> list[dict]:
+    """samples.jsonl lines: each prompt with its reference and prediction, and the per-example metrics (exact_match;
+    rougeL where the run computes it), so that the report can compare runs example by example."""
+    rows = [{"prompt": p, "reference": r, "prediction": y, "exact_match": exact_match(y, r)}
+            for p, r, y in zip(prompts, references, predictions)]
+    if "rougeL" in names:
+        for row, score in zip(rows, rouge_l(predictions, references)):
+            row["rougeL"] = score
+    return rows
 
 
 def classification_metrics(predictions: list[int], labels: list[int], num_labels: int, names) -> dict[str, float]:

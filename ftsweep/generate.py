@@ -89,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         from ftsweep import artifacts, evaluation
         from ftsweep.metrics import TASK_METRICS
 
+        names = list(cfg.task.get("metrics") or TASK_METRICS["sft"])
         for row, pred in zip(rows, predictions):
             row["prediction"] = pred
-            if "reference" in row:
-                row["exact_match"] = evaluation.exact_match(pred, row["reference"])
+        with_reference = [r for r in rows if "reference" in r]  # they get samples.jsonl's per-example fields
+        lines = evaluation.sample_lines([r["prompt"] for r in with_reference], [r["reference"] for r in with_reference],
+                                        [r["prediction"] for r in with_reference], names)
+        for row, line in zip(with_reference, lines):
+            row.update({k: v for k, v in line.items() if k not in row})
 
         out = Path(args.out) if args.out else Path(args.run_dir) / artifacts.GENERATIONS
         artifacts.atomic_write_jsonl(out, rows)
@@ -101,15 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(row["prediction"], flush=True)
         print(f"wrote {len(rows)} generation(s) to {out}", file=sys.stderr if args.prompt else sys.stdout, flush=True)
 
-        scored = [r for r in rows if "reference" in r]
-        if scored:
-            names = list(cfg.task.get("metrics") or TASK_METRICS["sft"])
-            metrics = evaluation.generation_metrics([r["prediction"] for r in scored], [r["reference"] for r in scored], names)
-            print(f"metrics on {len(scored)} reference(s): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+        if with_reference:
+            metrics = evaluation.generation_metrics([r["prediction"] for r in with_reference],
+                                                   [r["reference"] for r in with_reference], names)
+            print(f"metrics on {len(with_reference)} reference(s): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
             artifacts.atomic_write_json(out.with_suffix(artifacts.GENERATION_METRICS_SUFFIX), {
                 "run_dir": str(Path(args.run_dir).resolve()), "run_name": run.name,
                 "config_hash": manifest.get("config_hash"), "adapter": not args.base_only,
-                "file": str(args.file) if args.file else None, "records": len(rows), "references": len(scored),
+                "file": str(args.file) if args.file else None, "records": len(rows), "references": len(with_reference),
                 "generation": generation, "batch_size": batch_size, "metrics": metrics,
                 "created_at": artifacts.now_iso()})
         return 0

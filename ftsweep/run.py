@@ -389,9 +389,8 @@ class Run:
         predictions = evaluation.generate(self.model, self.tokenizer, [p["prompt"] for p in prompts], dict(cfg.eval.generation),
                                           int(cfg.eval.batch_size))
         references = [p["reference"] for p in prompts]
-        artifacts.write_samples(samples, [
-            {"prompt": p["prompt"], "reference": r, "prediction": y, "exact_match": evaluation.exact_match(y, r)}
-            for p, r, y in zip(prompts, references, predictions)])
+        artifacts.write_samples(samples, evaluation.sample_lines([p["prompt"] for p in prompts], references, predictions,
+                                                                 list(cfg.task.metrics)))
         self.spreads[samples.name] = evaluation.answer_spread(predictions, references)
         return evaluation.generation_metrics(predictions, references, list(cfg.task.metrics))
 

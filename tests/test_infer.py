@@ -42,6 +42,8 @@ def test_generate_reproduces_the_runs_greedy_samples(trained_run, tmp_path):
     metrics = json.loads(out.with_suffix(".metrics.json").read_text())["metrics"]
     summary = json.loads((trained_run / artifacts.SUMMARY).read_text())
     assert metrics["exact_match"] == pytest.approx(summary["task_metrics"]["exact_match"])
+    rows = [json.loads(x) for x in out.read_text().splitlines()]  # samples.jsonl's per-example fields
+    assert metrics["rougeL"] == pytest.approx(sum(r["rougeL"] for r in rows) / 6)
 
 
 def test_generate_from_alpaca_records_renders_the_training_template(trained_run, tmp_path):

@@ -66,6 +66,8 @@ def test_qlora_run_writes_an_ok_run_directory(qlora_run):
     samples = [json.loads(x) for x in (run_dir / artifacts.SAMPLES).read_text().splitlines()]
     assert len(samples) == 4 and {"prompt", "reference", "prediction", "exact_match"} <= samples[0].keys()
     assert "exact_match" in summary["task_metrics"]
+    # Each sample carries its own rougeL (the report pairs runs over them); the summary's is their mean.
+    assert summary["task_metrics"]["rougeL"] == pytest.approx(sum(x["rougeL"] for x in samples) / 4)
     assert summary["answer_spread"]["n"] == 4 and summary["answer_spread"]["top_count"] == max(
         sum(s["prediction"].strip() == x["prediction"].strip() for s in samples) for x in samples)
 

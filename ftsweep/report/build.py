@@ -147,7 +147,7 @@ def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column
     if best is not None:
         stat = best.stats[metric]
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
-        lines += _best_against_next(design, configs, metric, metric_col)
+        lines += _best_against_next(design, configs, metric, metric_col, higher)
         lines += _edges(fx.edges(fx.main_effects(design, frame, metric), higher))
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
@@ -364,15 +364,15 @@ def _noise_statements(effects, noise, metric: str, col: Column, higher: bool) ->
     return [Para(f"Which differences in {metric} stand out from the noise between seeds:"), Bullets(items)]
 
 
-def _best_against_next(design: Design, configs, metric: str, col: Column) -> list:
+def _best_against_next(design: Design, configs, metric: str, col: Column, higher: bool) -> list:
     """The best configuration against the second, over the same held-out examples (report/paired.py)."""
-    pair = paired.best_against_next(design, configs, metric)
+    pair = paired.best_against_next(design, configs, metric, higher)
     if pair is None:
         return []
     verdict = ("more than another sample of as many held-out examples would explain" if pair.stands_out else
                f"within what another sample of {pair.examples} held-out examples could give, so this held-out set does "
                "not tell the two apart")
-    return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} lower (95 % interval "
+    return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} {'higher' if higher else 'lower'} (95 % interval "
              f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
              f"{verdict}."]]
 

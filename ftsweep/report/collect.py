@@ -3,7 +3,7 @@
 This is the only module of the report that touches the file system on the way
 in. It reads exactly the files docs/run-directory.md describes (sweep.json,
 manifest.json, metrics.jsonl, summary.json, held_out_losses.json,
-.hydra/overrides.yaml and .hydra/config.yaml) and never raises on a damaged run: whatever cannot be read
+samples.jsonl, .hydra/overrides.yaml and .hydra/config.yaml) and never raises on a damaged run: whatever cannot be read
 becomes a line in ``Run.problems`` so the report can say so.
 
 A path given by the user is one of
@@ -52,6 +52,7 @@ class Run:
     problems: list[str] = field(default_factory=list)
     _config: dict[str, Any] | None = field(default=None, repr=False)
     _held_out: tuple | None = field(default=None, repr=False)
+    _samples: list | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,12 @@ class Run:
                     and all(as_number(x) is not None for x in sums) and all(isinstance(t, int) for t in tokens))
             self._held_out = ([float(x) for x in sums], list(tokens)) if good else ()
         return self._held_out or None
+
+    def samples(self) -> list[dict]:
+        """samples.jsonl's lines (the final held-out predictions), read on demand; [] when missing."""
+        if self._samples is None:
+            self._samples = artifacts.read_metrics(self.path / artifacts.SAMPLES, [])
+        return self._samples
 
     def config(self) -> dict[str, Any]:
         """The resolved config: manifest["config"], else .hydra/config.yaml (read on demand,

@@ -261,7 +261,7 @@ def test_the_best_configuration_is_paired_with_the_second(grid):
         loss = run_.summary["eval_loss"]
         _with_losses(run_, [loss - 0.2, loss, loss, loss + 0.2])
     configs = T.configurations(design, frame, "eval_loss", maximize=False)
-    got = paired.best_against_next(design, configs, "eval_loss")
+    got = paired.best_against_next(design, configs, "eval_loss", higher=False)
     # best: r=16, lr=3e-4 (3.1, 3.3: mean 3.2); second: r=8, lr=3e-4 (3.3, 3.4: 3.35)
     assert (got.better, got.worse) == ("lora.r=16, optim.lr=3e-4", "lora.r=8, optim.lr=3e-4")
     assert got.diff == pytest.approx(0.15) and got.low == pytest.approx(0.15) == got.high  # the same shift on every example
@@ -311,3 +311,28 @@ def test_a_configuration_repeated_with_more_seeds_counts_once_in_its_levels_mean
     # SE of r=8's mean: s * sqrt(1/1 + 1/4) / 2; of r=16's: s * sqrt(1/1 + 1/1) / 2 = s / sqrt(2); t(0.975, 3) = 3.182.
     t = 3.182
     assert r8.half == pytest.approx(t * noise.std * 1.25 ** 0.5 / 2) and r16.half == pytest.approx(t * noise.std / 2 ** 0.5)
+
+
+def test_a_score_kept_per_sample_is_paired_higher_being_better(grid):
+    """accuracy (a classifier's) and exact_match are the mean of samples.jsonl's exact_match; rougeL of its rougeL.
+    Runs pair only over the same prompts in the same order."""
+    from ftsweep.report import paired
+
+    design, frame = grid
+    prompts = [f"p{k}" for k in range(4)]
+    for run_ in design.runs:
+        right = 3 if "optim.lr=3e-4" in run_.name else 1  # lr 3e-4 gets 3 of the 4 right, 1e-4 one
+        run_._samples = [{"prompt": p, "exact_match": k < right, "rougeL": 0.5} for k, p in enumerate(prompts)]
+        run_.summary["task_metrics"] = {"accuracy": right / 4}
+    frame = T.runs_frame(design, "accuracy")
+    found = dict(paired.level_differences(design, frame, "accuracy", higher=True))
+    # lr: d = (0, 1, 1, 0) per example in every configuration: D = 0.5, residuals (-0.5, 0.5, 0.5, -0.5),
+    # SE = sqrt(4/3 * 1) / 4 = 0.288675; t(0.975, 3) = 3.182: half-width 0.91856, so within the sample's noise.
+    assert (found["optim.lr"].better, found["optim.lr"].worse) == ("3e-4", "1e-4")
+    assert found["optim.lr"].diff == pytest.approx(0.5) and found["optim.lr"].high == pytest.approx(0.5 + 0.91856, abs=1e-4)
+    assert not found["optim.lr"].stands_out
+    assert found["lora.r"].diff == pytest.approx(0.0)
+    assert dict(paired.level_differences(design, T.runs_frame(design, "rougeL"), "rougeL", higher=True)) == {}  # no run has a value
+    design.runs[0]._samples = [{**r, "prompt": r["prompt"] + "!"} for r in design.runs[0]._samples]  # other prompts
+    assert paired.per_example(design, [0, 1], "accuracy") is None
+    assert not paired.pairable("bleu") and not paired.pairable("f1")  # a corpus score, a macro average
