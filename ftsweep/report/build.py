@@ -372,7 +372,8 @@ def _best_against_next(design: Design, configs, metric: str, col: Column, higher
     verdict = ("more than another sample of as many held-out examples would explain" if pair.stands_out else
                f"within what another sample of {pair.examples} held-out examples could give, so this held-out set does "
                "not tell the two apart")
-    return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} {'higher' if higher else 'lower'} (95 % interval "
+    direction = "higher" if higher else "lower"
+    return [["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} {direction} (95 % interval "
              f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
              f"{verdict}."]]
 

@@ -229,7 +229,16 @@ def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
         else:
             continue
         a, b = best.level.number, near.level.number
-        out.append(Edge(effect.factor.name, best.level, end, a * a / b if a > 0 and b > 0 else 2 * a - b))
+        beyond = a * a / b if a > 0 and b > 0 else 2 * a - b
+        numbers = [e.level.number for e in levels]
+        whole = all(float(x).is_integer() for x in numbers)  # a rank, a step count
+        if whole:
+            beyond = float(round(beyond))
+        # No step past a bound the levels keep: 0 for a dropout or warm-up tried from 0 up, 1 for a rank from 1.
+        floor = 1 if whole and min(numbers) >= 1 else 0 if min(numbers) >= 0 else None
+        if beyond == a or (floor is not None and beyond < floor):
+            continue
+        out.append(Edge(effect.factor.name, best.level, end, beyond))
     return out
 
 

@@ -291,6 +291,11 @@ def test_a_best_level_inside_the_range_or_over_data_n_is_not_an_edge():
     design = F.build_design([sweep(runs, grid={"x.shift": ["-1", "0"]})])
     (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
     assert (edge.end, edge.beyond) == ("largest", 1)
+    # Nothing below a bound the levels keep: dropout tried from 0 (0 best), a rank tried from 1 (1 best).
+    for key, values in (("lora.dropout", ("0", "0.05")), ("lora.r", ("1", "2"))):
+        runs = [run([f"{key}={v}"], loss) for v, loss in zip(values, (3.2, 3.6))]
+        design = F.build_design([sweep(runs, grid={key: list(values)})])
+        assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == [], key
 
 
 def test_a_configuration_repeated_with_more_seeds_counts_once_in_its_levels_mean():
