@@ -409,6 +409,12 @@ def test_a_sweep_run_again_into_its_directory_started_with_its_first_invocation(
                                             "finished_at": "2026-11-22T14:06:40Z", "counts": {"total": 1, "ok": 1}}])
     (row,) = md_table(build_report([sweep]).read_text(), "# Ablation report")  # the first table: the sweeps
     assert row["started"] == "2026-11-22T14:03:11Z (the first of 2 invocations)" and row["finished"] == "2026-11-23T09:00:01Z"
+    assert row["command"] == "`python -m ftsweep -m lora.r=8`"  # the same command twice: shown once
+    # The best cell repeated with more seeds into the same directory: both commands made runs of the report.
+    write_sweep_json(sweep, "2026-11-22_14-03-11", "python -m ftsweep -m lora.r=8 seed=1,2", {"seed": ["1", "2"]},
+                     previous_invocations=[{"command": "python -m ftsweep -m lora.r=8,16", "started_at": "2026-11-22T14:03:11Z"}])
+    (row,) = md_table(build_report([sweep]).read_text(), "# Ablation report")
+    assert row["command"] == "`python -m ftsweep -m lora.r=8,16`, then `python -m ftsweep -m lora.r=8 seed=1,2`"
 
 
 def test_a_rank_sweep_at_one_alpha_is_said_to_sweep_the_update_scale_too(tmp_path):
@@ -593,6 +599,18 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     (sweep / "lora.r=32" / "held_out_losses.json").unlink()
     md = build_report([sweep]).read_text()
     assert "paired over" not in md and "noise of the held-out sample" not in md
+
+
+def test_unequal_seed_counts_are_said_to_change_the_intervals_formula(tmp_path):
+    sweep = tmp_path / "sweep"
+    for r, seeds in (("8", "123"), ("16", "12")):
+        for seed in seeds:
+            write_run(sweep, [f"lora.r={r}", f"seed={seed}"], eval_loss=3.0 + int(seed) / 100 + (r == "16") / 10)
+    md = build_report([sweep]).read_text()
+    assert "configurations ran different numbers of seeds, ± t · s · √(Σ 1/n_j) / k" in md
+    (sweep / "lora.r=8,seed=3" / "summary.json").unlink()  # now 2 seeds each: the plain formula alone
+    md = build_report([sweep]).read_text()
+    assert "(pooled sample std, 2 degrees of freedom)." in md and "n_j" not in md
 
 
 def test_a_best_level_at_an_end_of_the_range_says_what_to_add(tmp_path):

@@ -179,10 +179,14 @@ def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column
         started = str((earlier[0]["started_at"] if earlier else meta.get("started_at")) or "—")
         if earlier:
             started += f" (the first of {len(earlier) + 1} invocations)"
+        # Each distinct command, first to last: a grid widened or a best cell repeated with more seeds into the same
+        # directory ran other commands than the last, and the runs of each are in the report.
+        commands = list(dict.fromkeys(str(i["command"]) for i in [*earlier, meta] if i.get("command")))
+        shown = [x for k, c in enumerate(commands) for x in ([", then "] if k else []) + [Code(c)]]
         sweep_rows.append(
             [
                 Code(sweep.label),
-                Code(str(meta["command"])) if meta.get("command") else f"no {SWEEP}" if not meta else "—",
+                shown if commands else f"no {SWEEP}" if not meta else "—",
                 started,
                 str(finished),
                 runs_text,
@@ -252,7 +256,10 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
             ]
             + (
                 [f" The 95 % interval is the level mean ± t · s / √n, with s = {fmt(noise.std, metric_col)} the "
-                 f"spread between seeds of one configuration (pooled sample std, {noise.df} degrees of freedom)."]
+                 f"spread between seeds of one configuration (pooled sample std, {noise.df} degrees of freedom)"
+                 + ("." if len({c.n_ok for c in configs if c.n_ok}) <= 1 else
+                    "; where configurations ran different numbers of seeds, ± t · s · √(Σ 1/n_j) / k for k "
+                    "configurations of n_j runs each.")]
                 if noise
                 else []
             )
