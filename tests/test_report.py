@@ -601,6 +601,18 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     assert "paired over" not in md and "noise of the held-out sample" not in md
 
 
+def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})
+    write_run(sweep, ["optim.lr=3e-4"], eval_loss=3.7, summary={"best_eval_loss": 3.69, "best_step": 100})  # 0.3 %
+    md = build_report([sweep]).read_text()
+    assert ("1 of the ok runs ended with a held-out loss more than 1% above their lowest (`optim.lr=1e-3`: 3.9000 at "
+            "the end against 3.6000 at step 100): they got worse after that point, and their adapter is the last "
+            "step's, as ranked here. Fewer steps (`optim.max_steps=100`) or a lower learning rate keep the better one.") in md
+    write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.63, summary={"best_eval_loss": 3.6, "best_step": 100})  # 0.8 %
+    assert "above their lowest" not in build_report([sweep]).read_text()
+
+
 def test_unequal_seed_counts_are_said_to_change_the_intervals_formula(tmp_path):
     sweep = tmp_path / "sweep"
     for r, seeds in (("8", "123"), ("16", "12")):
