@@ -182,7 +182,7 @@ def main() -> None:
               f"{m['train_s'] / d['train_s']:.2f}x | {m['process_s'] / d['process_s']:.2f}x |")
     s = results[DEFAULT][-1]["summary"]
     chosen = {k: v for k, v in (s.get("auto") or {}).items() if isinstance(v, bool)}  # what the auto knobs became
-    print(f"\nftsweep default chose: " + ", ".join(f"{k}={str(v).lower()}" for k, v in chosen.items())
+    print("\nftsweep default chose: " + ", ".join(f"{k}={str(v).lower()}" for k, v in chosen.items())
           + f"; padding efficiency {s.get('padding_efficiency')}")
 
     if not args.no_sweep:
