@@ -646,13 +646,13 @@ def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
     write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": repeated})
     write_run(sweep, ["optim.lr=3e-4"], eval_loss=4.7, summary={"answer_spread": {**repeated, "distinct": 20, "top_count": 4}})
     md = build_report([sweep]).read_text()
-    assert ("1 of the ok runs gave one answer to nearly every held-out example (`optim.lr=1e-4`; optim.lr=1e-4: "
+    assert ("1 of the ok runs gave one answer to nearly every held-out example (`optim.lr=1e-4`; `optim.lr=1e-4`: "
             "'is is is' for 32 of 32): their task metrics score that answer against every reference, not what each "
             "run learned; always giving the most frequent reference would be right for 2 of 32.") in md
     # A classifier that always says its majority class; a run with as many answers as references, not flagged.
     majority = {"n": 80, "distinct": 1, "top": 0, "top_count": 80, "reference_top_count": 41}
     write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": majority})
-    assert "optim.lr=1e-4: class 0 for 80 of 80" in build_report([sweep]).read_text()
+    assert "`optim.lr=1e-4`: class 0 for 80 of 80" in build_report([sweep]).read_text()
     labels = {"n": 80, "distinct": 1, "top": 1, "top_count": 78, "reference_top_count": 78}
     write_run(sweep, ["optim.lr=1e-4"], eval_loss=5.0, summary={"answer_spread": labels})
     assert "one answer" not in build_report([sweep]).read_text()

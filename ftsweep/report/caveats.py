@@ -170,8 +170,8 @@ def one_answer(design: Design) -> list:
     else:
         shown = repr(top if len(top) <= 40 else top[:40] + "…") if top else "an empty answer"
     names = join_code([run.name for run in runs[:3]]) + ([f" and {len(runs) - 3} more"] if len(runs) > 3 else [])
-    return [[f"{len(runs)} of the ok runs gave one answer to nearly every held-out example (", *names,
-             f"; {runs[0].name}: {shown} for {spread['top_count']} of {spread['n']}): their task metrics score that "
+    return [[f"{len(runs)} of the ok runs gave one answer to nearly every held-out example (", *names, "; ",
+             Code(runs[0].name), f": {shown} for {spread['top_count']} of {spread['n']}): their task metrics score that "
              "answer against every reference, not what each run learned; always giving the most frequent reference "
              f"would be right for {spread['reference_top_count']} of {spread['n']}. Their ", Code(SAMPLES),
              " shows the answers."]]
