@@ -639,6 +639,28 @@ def test_a_best_level_at_an_end_of_the_range_says_what_to_add(tmp_path):
            "sweep tells (e.g. add `optim.lr=0.0009`)." in build_report([sweep]).read_text()
 
 
+def test_the_sweeps_closing_lines_say_whether_the_best_beats_the_next_by_more_than_the_samples_noise(tmp_path):
+    from ftsweep.sweep.callbacks import ranking
+
+    sweep = tmp_path / "sweep"
+    tokens = [10, 20, 10, 20]
+    base = [30.0, 60.0, 30.0, 60.0]
+    write_run(sweep, ["lora.r=8"], eval_loss=2.5, held_out=([x - 0.5 * t for x, t in zip(base, tokens)], tokens))
+    write_run(sweep, ["lora.r=16"], eval_loss=3.0, held_out=(base, tokens))
+    lines = ranking(sweep)
+    assert lines[-2].startswith("best: lora.r=8 (eval_loss 2.5000)")
+    assert lines[-1] == ("  against the next, lora.r=16: 0.5000 better (95 % interval 0.5000 to 0.5000 over 4 held-out "
+                         "examples), more than the held-out sample's noise")
+    # r=16 alternately 1 nat above and below: 0 better on average, within the noise.
+    write_run(sweep, ["lora.r=8"], eval_loss=2.99, held_out=([31.0, 59.0, 31.0, 59.0 - 0.6], tokens))
+    assert ranking(sweep)[-1].endswith("over 4 held-out examples), within the held-out sample's noise")
+    # The best two cells are one configuration's two seeds: no such line.
+    seeds = tmp_path / "seeds"
+    write_run(seeds, ["seed=1"], eval_loss=2.5, held_out=(base, tokens))
+    write_run(seeds, ["seed=2"], eval_loss=3.0, held_out=(base, tokens))
+    assert ranking(seeds)[-1].startswith("best: seed=1")
+
+
 def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
     # The built-in demo at lr 1e-4: 32 of 32 samples "is is is ..." (rougeL 0.13 scored on that text alone).
     sweep = tmp_path / "sweep"

@@ -92,6 +92,17 @@ def per_example(design: Design, indices: list[int], metric: str = LOSS) -> dict[
     return found
 
 
+def between(better, worse, metric: str = LOSS, higher: bool = False) -> Paired | None:
+    """One run against another over their held-out examples (the sweep's closing lines on the console)."""
+    if not pairable(metric):
+        return None
+    parts = [_parts(run, metric) for run in (better, worse)]
+    if parts[0] is None or parts[1] is None or parts[0][1:] != parts[1][1:] or len(parts[0][1]) < 2:
+        return None
+    return compare(better.name, np.asarray(parts[0][0], dtype=np.float64), worse.name,
+                   np.asarray(parts[1][0], dtype=np.float64), np.asarray(parts[0][1], dtype=np.float64), higher)
+
+
 def compare(better: str, a: np.ndarray, worse: str, b: np.ndarray, tokens: np.ndarray, higher: bool = False) -> Paired:
     m, total = len(tokens), float(tokens.sum())
     d = a - b if higher else b - a

@@ -206,4 +206,23 @@ def ranking(sweep_dir: Path, metric: str = "eval_loss") -> list[str]:
         lines.append(f"  -  {status:<11} {name}" + (f": {reason}" if reason else ""))
     if ranked:
         lines.append(f"best: {ranked[0][0]} ({metric} {entry.format(ranked[0][2])}) -> {sweep_dir / ranked[0][0]}")
+    if len(ranked) > 1:
+        lines += _against_next(sweep_dir / ranked[0][0], sweep_dir / ranked[1][0], metric, entry)
     return lines
+
+
+def _against_next(best: Path, second: Path, metric: str, entry) -> list[str]:
+    """Whether the best cell beats the second by more than the held-out sample's noise (report/paired.py), said
+    where the sweep ends, for a reader who never opens the report. Not for two seeds of one configuration."""
+    from ftsweep.report import collect, paired
+
+    runs = [collect.read_run(path, "") for path in (best, second)]
+    configs = [{k: v for k, v in (run.manifest.get("config") or {}).items() if k != "seed"} for run in runs]
+    if configs[0] == configs[1]:
+        return []
+    pair = paired.between(*runs, metric, entry.maximize)
+    if pair is None:
+        return []
+    verdict = "more than the held-out sample's noise" if pair.stands_out else "within the held-out sample's noise"
+    return [f"  against the next, {pair.worse}: {entry.format(pair.diff)} better (95 % interval {entry.format(pair.low)} "
+            f"to {entry.format(pair.high)} over {pair.examples} held-out examples), {verdict}"]
