@@ -82,8 +82,9 @@ def answer_spread(predictions: list, references: list) -> dict | None:
     def key(x):
         return x.strip() if isinstance(x, str) else x
 
-    (top, top_count), = Counter(map(key, predictions)).most_common(1)
-    return {"n": len(predictions), "distinct": len(set(map(key, predictions))), "top": top, "top_count": top_count,
+    answers = Counter(map(key, predictions))
+    (top, top_count), = answers.most_common(1)
+    return {"n": len(predictions), "distinct": len(answers), "top": top, "top_count": top_count,
             "reference_top_count": Counter(map(key, references)).most_common(1)[0][1]}
 
 

@@ -102,20 +102,12 @@ def example_losses(model, inputs: dict, chunk_tokens: int | None = None):
     count = int(starts.sum())
     sums = torch.zeros(count, dtype=torch.float32, device=hidden.device)
     tokens = torch.zeros(count, dtype=torch.long, device=hidden.device)
-    for start in range(0, y.numel(), chunk_tokens or CHUNK_TOKENS):
-        piece = slice(start, start + (chunk_tokens or CHUNK_TOKENS))
+    step = chunk_tokens or CHUNK_TOKENS
+    for start in range(0, y.numel(), step):
+        piece = slice(start, start + step)
         sums.index_add_(0, e[piece], F.cross_entropy(head(h[piece]).float(), y[piece], reduction="none"))
         tokens.index_add_(0, e[piece], torch.ones_like(e[piece]))
     return sums.tolist(), tokens.tolist()
-
-
-def loss_sum(model, inputs: dict, chunk_tokens: int | None = None):
-    """(summed token cross-entropy, predicted tokens) of one held-out batch, or None where `parts` finds no plain
-    output layer (a classifier among them). Call under torch.no_grad()."""
-    per_example = example_losses(model, inputs, chunk_tokens)
-    if per_example is None:
-        return None
-    return float(sum(per_example[0])), int(sum(per_example[1]))
 
 
 def chunks_training(train_cfg) -> bool:

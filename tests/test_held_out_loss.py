@@ -121,18 +121,18 @@ def test_the_held_out_loss_in_chunks_is_the_models_own_loss(tiny_model_dir, pack
     n = int((batch["labels"][..., 1:] != IGNORE).sum())
     with torch.no_grad():
         own = float(model(**batch).loss) * n
-        summed, tokens = lm_loss.loss_sum(model, batch, chunk_tokens=4)  # 9 chunks of 4 or fewer
+        sums, counts = lm_loss.example_losses(model, batch, chunk_tokens=4)  # 9 chunks of 4 or fewer
+    summed, tokens = sum(sums), sum(counts)
     assert tokens == n == 35
     assert summed == pytest.approx(own, rel=1e-5)
     # Example by example (a packed row split where its position ids restart): each one's loss alone, as the
     # model scores it in a batch of one; the one with nothing to learn has 0 tokens.
     with torch.no_grad():
-        sums, counts = lm_loss.example_losses(model, batch, chunk_tokens=4)
-        alone = [lm_loss.loss_sum(model, Collator(pad_token_id=0)([ex])) for ex in examples]
-    assert counts == [answer for _, answer in LENGTHS] and [t for _, t in alone] == counts
-    assert sums == pytest.approx([x for x, _ in alone], rel=1e-5, abs=1e-6)
+        alone = [lm_loss.example_losses(model, Collator(pad_token_id=0)([ex])) for ex in examples]
+    assert counts == [answer for _, answer in LENGTHS] and [t for _, (t,) in alone] == counts
+    assert sums == pytest.approx([x for (x,), _ in alone], rel=1e-5, abs=1e-6)
     base.config.final_logit_softcapping = 30.0  # logits that are not the plain projection: the model's own forward
-    assert lm_loss.loss_sum(model, batch) is None
+    assert lm_loss.example_losses(model, batch) is None
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -101,10 +101,12 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
 
     title = "Ablation report: " + " vs ".join(design.sweeps)
     blocks: list[Block] = [Heading(1, title)]
-    blocks += _overview(sweeps, design, frame, configs, metric, metric_col, maximize, higher)
+    noise = fx.seed_noise(design, frame, metric)
+    effects = fx.main_effects(design, frame, metric, noise)
+    blocks += _overview(sweeps, design, effects, configs, metric, metric_col, maximize, higher)
     blocks += _runs_section(design, configs, metric, higher)
     with plots.drawing() as unreadable:
-        blocks += _effects_section(design, frame, configs, metric, metric_col, higher, plot_dir)
+        blocks += _effects_section(design, frame, noise, effects, configs, metric, metric_col, higher, plot_dir)
         blocks += _curves_section(design, configs, plot_dir)
     if unreadable:
         log.warning("report: no installed font draws %s, so the plots show empty boxes for them (report.md and "
@@ -123,7 +125,7 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
 # ---------------------------------------------------------------- sections
 
 
-def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
+def _overview(sweeps, design: Design, effects, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
     counts = Counter(run.status for run in design.runs)
     order = {s: i for i, s in enumerate(KNOWN_STATUSES)}
     status_text = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s)))
@@ -148,7 +150,7 @@ def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column
         stat = best.stats[metric]
         lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
         lines += _best_against_next(design, configs, metric, metric_col, higher)
-        lines += _edges(fx.edges(fx.main_effects(design, frame, metric), higher))
+        lines += _edges(fx.edges(effects, higher))
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
             lines.append(_baseline_sentence(base.mean, gain.mean, pct.mean if pct is not None else None))
@@ -182,11 +184,10 @@ def _overview(sweeps, design: Design, frame, configs, metric, metric_col: Column
         # Each distinct command, first to last: a grid widened or a best cell repeated with more seeds into the same
         # directory ran other commands than the last, and the runs of each are in the report.
         commands = list(dict.fromkeys(str(i["command"]) for i in [*earlier, meta] if i.get("command")))
-        shown = [x for k, c in enumerate(commands) for x in ([", then "] if k else []) + [Code(c)]]
         sweep_rows.append(
             [
                 Code(sweep.label),
-                shown if commands else f"no {SWEEP}" if not meta else "—",
+                join_code(commands, ", then ") if commands else f"no {SWEEP}" if not meta else "—",
                 started,
                 str(finished),
                 runs_text,
@@ -231,11 +232,10 @@ def _method(run: Run) -> str | None:
     return lora.get("method") if isinstance(lora, dict) else None
 
 
-def _effects_section(design, frame, configs, metric, metric_col: Column, higher, plot_dir: Path) -> list[Block]:
+def _effects_section(design, frame, noise, effects, configs, metric, metric_col: Column, higher,
+                     plot_dir: Path) -> list[Block]:
     if not design.factors:
         return []
-    noise = fx.seed_noise(design, frame, metric)
-    effects = fx.main_effects(design, frame, metric, noise)
     rows = []
     for effect in effects:
         for e in effect.levels:
@@ -276,7 +276,7 @@ def _effects_section(design, frame, configs, metric, metric_col: Column, higher,
             parts += [", " if k else "", Code(name), f" {fmt(spread, metric_col)}"]
         blocks.append(Para(parts + ["."]))
     blocks += _noise_statements(effects, noise, metric, metric_col, higher)
-    blocks += _held_out_statements(design, frame, metric, metric_col, higher)
+    blocks += _held_out_statements(design, frame, effects, metric, metric_col, higher)
     if any(e.stat.mean is not None for effect in effects for e in effect.levels):
         plots.effects_plot(effects, metric, higher, plot_dir / PLOT_EFFECTS)
         blocks.append(Image(f"{PLOTS}/{PLOT_EFFECTS}", f"Main effects on {metric}"))
@@ -394,14 +394,13 @@ def _edges(found: list) -> list:
         parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
                   f", {edge.level.text}, is the {edge.end} tried"]
     parts[1] = parts[1].capitalize()
-    more = [Code(f"{edge.factor}={float(f'{edge.beyond:.2g}'):g}") for edge in found]
-    adds = [x for k, code in enumerate(more) for x in ([", "] if k else []) + [code]]
+    adds = join_code([f"{edge.factor}={float(f'{edge.beyond:.2g}'):g}" for edge in found])
     return [[*parts, ": the best setting may lie beyond the range, which a wider sweep tells (e.g. add ", *adds, ")."]]
 
 
-def _held_out_statements(design: Design, frame, metric: str, col: Column, higher: bool) -> list[Block]:
+def _held_out_statements(design: Design, frame, effects, metric: str, col: Column, higher: bool) -> list[Block]:
     """Plain sentences: which level differences the held-out sample's noise can explain (report/paired.py)."""
-    found = paired.level_differences(design, frame, metric, higher)
+    found = paired.level_differences(design, frame, metric, higher, effects)
     if not found:
         return []
     items = [[Code(name), f": {p.better} beats {p.worse} by {fmt(p.diff, col)} ({fmt(p.low, col)} to "

@@ -91,19 +91,26 @@ def _set_by(names: list[str], before: str, what: str, after: str) -> list:
 ALPHA_OVER_R = ("lora", "loha", "lokr")
 
 
+def _scaled_adapters(design: Design) -> list[tuple[float, float, bool]]:
+    """(r, alpha, use_rslora) of each ok run whose PEFT method scales its update by alpha over the rank."""
+    out = []
+    for run in design.runs:
+        lora = run.config().get("lora") if run.ok else None
+        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R:
+            continue
+        r, alpha = as_number(lora.get("r")), as_number(lora.get("alpha"))
+        if r and alpha:
+            out.append((float(r), float(alpha), bool(lora.get("use_rslora"))))
+    return out
+
+
 def rank_scale(design: Design) -> list:
     """A rank sweep at one lora.alpha also sweeps the update scale alpha / r (PEFT multiplies B @ A by it): at
     alpha 16, 2 at r=8 and 1 at r=16. Part of what the rank did is then a step-size change; said, with the sweep
     that holds the scale (alpha = r, an interpolation Hydra resolves per cell)."""
     if "lora.r" not in {f.name for f in design.factors}:
         return []
-    shapes = set()
-    for run in design.runs:
-        lora = run.config().get("lora") if run.ok else None
-        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R or lora.get("use_rslora"):
-            continue
-        if as_number(lora.get("r")) and as_number(lora.get("alpha")):
-            shapes.add((int(as_number(lora["r"])), float(as_number(lora["alpha"]))))
+    shapes = {(int(r), alpha) for r, alpha, rslora in _scaled_adapters(design) if not rslora}
     ranks, alphas = sorted({r for r, _ in shapes}), {a for _, a in shapes}
     if len(ranks) < 2 or len(alphas) != 1:
         return []
@@ -121,13 +128,8 @@ def variant_scale(design: Design) -> list:
     rsLoRA beat LoRA by 0.42 (4.325 against 4.745); LoRA at 2.83 x 3e-4 beat rsLoRA (4.266). Said, with how to
     compare at a matched step."""
     formulas: dict[tuple[float, float], set[bool]] = {}
-    for run in design.runs:
-        lora = run.config().get("lora") if run.ok else None
-        if not isinstance(lora, dict) or lora.get("method") not in ALPHA_OVER_R:
-            continue
-        r, alpha = as_number(lora.get("r")), as_number(lora.get("alpha"))
-        if r and alpha:
-            formulas.setdefault((r, alpha), set()).add(bool(lora.get("use_rslora")))
+    for r, alpha, rslora in _scaled_adapters(design):
+        formulas.setdefault((r, alpha), set()).add(rslora)
     mixed = sorted(shape for shape, rs in formulas.items() if len(rs) > 1)
     if not mixed:
         return []

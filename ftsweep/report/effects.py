@@ -101,6 +101,7 @@ class MainEffect:
     levels: list[LevelEffect]
     left_out: list[str] = field(default_factory=list)  # configurations whose setting of the others lacks a level
     matched: bool = True  # False: no setting of the others has every level; the means are over different ones
+    runs: list[int] = field(default_factory=list)  # the ok runs (indices into design.runs) the means are over
 
     @property
     def spread(self) -> float | None:
@@ -117,7 +118,7 @@ def main_effects(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.
         grouped = _grouped(used, [factor.name], metric)
         levels = [LevelEffect(level, _stat(grouped, level.text), _half(noise, grouped, level.text)) for level in factor.levels]
-        effects.append(MainEffect(factor, levels, left_out, matched))
+        effects.append(MainEffect(factor, levels, left_out, matched, list(used.index)))
     return effects
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .effects import _matched, _ok, t975
+from .effects import MainEffect, main_effects, t975
 from .factors import Design
 from .table import Configuration
 
@@ -71,36 +71,42 @@ def _parts(run, metric: str) -> tuple[list[float], list[int], object] | None:
     return [float(r[field]) for r in rows], [1] * len(rows), [r.get("prompt") for r in rows]
 
 
-def per_example(design: Design, indices: list[int], metric: str = LOSS) -> dict[int, np.ndarray] | None:
-    """Each run's per-example values, plus the shared tokens under key -1; None unless every run has them for the
-    same examples (the same held-out fingerprint and tokens, or the same prompts in the same order)."""
-    found: dict[int, np.ndarray] = {}
+def _aligned(runs: list, metric: str) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The runs' per-example values and their shared tokens; None unless every run has them for the same examples
+    (the same held-out fingerprint and tokens, or the same prompts in the same order)."""
+    values = []
     tokens = examples = None
-    for i in indices:
-        parts = _parts(design.runs[i], metric)
+    for run in runs:
+        parts = _parts(run, metric)
         if parts is None:
             return None
-        values, counts, which = parts
+        found, counts, which = parts
         if tokens is None:
             tokens, examples = counts, which
         elif counts != tokens or which != examples:
             return None
-        found[i] = np.asarray(values, dtype=np.float64)
+        values.append(np.asarray(found, dtype=np.float64))
     if tokens is None or sum(tokens) <= 0 or len(tokens) < 2:
         return None
-    found[-1] = np.asarray(tokens, dtype=np.float64)
-    return found
+    return values, np.asarray(tokens, dtype=np.float64)
+
+
+def per_example(design: Design, indices: list[int], metric: str = LOSS) -> dict[int, np.ndarray] | None:
+    """Each run's per-example values, plus the shared tokens under key -1 (see _aligned)."""
+    aligned = _aligned([design.runs[i] for i in indices], metric)
+    if aligned is None:
+        return None
+    values, tokens = aligned
+    return {**dict(zip(indices, values)), -1: tokens}
 
 
 def between(better, worse, metric: str = LOSS, higher: bool = False) -> Paired | None:
     """One run against another over their held-out examples (the sweep's closing lines on the console)."""
-    if not pairable(metric):
+    aligned = _aligned([better, worse], metric) if pairable(metric) else None
+    if aligned is None:
         return None
-    parts = [_parts(run, metric) for run in (better, worse)]
-    if parts[0] is None or parts[1] is None or parts[0][1:] != parts[1][1:] or len(parts[0][1]) < 2:
-        return None
-    return compare(better.name, np.asarray(parts[0][0], dtype=np.float64), worse.name,
-                   np.asarray(parts[1][0], dtype=np.float64), np.asarray(parts[0][1], dtype=np.float64), higher)
+    (a, b), tokens = aligned
+    return compare(better.name, a, worse.name, b, tokens, higher)
 
 
 def compare(better: str, a: np.ndarray, worse: str, b: np.ndarray, tokens: np.ndarray, higher: bool = False) -> Paired:
@@ -131,25 +137,26 @@ def best_against_next(design: Design, configs: list[Configuration], metric: str,
     return compare(best.label, a, second.label, b, values[-1], higher)
 
 
-def level_differences(design: Design, frame: pd.DataFrame, metric: str, higher: bool) -> list[tuple[str, Paired]]:
-    """For each swept parameter, its best level against every other, over the runs its effect is a mean of."""
+def level_differences(design: Design, frame: pd.DataFrame, metric: str, higher: bool,
+                      effects: list[MainEffect] | None = None) -> list[tuple[str, Paired]]:
+    """For each swept parameter, its best level against every other, over the runs its effect is a mean of
+    (``effects``: main_effects' of this frame and metric, computed here if not given)."""
     if not pairable(metric) or metric not in frame:
         return []
-    ok = _ok(frame, metric)
     out = []
-    for factor in design.factors:
-        used, _, matched = _matched(ok, factor, design)
-        if not matched or not len(used):
+    for effect in effects if effects is not None else main_effects(design, frame, metric):
+        if not effect.matched or not effect.runs:
             continue
-        values = per_example(design, list(used.index), metric)
+        values = per_example(design, effect.runs, metric)
         if values is None:
             continue
-        tokens = values[-1]
+        used = frame.loc[effect.runs]
         by_level = {level: np.mean([_mean(values, list(c.index)) for _, c in rows.groupby("configuration")], axis=0)
-                    for level, rows in used.groupby(factor.name)}
+                    for level, rows in used.groupby(effect.factor.name)}
         if len(by_level) < 2:
             continue
         order = sorted(by_level, key=lambda level: float(by_level[level].sum()), reverse=higher)
         best = order[0]
-        out += [(factor.name, compare(best, by_level[best], other, by_level[other], tokens, higher)) for other in order[1:]]
+        out += [(effect.factor.name, compare(best, by_level[best], other, by_level[other], values[-1], higher))
+                for other in order[1:]]
     return out

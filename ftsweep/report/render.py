@@ -24,11 +24,11 @@ class Code:
     text: str
 
 
-def join_code(names: list[str]) -> list:
-    """Names as inline code, comma-separated ("none" for an empty list)."""
+def join_code(names: list[str], sep: str = ", ") -> list:
+    """Names as inline code, ``sep`` between them ("none" for an empty list)."""
     parts: list = []
     for k, name in enumerate(names):
-        parts += [", " if k else "", Code(name)]
+        parts += [sep if k else "", Code(name)]
     return parts or ["none"]
 
 
