@@ -341,3 +341,18 @@ def test_a_score_kept_per_sample_is_paired_higher_being_better(grid):
     design.runs[0]._samples = [{**r, "prompt": r["prompt"] + "!"} for r in design.runs[0]._samples]  # other prompts
     assert paired.per_example(design, [0, 1], "accuracy") is None
     assert not paired.pairable("bleu") and not paired.pairable("f1")  # a corpus score, a macro average
+
+
+def test_paired_level_differences_leave_out_the_runs_the_effects_table_leaves_out():
+    """2 x 2 grid, (r=16, lr=3e-4) failed: lr's levels compare at r=8 alone (3.0 against 2.8), not with r=16's 2.0."""
+    from ftsweep.report import paired
+
+    losses = {("8", "1e-4"): 3.0, ("8", "3e-4"): 2.8, ("16", "1e-4"): 2.0}
+    runs = [_with_losses(run([f"lora.r={r}", f"optim.lr={lr}"], loss), [loss - 0.1, loss + 0.1, loss - 0.1, loss + 0.1])
+            for (r, lr), loss in losses.items()]
+    runs.append(run(["lora.r=16", "optim.lr=3e-4"], None, status="failed"))
+    design = F.build_design([sweep(runs, grid={"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"]})])
+    frame = T.runs_frame(design, "eval_loss")
+    found = dict(paired.level_differences(design, frame, "eval_loss", higher=False))
+    assert (found["optim.lr"].better, found["optim.lr"].worse) == ("3e-4", "1e-4")
+    assert found["optim.lr"].diff == pytest.approx(0.2)
