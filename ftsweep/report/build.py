@@ -166,7 +166,7 @@ def _overview(sweeps, design: Design, effects, configs, metric, metric_col: Colu
     else:
         lines.append("No run finished ok, so nothing is ranked.")
 
-    lines += caveats.lines(design, metric)
+    lines += caveats.lines(design, metric, best.runs if best is not None else [])
     blocks: list[Block] = [Bullets(lines)]
     sweep_rows = []
     for sweep in sweeps:
@@ -386,16 +386,22 @@ def _best_against_next(design: Design, configs, metric: str, col: Column, higher
 
 
 def _edges(found: list) -> list:
-    """One line for the parameters whose best level is at an end of the range tried, with the next value to add."""
+    """One line for the parameters whose best level is at an end of the range that ran ok, with the value to add:
+    past the range, or between the best and a level past it that gave no result."""
     if not found:
         return []
     parts: list = []
     for k, edge in enumerate(found):
         parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
-                  f", {edge.level.text}, is the {edge.end} tried"]
+                  f", {edge.level.text}, is the {edge.end} "
+                  + (f"that ran ok (no run at {edge.short_of.text} finished ok)" if edge.short_of else "tried")]
     parts[1] = parts[1].capitalize()
+    short = sum(edge.short_of is not None for edge in found)
+    where = ("between those levels, which a level there tells" if short == len(found) else
+             "beyond the range, which a wider sweep tells" if not short else
+             "beyond the range or short of the level that gave no result, which more levels tell")
     adds = join_code([f"{edge.factor}={float(f'{edge.beyond:.2g}'):g}" for edge in found])
-    return [[*parts, ": the best setting may lie beyond the range, which a wider sweep tells (e.g. add ", *adds, ")."]]
+    return [[*parts, f": the best setting may lie {where} (e.g. add ", *adds, ")."]]
 
 
 def _held_out_statements(design: Design, frame, effects, metric: str, col: Column, higher: bool) -> list[Block]:

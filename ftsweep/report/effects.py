@@ -201,45 +201,55 @@ def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
 
 @dataclass(frozen=True)
 class Edge:
-    """A numeric parameter whose best level is the largest or smallest tried."""
+    """A numeric parameter whose best level is the largest or smallest that ran ok."""
 
     factor: str
     level: Level
     end: str  # "largest" or "smallest"
-    beyond: float  # one step further: the ratio (or, below zero, the difference) of the last two levels again
+    beyond: float  # the value to try next: one step further, or halfway to the level that gave no result
+    short_of: Level | None = None  # the next level tried past the best, where no run finished ok (lr 50 diverged)
 
 
 EDGELESS = (DATA_SIZE,)  # more data is better; how much better is what the data-size curve shows
 
 
 def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
-    """Parameters whose best level, by the effects table's means, is at an end of the numbers tried: the best
-    setting may lie beyond the range (with two levels it always is at one end: two points show no optimum). On the
-    built-in data the demo's best lr, 3e-4, is its largest: lr 1e-3 trained to 4.21 against 4.74."""
+    """Parameters whose best level, by the effects table's means, is at an end of the numbers that ran ok: the
+    best setting may lie beyond them (with two levels it always is at one end: two points show no optimum). On the
+    built-in data the demo's best lr, 3e-4, is its largest: lr 1e-3 trained to 4.21 against 4.74. Where a level
+    past the best was tried and no run of it finished ok (lr 50 went to nan at step 5 while 0.5 was best), the next
+    value is halfway to it, not past it."""
     out = []
     for effect in effects:
-        levels = sorted((e for e in effect.levels if e.stat.mean is not None), key=lambda e: e.level.number or 0.0)
-        if (effect.factor.name in EDGELESS or not effect.matched or len(levels) < 2
-                or any(e.level.number is None for e in levels)):
+        if effect.factor.name in EDGELESS or not effect.matched:
+            continue
+        tried = sorted(effect.levels, key=lambda e: e.level.number or 0.0)
+        levels = [e for e in tried if e.stat.mean is not None]
+        if len(levels) < 2 or any(e.level.number is None for e in tried):
             continue
         best = max(levels, key=lambda e: e.stat.mean if maximize else -e.stat.mean)
         if best is levels[-1]:
-            near, end = levels[-2], "largest"
+            near, end, past = levels[-2], "largest", tried[tried.index(best) + 1:]
         elif best is levels[0]:
-            near, end = levels[1], "smallest"
+            near, end, past = levels[1], "smallest", tried[:tried.index(best)][::-1]
         else:
             continue
         a, b = best.level.number, near.level.number
-        beyond = a * a / b if a > 0 and b > 0 else 2 * a - b
-        numbers = [e.level.number for e in levels]
+        short_of = past[0].level if past else None
+        if short_of is not None:  # halfway on the scale the levels step on: 0.5 and 50 -> 5
+            c = short_of.number
+            beyond = math.sqrt(a * c) if a > 0 and c > 0 else (a + c) / 2
+        else:  # one step further: the ratio (or, at or below zero, the difference) of the last two levels again
+            beyond = a * a / b if a > 0 and b > 0 else 2 * a - b
+        numbers = [e.level.number for e in tried]
         whole = all(float(x).is_integer() for x in numbers)  # a rank, a step count
         if whole:
             beyond = float(round(beyond))
         # No step past a bound the levels keep: 0 for a dropout or warm-up tried from 0 up, 1 for a rank from 1.
         floor = 1 if whole and min(numbers) >= 1 else 0 if min(numbers) >= 0 else None
-        if beyond == a or (floor is not None and beyond < floor):
+        if beyond in (a, short_of and short_of.number) or (floor is not None and beyond < floor):
             continue
-        out.append(Edge(effect.factor.name, best.level, end, beyond))
+        out.append(Edge(effect.factor.name, best.level, end, beyond, short_of))
     return out
 
 

@@ -278,6 +278,25 @@ def test_a_best_level_at_an_end_of_the_range_is_found_with_the_next_value_beyond
     assert [(e.level.text, e.end, e.beyond) for e in low][0] == ("8", "smallest", pytest.approx(4))
 
 
+def test_a_best_level_next_to_one_that_gave_no_result_points_between_them():
+    """lr 3e-4, 0.5 and 50 on the built-in data: 50 went to nan at step 5, 0.5 was best. Stepping past the ok levels
+    suggested lr 830 (0.5 x 0.5/3e-4) beyond the 50 that had just failed; halfway on the levels' scale is 5."""
+    runs = [run(["optim.lr=3e-4"], 5.11), run(["optim.lr=0.5"], 4.99), run(["optim.lr=50"], None, status="failed")]
+    design = F.build_design([sweep(runs, grid={"optim.lr": ["3e-4", "0.5", "50"]})])
+    (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert (edge.level.text, edge.end, edge.short_of.text) == ("0.5", "largest", "50")
+    assert edge.beyond == pytest.approx(5.0)  # sqrt(0.5 x 50)
+    # At the small end, in whole numbers: r=4 best, r=2 failed -> 3.
+    runs = [run(["lora.r=2"], None, status="failed"), run(["lora.r=4"], 3.0), run(["lora.r=8"], 3.2)]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["2", "4", "8"]})])
+    (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert (edge.end, edge.short_of.text, edge.beyond) == ("smallest", "2", 3.0)  # round(sqrt(8)) = 3
+    # Nothing lies between adjacent whole numbers: r=4 best, r=5 failed.
+    runs = [run(["lora.r=3"], 3.2), run(["lora.r=4"], 3.0), run(["lora.r=5"], None, status="failed")]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["3", "4", "5"]})])
+    assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == []
+
+
 def test_a_best_level_inside_the_range_or_over_data_n_is_not_an_edge():
     losses = {"1e-4": 3.6, "3e-4": 3.2, "1e-3": 3.4, }
     runs = [run([f"optim.lr={lr}"], loss) for lr, loss in losses.items()]
