@@ -362,6 +362,73 @@ def test_a_score_kept_per_sample_is_paired_higher_being_better(grid):
     assert not paired.pairable("bleu") and not paired.pairable("f1")  # a corpus score, a macro average
 
 
+def test_two_runs_pair_over_the_same_examples_or_not_at_all():
+    """paired.between (the sweep's closing console lines): a loss over tokens, a score per sample (higher better),
+    and None, never an exception, for what has no per-example parts: a corpus score, a sample without the field
+    (samples.jsonl written before rougeL was kept per sample), a single held-out example (no spread to estimate)."""
+    from ftsweep.report import paired
+
+    a = _with_losses(run(["lora.r=8"], 2.5), [2.0, 3.0], tokens=(1, 1))
+    b = _with_losses(run(["lora.r=16"], 2.75), [2.5, 3.0], tokens=(1, 1))
+    got = paired.between(a, b)
+    # d = (0.5, 0.0): D = 0.25, residuals (0.25, -0.25), SE = sqrt(2 * 0.125) / 2 = 0.25; t(0.975, 1) = 12.706.
+    assert (got.better, got.worse, got.examples) == ("lora.r=8", "lora.r=16", 2)
+    assert got.diff == pytest.approx(0.25) and got.high == pytest.approx(0.25 + 12.706 * 0.25, abs=1e-3)
+    for run_, right in ((a, (1.0, 1.0, 0.0)), (b, (0.0, 1.0, 0.0))):
+        run_._samples = [{"prompt": f"p{k}", "exact_match": bool(r), "rougeL": r / 2} for k, r in enumerate(right)]
+    assert paired.between(a, b, "rougeL", higher=True).diff == pytest.approx(0.5 / 3)
+    assert paired.between(b, a, "rougeL", higher=True).diff == pytest.approx(-0.5 / 3)
+    assert paired.between(a, b, "bleu", higher=True) is None
+    b._samples = [{k: v for k, v in row.items() if k != "rougeL"} if i == 1 else row for i, row in enumerate(b._samples)]
+    assert paired.between(a, b, "rougeL", higher=True) is None
+    assert paired.between(a, b, "exact_match", higher=True).diff == pytest.approx(1 / 3)
+    _with_losses(a, [2.0], tokens=(1,)), _with_losses(b, [2.5], tokens=(1,))
+    assert paired.between(a, b) is None
+
+
+def test_the_best_of_two_configurations_is_paired_by_the_metric_ranked_on():
+    """Two configurations ranked by accuracy (higher better): the pair is over samples' exact_match, not the loss."""
+    from ftsweep.report import paired
+
+    prompts = [f"p{k}" for k in range(4)]
+    runs = []
+    for lr, right in (("1e-4", 1), ("3e-4", 3)):
+        run_ = _with_losses(run([f"optim.lr={lr}"], 3.0, summary={"task_metrics": {"accuracy": right / 4}}), [3.0] * 4)
+        run_._samples = [{"prompt": p, "exact_match": k < right} for k, p in enumerate(prompts)]
+        runs.append(run_)
+    design = F.build_design([sweep(runs, grid={"optim.lr": ["1e-4", "3e-4"]})])
+    frame = T.runs_frame(design, "accuracy")
+    got = paired.best_against_next(design, T.configurations(design, frame, "accuracy", maximize=True), "accuracy", higher=True)
+    assert (got.better, got.worse, got.diff) == ("optim.lr=3e-4", "optim.lr=1e-4", pytest.approx(0.5))
+    # Ranked by a corpus score there is nothing to pair.
+    assert paired.best_against_next(design, T.configurations(design, frame, "accuracy", maximize=True), "bleu", higher=True) is None
+
+
+def test_level_differences_go_on_past_a_parameter_they_cannot_pair():
+    """A parameter whose runs lack per-example losses, whose levels were not compared at matched settings, or whose
+    runs hold a single level is passed over; the next is still paired. Only the effects given are used."""
+    import dataclasses
+
+    from ftsweep.report import paired
+
+    losses = {("8", "1e-4"): 3.0, ("8", "3e-4"): 2.8, ("16", "1e-4"): 2.9, ("16", "3e-4"): 2.7}
+    runs = [_with_losses(run([f"lora.r={r}", f"optim.lr={lr}"], loss), [loss - 0.1, loss + 0.1, loss - 0.1, loss + 0.1])
+            for (r, lr), loss in losses.items()]
+    runs.append(run(["lora.r=32", "optim.lr=3e-4"], 2.6))  # kept no held_out_losses.json
+    design = F.build_design([sweep(runs)])
+    frame = T.runs_frame(design, "eval_loss")
+    r, lr = fx.main_effects(design, frame, "eval_loss")
+    assert r.factor.name == "lora.r" and 4 in r.runs
+    found = dict(paired.level_differences(design, frame, "eval_loss", higher=False, effects=[r, lr]))
+    assert list(found) == ["optim.lr"] and found["optim.lr"].diff == pytest.approx(0.2)
+    r8 = [i for i, run_ in enumerate(design.runs) if "lora.r=8," in run_.name]
+    kept = [i for i in r.runs if "lora.r=32" not in design.runs[i].name]  # r=8 and r=16 at lr 3e-4, losses kept
+    for skipped in (dataclasses.replace(r, matched=False, runs=kept),  # means over different settings
+                    dataclasses.replace(r, runs=r8)):  # one level
+        assert list(dict(paired.level_differences(design, frame, "eval_loss", False, effects=[skipped, lr]))) == ["optim.lr"]
+    assert paired.level_differences(design, frame, "eval_loss", False, effects=[]) == []
+
+
 def test_paired_level_differences_leave_out_the_runs_the_effects_table_leaves_out():
     """2 x 2 grid, (r=16, lr=3e-4) failed: lr's levels compare at r=8 alone (3.0 against 2.8), not with r=16's 2.0."""
     from ftsweep.report import paired
