@@ -38,8 +38,17 @@ def write_chinese_paths(sweep_dir: Path) -> Path:
     return sweep_dir
 
 
+def write_diverged(sweep_dir: Path) -> Path:
+    """Learning rates 3e-4, 0.5 and 50 as the built-in data ran them: 50 went to nan at step 5."""
+    write_sweep_json(sweep_dir, "lr", "python -m ftsweep -m optim.lr=3e-4,0.5,50", {"optim.lr": ["3e-4", "0.5", "50"]})
+    write_run(sweep_dir, ["optim.lr=3e-4"], eval_loss=5.11)
+    write_run(sweep_dir, ["optim.lr=0.5"], eval_loss=4.99)
+    write_run(sweep_dir, ["optim.lr=50"], status="failed", eval_loss=None)
+    return sweep_dir
+
+
 SWEEPS = {"one": write_variants, "two": write_2x2, "three": write_three, "optuna": write_optuna,
-          "long": write_long_labels, "zh": write_chinese_paths}
+          "long": write_long_labels, "zh": write_chinese_paths, "diverged": write_diverged}
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +137,18 @@ def test_interactions_draw_one_line_per_level_of_the_other_factor(figures):
     low, high = _data_lines(by_lr)[1], _data_lines(by_lr)[0]
     assert list(low.get_ydata()) == pytest.approx([3.35, 3.20])
     assert list(high.get_ydata()) == pytest.approx([3.65, 3.50])
+
+
+def test_a_level_without_an_ok_run_is_marked_on_its_axis(figures):
+    """lr 50 diverged: its tick stood bare beside 3e-4 and 0.5, as if nothing had been tried there."""
+    (ax,) = figures["diverged"]["effects.png"].axes
+    (means,) = [line for line in _data_lines(ax) if line.get_marker() == "o"]
+    assert list(means.get_ydata()) == pytest.approx([5.11, 4.99])
+    (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert list(cross.get_xdata()) == pytest.approx([50])
+    assert [t.get_text() for t in ax.texts] == ["no ok run"] and ax.texts[0].xy[0] == pytest.approx(50)
+    (two,) = [ax for ax in figures["two"]["effects.png"].axes if ax.get_title().startswith("optim.lr")]
+    assert not [line for line in two.get_lines() if line.get_marker() == "x"]  # every level ran ok
 
 
 def test_untried_search_cells_are_blank_and_failed_ones_say_so(figures):

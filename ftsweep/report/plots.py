@@ -114,6 +114,12 @@ def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: P
         xs, log = _positions(effect.factor)
         points = [(x, e) for x, e in zip(xs, effect.levels) if e.stat.mean is not None]
         _points(ax, [x for x, _ in points], [e for _, e in points], effect.factor.numeric, "tab:blue")
+        # A level tried without an ok run (lr 50 diverged): marked on the axis, so its tick is not read as a gap.
+        for x, e in zip(xs, effect.levels):
+            if e.stat.mean is None:
+                ax.plot([x], [0.03], marker="x", color="tab:red", transform=ax.get_xaxis_transform(), clip_on=False)
+                ax.annotate("no ok run", (x, 0.03), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
+                            xytext=(0, 7), ha="center", fontsize=8, color="tab:red")
         counts = {e.stat.n for _, e in points}
         if len(counts) > 1:  # unequal levels: each point says how many runs it averages
             for x, e in points:
