@@ -165,6 +165,8 @@ class Run:
         test = f" / {len(self.bundle.test)} test" if self.bundle.test is not None else ""
         log.info("data: %d train / %d held-out%s examples (%s)", len(self.bundle.train), len(self.bundle.val), test,
                  ", ".join(f"{k} {v}" for k, v in stats.items() if k in (*data.TRUNCATION_KEYS, "dropped_examples", "skipped_records")))
+        if stats.get("skipped_records"):
+            log.warning("data: %s", data.skipped_note(stats["skipped_records"], self.bundle.skipped))
         if stats.get("held_out_in_train"):
             log.warning("data: %d of the %d held-out examples are also training examples, token for token: the held-out "
                         "loss partly measures recall of them; remove the duplicate records from the data",

@@ -149,3 +149,5 @@ def test_skip_bad_records_counts_them_and_the_run_is_ok(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(next(tmp_path.glob("outputs/**/summary.json")).read_text())
     assert summary["status"] == "ok" and summary["skipped_records"] == 1
+    assert ("data: 1 bad record skipped (data.on_bad_record=skip):\n  missing_field.jsonl: record 4: field 'output' is "
+            "missing") in proc.stdout + proc.stderr

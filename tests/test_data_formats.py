@@ -347,3 +347,25 @@ def test_the_built_in_records_are_distinct_so_none_is_held_out_and_trained(tok):
     records = data.read_records(cfg)
     assert len({tuple(r.values()) for r in records}) == len(records) == 1064
     assert data.prepare(cfg, SFT, tok).stats["held_out_in_train"] == 0
+
+
+def test_skipped_bad_records_are_named_not_only_counted(tmp_path, tok):
+    """data.on_bad_record=skip: summary.json counts every skipped record; the console and mode=preview name the
+    first three with their file, record and field, from a cache hit as from a fresh tokenization (before, the
+    count was all a user got: "rejected as bad 4", with no record named)."""
+    from ftsweep.data.preview import render
+
+    bad = [{"instruction": "x", "input": ""}, {"instruction": "y", "output": ""}, {"instruction": None, "output": "z"},
+           {"instruction": "w", "output": 5}]
+    path = write(tmp_path, [RECORDS[0], bad[0], RECORDS[1], *bad[1:], *RECORDS[2:]])  # bad at records 2, 4, 5, 6
+    cfg = data_cfg(path, on_bad_record="skip", val_size=2)
+    for attempt in ("fresh", "cache hit"):
+        bundle = data.prepare(cfg, SFT, tok)
+        assert bundle.stats["skipped_records"] == 4 and bundle.stats["records"] == 10, attempt
+        assert [r.split(": field")[0] for r in bundle.skipped] == ["d.jsonl: record 2", "d.jsonl: record 4",
+                                                                    "d.jsonl: record 5"], attempt
+        assert "'output' is missing" in bundle.skipped[0] and "'output' is empty" in bundle.skipped[1]
+    shown = render(bundle, tok, 1, classify=False)
+    assert "4 bad records skipped (data.on_bad_record=skip), the first 3:\n  d.jsonl: record 2: field 'output' is missing" in shown
+    assert data.skipped_note(1, ["a.jsonl: record 1: field 'x' is empty"]) == (
+        "1 bad record skipped (data.on_bad_record=skip):\n  a.jsonl: record 1: field 'x' is empty")

@@ -37,6 +37,7 @@ class Bundle:
     test_prompts: list[dict] = field(default_factory=list)
     test_fingerprint: str | None = None  # hash of data.test_path's records, apart: nothing trains or chooses by them
     held_out_fingerprint: str | None = None  # hash of the held-out examples as scored: their token ids and labels
+    skipped: list[str] = field(default_factory=list)  # the first bad records' reasons (data.on_bad_record=skip)
 
 
 def read_records(data_cfg) -> list[dict]:
@@ -72,19 +73,32 @@ def fingerprint(records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
 
 
-def _normalise_all(records: list[Record], data_cfg, task_cfg, stats: dict) -> list[tuple[Record, Example]]:
-    """Check and normalise every record; with data.on_bad_record=skip, bad ones are counted and left out."""
+SKIPPED_SHOWN = 3  # reasons kept for the console and mode=preview; summary.json counts them all
+
+
+def _normalise_all(records: list[Record], data_cfg, task_cfg, stats: dict, skipped: list[str]) -> list[tuple[Record, Example]]:
+    """Check and normalise every record; with data.on_bad_record=skip, bad ones are counted and left out, and the
+    first SKIPPED_SHOWN reasons (file, record, field) kept in ``skipped``: a count alone leaves the user to find them."""
     out = []
     for rec in records:
         try:
             out.append((rec, formats.normalise(rec, data_cfg, task_cfg)))
-        except DataError:
+        except DataError as exc:
             if data_cfg.on_bad_record != "skip":
                 raise
             stats["skipped_records"] += 1
+            if len(skipped) < SKIPPED_SHOWN:
+                skipped.append(str(exc))
     if not out:
         raise DataError("every record was skipped as bad; check data.format and data.columns against the file")
     return out
+
+
+def skipped_note(count: int, reasons: list[str]) -> str:
+    """What data.on_bad_record=skip left out, with the first reasons: the console's warning and mode=preview's."""
+    more = f", the first {len(reasons)}" if count > len(reasons) else ""
+    return (f"{count} bad record{'s' if count != 1 else ''} skipped (data.on_bad_record=skip){more}:"
+            + "".join(f"\n  {reason}" for reason in reasons))
 
 
 # Per-example truncation counts, summed into bundle.stats (and so into summary.json and mode=preview).
@@ -187,10 +201,12 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     stats = {"records": 0, "truncated": 0, "dropped_examples": 0, "skipped_records": 0}
     records = sources.read(data_cfg)
     stats["records"] = len(records)
-    pairs = _normalise_all(records, data_cfg, task_cfg, stats)
+    skipped: list[str] = []
+    pairs = _normalise_all(records, data_cfg, task_cfg, stats, skipped)
     seed = int(data_cfg.shuffle_seed) if data_cfg.get("shuffle", True) else None
     if data_cfg.val_path:
-        val_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.val_path, split="validation"), data_cfg, task_cfg, stats)
+        val_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.val_path, split="validation"), data_cfg, task_cfg, stats,
+                                   skipped)
         train_pairs, _ = split(pairs, 0, None, seed)  # the held-out set is the other file
     else:
         train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), None, seed)
@@ -206,12 +222,13 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     # which describe the examples it trained and chose by.
     test_pairs = []
     if data_cfg.get("test_path"):
-        test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats)
+        test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats,
+                                    skipped)
     test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
     return {"train": train_rows, "val": val_rows, "test": test_rows, "val_in_train": _also_trained(val_rows, train_rows),
             "tested_in_train": _also_trained(test_rows, train_rows),
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
-            "stats": stats, "val_stats": val_stats,
+            "stats": stats, "val_stats": val_stats, "skipped": skipped,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "test_fingerprint": fingerprint([r.fields for r, _ in test_pairs]) if test_pairs else None,
             "held_out_fingerprint": scored_fingerprint(val_rows),
@@ -303,4 +320,5 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         test_prompts=list(parent.get("test_prompts") or []),
         test_fingerprint=parent.get("test_fingerprint"),
         held_out_fingerprint=parent.get("held_out_fingerprint"),
+        skipped=list(parent.get("skipped") or []),
     )

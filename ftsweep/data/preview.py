@@ -9,6 +9,7 @@ dropped, prompts cut, responses cut), dropped or rejected; the check users other
 
 from __future__ import annotations
 
+from ftsweep.data import skipped_note
 from ftsweep.data.tokenize import IGNORE
 
 LEARN_OPEN, LEARN_CLOSE = "[[", "]]"  # marks learned tokens in the printout
@@ -48,6 +49,8 @@ def render(bundle, tokenizer, k: int, classify: bool) -> str:
     lines.append(f"records {s['records']}: {s['train_records']} train, {s['val_records']} held out; "
                  f"dropped {s['dropped_examples']} (too long for a header and one learned token: "
                  f"{s.get('dropped_too_long', 0)}), rejected as bad {s['skipped_records']}")
+    if s["skipped_records"]:
+        lines.append(skipped_note(s["skipped_records"], bundle.skipped))
     lines.append(f"truncated to data.max_length: {s['truncated']} examples; turns dropped {s.get('turns_dropped', 0)}, "
                  f"prompts cut {s.get('prompts_cut', 0)}, responses cut {s.get('responses_cut', 0)}")
     lines.append(f"train tokens: {sum(lengths)} in {len(lengths)} examples, length min {min(lengths)} / "
