@@ -45,6 +45,7 @@ ADALORA_BUDGET = "adalora_budget.pt"  # inside a checkpoint, AdaLoRA only: its r
 LOCK = ".lock"  # held (flock) by the process training the run; holds its pid; the lock goes with the process
 RUN_LOG = "run.log"  # the console log; conf/hydra/job_logging/ftsweep.yaml names it too (a test keeps them equal)
 HYDRA_DIR = ".hydra"  # written by Hydra
+REPLACED = "replaced"  # folder: replaced/<config hash>/ keeps a finished run of another config that trained here
 HYDRA_CONFIG = ".hydra/config.yaml"
 HYDRA_OVERRIDES = ".hydra/overrides.yaml"
 PLAN = "plan.json"  # mode=plan: the only file of a cell
@@ -87,11 +88,11 @@ RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 # Every name above, grouped as docs/run-directory.md shows them (its test reads these).
 RUN_DIR_NAMES = (MANIFEST, METRICS, SUMMARY, LOCK, SAMPLES, TEST_SAMPLES, HELD_OUT_LOSSES, ADAPTER, ADAPTER_CONFIG, ADAPTER_INIT, CHECKPOINTS, CHECKPOINT_PREFIX, ADALORA_BUDGET,
                  TRAINER_STATE, RUN_LOG, HYDRA_DIR, HYDRA_CONFIG, HYDRA_OVERRIDES, PLAN, GENERATIONS,
-                 GENERATION_METRICS_SUFFIX)
+                 GENERATION_METRICS_SUFFIX, REPLACED)
 SWEEP_DIR_NAMES = (SWEEP, REPORT_MD, REPORT_HTML, RUNS_CSV, PLOTS, *PLOT_FILES, COMPARE, PLAN_TABLE, GPU_POOL_LOG,
                    SWANLOG, WANDB_DIR)
 OTHER_NAMES = (TOKENIZED, CACHE_META, CACHE_TRAIN, CACHE_VAL, CACHE_TEST, TINY_PREFIX, TINY_MARKER, EXPORT_INFO)
-FOLDERS = (ADAPTER, ADAPTER_INIT, CHECKPOINTS, HYDRA_DIR, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL, CACHE_TEST)
+FOLDERS = (ADAPTER, ADAPTER_INIT, CHECKPOINTS, HYDRA_DIR, REPLACED, PLOTS, COMPARE, SWANLOG, WANDB_DIR, TOKENIZED, CACHE_TRAIN, CACHE_VAL, CACHE_TEST)
 
 # ---- statuses --------------------------------------------------------------------------------------
 

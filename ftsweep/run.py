@@ -90,7 +90,7 @@ class Run:
         # A resume continues the stopped session's tracker records.
         self.resumed_trackers = (previous or {}).get("trackers") if start.checkpoint else None
         try:
-            self.begin(start)
+            self.begin(start, previous)
             if refused is not None:
                 raise refused
             with runtime.stops_as_interrupt():
@@ -114,12 +114,14 @@ class Run:
         return self.summary
 
     # ---- phases, in order ---------------------------------------------------------------------------------
-    def begin(self, start: resume.Start) -> None:
-        """Clear what belongs to another config, then mark the run running."""
+    def begin(self, start: resume.Start, previous: dict | None = None) -> None:
+        """Clear what belongs to another config (keeping its finished results aside), then mark the run running."""
         self.resume_from = start.checkpoint
         distributed.barrier()  # every rank has read the directory before rank 0 changes it
         if start.discard_checkpoints and self.main:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
+            if previous and previous.get("status") == artifacts.OK:
+                self.keep_replaced(previous)
         if start.checkpoint is None and self.main:
             # A fresh start in a directory an earlier config trained (a re-run after the config changed): the
             # results it wrote at its end go now, so that none survives beside this run's (eval.num_samples=0
@@ -132,6 +134,27 @@ class Run:
         if self.resumed_trackers:  # kept until the trackers reopen: a session killed before then loses none of them
             self.summary["trackers"] = self.resumed_trackers
         self.write_summary()
+
+    def keep_replaced(self, previous: dict) -> None:
+        """A finished run of another config (or of since-changed data) in this directory: its results move to
+        replaced/<its config hash>/ instead of being overwritten. Reusing hydra.run.dir with another learning rate
+        destroyed the first run's adapter and summary without a word. run.log stays: it is appended to, and Hydra
+        already holds it open for this run."""
+        stay = {artifacts.HYDRA_DIR, artifacts.LOCK, artifacts.RUN_LOG, artifacts.CHECKPOINTS, artifacts.REPLACED}
+        moving = sorted(p for p in self.dir.iterdir() if p.name not in stay)
+        if not moving:
+            return
+        name = str(previous.get("config_hash") or "unknown")
+        kept, k = self.dir / artifacts.REPLACED / name, 1
+        while kept.exists():  # the same config replaced twice (A, B, A, B in one directory)
+            k += 1
+            kept = self.dir / artifacts.REPLACED / f"{name}-{k}"
+        kept.mkdir(parents=True)
+        for path in moving:
+            path.rename(kept / path.name)
+        what = ("its results from the earlier data" if previous.get("config_hash") == self.hash else
+                f"a finished run of another config (config hash {name}, now {self.hash}) was there; its results")
+        log.warning("run %s: %s are kept in %s", self.name, what, kept)
 
     def setup_model(self) -> None:
         """Check the targets on the meta device (no weights), then the tokenizer: bad names fail fast."""

@@ -245,9 +245,23 @@ def test_a_cell_whose_data_file_changed_trains_again_instead_of_skipping(cli, tm
     assert all(run["status"] == "ok" for run in runs.values()) and digests(tmp_path / "sweep").keys() == first.keys()
     assert all(digests(tmp_path / "sweep")[name] != first[name] for name in first)
     assert "its data files changed since it ran" in changed.stdout + changed.stderr
+    # The old data's results are not lost: each cell's went to replaced/<config hash>/, adapter included.
+    cell = tmp_path / "sweep" / "lora.r=4"
+    old_hash = json.loads((cell / artifacts.SUMMARY).read_text())["config_hash"]
+    kept = cell / artifacts.REPLACED / old_hash
+    assert hashlib.sha256((kept / artifacts.SUMMARY).read_bytes()).hexdigest() == first["lora.r=4"]
+    assert (kept / artifacts.ADAPTER / artifacts.ADAPTER_CONFIG).is_file() and (kept / artifacts.SAMPLES).is_file()
+    assert f"run lora.r=4: its results from the earlier data are kept in {kept}" in changed.stdout + changed.stderr
     # Another config into the same directories, one that generates no samples: the earlier config's samples
-    # and per-example losses do not stay beside the new results as if they were its.
-    assert (tmp_path / "sweep" / "lora.r=4" / artifacts.SAMPLES).is_file()
-    assert cli([*args, "eval.num_samples=0"]).returncode == 0
-    assert not (tmp_path / "sweep" / "lora.r=4" / artifacts.SAMPLES).exists()
-    assert (tmp_path / "sweep" / "lora.r=4" / artifacts.HELD_OUT_LOSSES).is_file()  # written again by the new run
+    # and per-example losses do not stay beside the new results as if they were its; they are kept with its results.
+    assert (cell / artifacts.SAMPLES).is_file()
+    other = cli([*args, "eval.num_samples=0"])
+    assert other.returncode == 0
+    assert not (cell / artifacts.SAMPLES).exists()
+    assert (cell / artifacts.HELD_OUT_LOSSES).is_file()  # written again by the new run
+    new_hash = json.loads((cell / artifacts.SUMMARY).read_text())["config_hash"]
+    assert new_hash != old_hash and (cell / artifacts.REPLACED / f"{old_hash}-2" / artifacts.SAMPLES).is_file()
+    assert (f"run lora.r=4: a finished run of another config (config hash {old_hash}, now {new_hash}) was there; its "
+            f"results are kept in {cell / artifacts.REPLACED / (old_hash + '-2')}") in other.stdout + other.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name != "plots") == ["lora.r=4", "lora.r=8"]
+    assert "**2 runs** in 2 configurations: 2 ok." in (tmp_path / "sweep" / "report.md").read_text()  # none kept aside
