@@ -21,7 +21,7 @@ from ftsweep.metrics import as_number
 
 from . import repro
 from .collect import available_metrics
-from .factors import Design
+from .factors import SWEEP, Design
 from .render import Code, join_code
 
 
@@ -49,7 +49,7 @@ def training_length(design: Design, metric: str) -> list:
     if same_steps and (not tokens or max(tokens) <= 1.1 * min(tokens)):
         return []
     facts = {i: {"length": value} for i, value in length.items()}
-    setting = [f.name for f in design.factors if f.name != "sweep" and repro.follows(design, list(length), facts, "length", [f.name])]
+    setting = [f.name for f in design.factors if f.name != SWEEP and repro.follows(design, list(length), facts, "length", [f.name])]
     thousands = bool(tokens) and max(tokens) >= 10_000  # one unit for both ends: 7.0 k to 56.8 k
     span = f"{steps[0]} optimizer steps each" if same_steps else f"{min(steps)} to {max(steps)} optimizer steps"
     if tokens:

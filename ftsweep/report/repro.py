@@ -17,7 +17,7 @@ from ftsweep import overrides
 from ftsweep.artifacts import HYDRA_OVERRIDES, MANIFEST
 
 from .collect import Run
-from .factors import Design, format_value
+from .factors import SWEEP, Design, format_value
 from .table import Configuration
 
 
@@ -82,7 +82,7 @@ def facts(design: Design) -> tuple[list[Fact], int]:
                 fact.confounder = False
                 fact.note = "follows " + ", ".join(data_factors) + " (expected)"
         if fact.confounder and name == HELD_OUT:  # a confounder of every held-out number, whatever it follows
-            fact.setting = tuple(f.name for f in design.factors if f.name != "sweep" and follows(design, indices, per_run, name, [f.name]))
+            fact.setting = tuple(f.name for f in design.factors if f.name != SWEEP and follows(design, indices, per_run, name, [f.name]))
             fact.note = "follows " + ", ".join(fact.setting) if fact.setting else ""
         result.append(fact)
     return result, len(design.runs) - len(indices)

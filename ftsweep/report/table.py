@@ -21,7 +21,7 @@ import pandas as pd
 from ftsweep import artifacts, metrics
 from ftsweep.artifacts import KNOWN_STATUSES, OK
 
-from .factors import SEED, Design, Level
+from .factors import SEED, SWEEP, Design, Level
 from .render import Code, Strong
 
 
@@ -129,7 +129,7 @@ def runs_frame(design: Design, metric: str) -> pd.DataFrame:
         error = run.summary.get("error") if isinstance(run.summary.get("error"), dict) else {}
         git = run.manifest.get("git") if isinstance(run.manifest.get("git"), dict) else {}
         row = {"sweep": run.sweep, "run": run.name, "status": run.status}
-        row |= {f.name: design.levels[i][f.name].text for f in design.factors if f.name != "sweep"}
+        row |= {f.name: design.levels[i][f.name].text for f in design.factors if f.name != SWEEP}
         row |= {SEED: design.seeds[i], "configuration": design.label(design.configuration(i))}
         row |= {key: run_value(run, key) for key in keys}
         row |= {
@@ -215,7 +215,7 @@ def table_rows(
     header = ["rank"]
     if design.multi_sweep:
         header.append("sweep")
-    header += [f.name for f in design.factors if f.name != "sweep"]
+    header += [f.name for f in design.factors if f.name != SWEEP]
     if replicated:
         header.append("seeds")
     header += ["n", "status"]
@@ -228,7 +228,7 @@ def table_rows(
         row: list = [Strong(f"★ {config.rank}") if best else ("—" if config.rank is None else str(config.rank))]
         if design.multi_sweep:
             row.append(" ".join(sorted({design.runs[i].sweep for i in config.runs}, key=design.sweeps.index)))
-        row += [Code(level.text) for f, level in zip(design.factors, config.levels) if f.name != "sweep"]
+        row += [Code(level.text) for f, level in zip(design.factors, config.levels) if f.name != SWEEP]
         if replicated:
             row.append(",".join(design.seeds[i] or "?" for i in config.runs))
         row += [str(config.n_ok), config.status]
