@@ -246,7 +246,7 @@ def test_a_single_run_directory_is_a_sweep_of_one(tmp_path):
     path = build_report([run])
     assert path == run / "report.md"
     md = path.read_text()
-    assert "**1 runs** in 1 configurations: 1 ok." in md
+    assert "**1 run** in 1 configuration: 1 ok." in md
     assert "No parameter differs between the runs apart from the seed." in md
     assert "## Effects" not in md
     assert (run / "plots" / "loss_curves.png").exists()

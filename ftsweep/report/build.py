@@ -125,13 +125,17 @@ def write_report(sweeps: list[Sweep], out_dir: Path, metric: str, maximize: bool
 # ---------------------------------------------------------------- sections
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _overview(sweeps, design: Design, effects, configs, metric, metric_col: Column, maximize, higher) -> list[Block]:
     counts = Counter(run.status for run in design.runs)
     order = {s: i for i, s in enumerate(KNOWN_STATUSES)}
     status_text = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s)))
     how = "as asked" if maximize is not None else "from its name" if direction_known(metric) else "by default"
     lines: list = [
-        [Strong(f"{len(design.runs)} runs"), f" in {len(configs)} configurations: {status_text}."],
+        [Strong(_count(len(design.runs), "run")), f" in {_count(len(configs), 'configuration')}: {status_text}."],
         ["Primary metric: ", Code(metric), f", {'higher' if higher else 'lower'} is better ({how})."],
     ]
     if design.factors:
