@@ -82,6 +82,12 @@ TINY_PREFIX = "tiny-llama-v"  # the built-in tiny model's folder under $FTSWEEP_
 TINY_MARKER = "ftsweep.json"  # inside the built-in tiny model's folder: which builder made it
 EXPORT_INFO = "ftsweep_export.json"  # inside an export folder: which run it was merged from
 
+# What a finished run leaves as its results: kept in replaced/<config hash>/ when another config trains in its
+# directory. Not run.log (appended to, and already open for the new run), .hydra/ (Hydra's, already rewritten),
+# checkpoints/ (removed) or anything else a user put there.
+RESULTS = (MANIFEST, METRICS, SUMMARY, SAMPLES, TEST_SAMPLES, HELD_OUT_LOSSES, ADAPTER, ADAPTER_INIT, GENERATIONS,
+           Path(GENERATIONS).with_suffix(GENERATION_METRICS_SUFFIX).name)
+
 # A directory is a run directory when it holds any of these.
 RUN_MARKERS = (SUMMARY, MANIFEST, HYDRA_OVERRIDES)
 

@@ -30,6 +30,10 @@ from ftsweep.config import config_hash, plain
 log = logging.getLogger("ftsweep")
 
 
+
+class ResultsInTheWay(RuntimeError):
+    """The finished run of another config in this directory could not be moved aside: nothing is started."""
+
 class Run:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str, overrides: list[str],
                  sweep: dict | None = None, swept: list[str] | None = None):
@@ -102,6 +106,10 @@ class Run:
                 self.train()
                 self.final_eval()
                 self.write()
+        except ResultsInTheWay as exc:  # nothing was written: the earlier run's summary.json stands as it was
+            if self.sweep is not None:
+                log.error("run %s not started: %s", self.name, exc)
+            return {"status": artifacts.FAILED, "error": {"type": type(exc).__name__, "message": str(exc)}}
         except KeyboardInterrupt as exc:
             if self.summary.get("status") == artifacts.OK:
                 raise  # it had finished (only tidying up was left): the stop is for what comes next, not this run
@@ -118,10 +126,13 @@ class Run:
         """Clear what belongs to another config (keeping its finished results aside), then mark the run running."""
         self.resume_from = start.checkpoint
         distributed.barrier()  # every rank has read the directory before rank 0 changes it
+        blocked = None
+        if start.discard_checkpoints and self.main and previous and previous.get("status") == artifacts.OK:
+            blocked = self.keep_replaced(previous)
+        if distributed.total(int(blocked is not None))[0]:  # every rank stops, not rank 0 alone
+            raise ResultsInTheWay(blocked or f"{self.dir}: rank 0 could not move the earlier run's results aside")
         if start.discard_checkpoints and self.main:
             shutil.rmtree(self.dir / artifacts.CHECKPOINTS, ignore_errors=True)
-            if previous and previous.get("status") == artifacts.OK:
-                self.keep_replaced(previous)
         if start.checkpoint is None and self.main:
             # A fresh start in a directory an earlier config trained (a re-run after the config changed): the
             # results it wrote at its end go now, so that none survives beside this run's (eval.num_samples=0
@@ -135,26 +146,36 @@ class Run:
             self.summary["trackers"] = self.resumed_trackers
         self.write_summary()
 
-    def keep_replaced(self, previous: dict) -> None:
-        """A finished run of another config (or of since-changed data) in this directory: its results move to
-        replaced/<its config hash>/ instead of being overwritten. Reusing hydra.run.dir with another learning rate
-        destroyed the first run's adapter and summary without a word. run.log stays: it is appended to, and Hydra
-        already holds it open for this run."""
-        stay = {artifacts.HYDRA_DIR, artifacts.LOCK, artifacts.RUN_LOG, artifacts.CHECKPOINTS, artifacts.REPLACED}
-        moving = sorted(p for p in self.dir.iterdir() if p.name not in stay)
+    def keep_replaced(self, previous: dict) -> str | None:
+        """A finished run of another config (or of since-changed data) in this directory: its results
+        (artifacts.RESULTS) move to replaced/<its config hash>/ instead of being overwritten. Reusing hydra.run.dir
+        with another learning rate destroyed the first run's adapter and summary without a word. Returns why they
+        could not move (everything already moved is put back, so the old run stays whole), or None."""
+        moving = [self.dir / name for name in artifacts.RESULTS if (self.dir / name).exists()]
         if not moving:
-            return
+            return None
         name = str(previous.get("config_hash") or "unknown")
         kept, k = self.dir / artifacts.REPLACED / name, 1
         while kept.exists():  # the same config replaced twice (A, B, A, B in one directory)
             k += 1
             kept = self.dir / artifacts.REPLACED / f"{name}-{k}"
-        kept.mkdir(parents=True)
-        for path in moving:
-            path.rename(kept / path.name)
+        moved: list[Path] = []
+        try:
+            kept.mkdir(parents=True)
+            for path in moving:
+                path.rename(kept / path.name)
+                moved.append(path)
+        except OSError as exc:
+            for path in reversed(moved):
+                (kept / path.name).rename(path)
+            shutil.rmtree(kept, ignore_errors=True)
+            return (f"{self.dir} holds a finished run of another config that could not be moved aside to "
+                    f"{artifacts.REPLACED}/ ({exc.strerror or exc}: {exc.filename or ''}); it is left as it was: free "
+                    "the file, or choose another hydra.run.dir")
         what = ("its results from the earlier data" if previous.get("config_hash") == self.hash else
                 f"a finished run of another config (config hash {name}, now {self.hash}) was there; its results")
         log.warning("run %s: %s are kept in %s", self.name, what, kept)
+        return None
 
     def setup_model(self) -> None:
         """Check the targets on the meta device (no weights), then the tokenizer: bad names fail fast."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from hypothesis import given
@@ -349,7 +350,7 @@ def test_the_built_in_records_are_distinct_so_none_is_held_out_and_trained(tok):
     assert data.prepare(cfg, SFT, tok).stats["held_out_in_train"] == 0
 
 
-def test_skipped_bad_records_are_named_not_only_counted(tmp_path, tok):
+def test_skipped_bad_records_are_named_not_only_counted(tmp_path, tok, caplog):
     """data.on_bad_record=skip: summary.json counts every skipped record; the console and mode=preview name the
     first three with their file, record and field, from a cache hit as from a fresh tokenization (before, the
     count was all a user got: "rejected as bad 4", with no record named)."""
@@ -359,8 +360,11 @@ def test_skipped_bad_records_are_named_not_only_counted(tmp_path, tok):
            {"instruction": "w", "output": 5}]
     path = write(tmp_path, [RECORDS[0], bad[0], RECORDS[1], *bad[1:], *RECORDS[2:]])  # bad at records 2, 4, 5, 6
     cfg = data_cfg(path, on_bad_record="skip", val_size=2)
-    for attempt in ("fresh", "cache hit"):
-        bundle = data.prepare(cfg, SFT, tok)
+    for attempt in ("cache miss", "cache hit"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ftsweep"):
+            bundle = data.prepare(cfg, SFT, tok)
+        assert f"tokenized data: {attempt}" in caplog.text
         assert bundle.stats["skipped_records"] == 4 and bundle.stats["records"] == 10, attempt
         assert [r.split(": field")[0] for r in bundle.skipped] == ["d.jsonl: record 2", "d.jsonl: record 4",
                                                                     "d.jsonl: record 5"], attempt
@@ -369,3 +373,8 @@ def test_skipped_bad_records_are_named_not_only_counted(tmp_path, tok):
     assert "4 bad records skipped (data.on_bad_record=skip), the first 3:\n  d.jsonl: record 2: field 'output' is missing" in shown
     assert data.skipped_note(1, ["a.jsonl: record 1: field 'x' is empty"]) == (
         "1 bad record skipped (data.on_bad_record=skip):\n  a.jsonl: record 1: field 'x' is empty")
+    assert not any("on_bad_record" in reason for reason in bundle.skipped)  # the fix part ("...=skip") is what ran
+    # Every record bad: the error says why the first was, where a wrong data.format or data.columns shows.
+    with pytest.raises(DataError, match=r"every record was skipped as bad; check data.format and data.columns against "
+                                        r"the file \(the first: d2.jsonl: record 1: field 'output' is missing\)"):
+        data.prepare(data_cfg(write(tmp_path, bad, name="d2.jsonl"), on_bad_record="skip", val_size=2), SFT, tok)

@@ -639,8 +639,8 @@ def test_a_best_level_at_an_end_of_the_range_says_what_to_add(tmp_path):
            "sweep tells (e.g. add `optim.lr=0.0009`)." in build_report([sweep]).read_text()
     # lr 1e-3 tried and diverged: the next value lies between 3e-4 and 1e-3, not past them.
     write_run(sweep, ["lora.r=8", "optim.lr=1e-3"], status="failed", eval_loss=None)
-    assert "- The best `optim.lr`, 3e-4, is the largest that ran ok (no run at 1e-3 finished ok): the best setting may " \
-           "lie between those levels, which a level there tells (e.g. add `optim.lr=0.00055`)." in build_report([sweep]).read_text()
+    assert "- The best `optim.lr`, 3e-4, is the largest that ran ok (every run at 1e-3 failed): the best setting may " \
+           "lie between them, which a run there tells (e.g. add `optim.lr=0.00055`)." in build_report([sweep]).read_text()
 
 
 def test_the_sweeps_closing_lines_say_whether_the_best_beats_the_next_by_more_than_the_samples_noise(tmp_path):
@@ -677,7 +677,7 @@ def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
             "run learned; always giving the most frequent reference would be right for 2 of 32.") in md
     # The demo at lr 0.5: the lowest held-out loss, and an empty answer to every prompt. Said of the best.
     write_run(sweep, ["optim.lr=0.5"], eval_loss=4.5, summary={"answer_spread": {**repeated, "top": ""}})
-    assert ("2 of the ok runs, the best configuration's among them, gave one answer to nearly every held-out example "
+    assert ("2 of the ok runs, the best configuration's included, gave one answer to nearly every held-out example "
             "(`optim.lr=0.5`, `optim.lr=1e-4`; `optim.lr=0.5`: an empty answer for 32 of 32)") in build_report([sweep]).read_text()
     (sweep / "optim.lr=0.5" / "summary.json").unlink()
     # A classifier that always says its majority class; a run with as many answers as references, not flagged.

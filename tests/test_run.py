@@ -287,3 +287,42 @@ def test_each_run_measures_its_own_cpu_memory_peak():
     del block
     runtime.reset_globals(0)  # what each run does first
     assert runtime.peak_memory_bytes() < larger - 400 * 2**20
+
+
+def test_a_finished_run_that_cannot_be_moved_aside_stays_whole_and_nothing_starts(tmp_path, monkeypatch, composed):
+    """Another config into the directory of a finished run moves its results to replaced/<hash>/. When one of them
+    cannot move (a file another program holds open, on a system that refuses the rename), those already moved go
+    back, summary.json is not overwritten by a `failed` one, and the new config does not train. Entries that are not
+    a run's results (a user's notes, a data folder) never move."""
+    from ftsweep.cli import train
+
+    run_dir = tmp_path / "run"
+    first = [*FAST, "optim.max_steps=2", "eval.every_n_steps=0", "eval.num_samples=2"]
+    assert train(composed(first), run_dir, "run", first)["status"] == "ok"
+    (run_dir / "notes.txt").write_text("mine")
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != artifacts.LOCK}
+    rename = Path.rename
+
+    def refuse_samples(self, target):
+        if self.name == artifacts.SAMPLES and artifacts.REPLACED in Path(target).parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_samples)
+    other = [*first, "optim.lr=1e-4"]
+    result = train(composed(other), run_dir, "run", other)
+    assert result["status"] == "failed" and result["error"]["type"] == "ResultsInTheWay"
+    assert result["error"]["message"] == (
+        f"{run_dir} holds a finished run of another config that could not be moved aside to replaced/ (Permission "
+        f"denied: {run_dir / artifacts.SAMPLES}); it is left as it was: free the file, or choose another hydra.run.dir")
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != artifacts.LOCK}
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed <= {Path(artifacts.RUN_LOG)}, changed  # the old run whole, no replaced/ left behind
+    monkeypatch.setattr(Path, "rename", rename)
+    result = train(composed(other), run_dir, "run", other)
+    assert result["status"] == "ok"
+    kept = run_dir / artifacts.REPLACED / json.loads(before[Path(artifacts.SUMMARY)])["config_hash"]
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        [artifacts.ADAPTER, artifacts.HELD_OUT_LOSSES, artifacts.MANIFEST, artifacts.METRICS, artifacts.SAMPLES, artifacts.SUMMARY])
+    assert (kept / artifacts.SUMMARY).read_bytes() == before[Path(artifacts.SUMMARY)]
+    assert (run_dir / "notes.txt").read_text() == "mine"

@@ -263,5 +263,5 @@ def test_a_cell_whose_data_file_changed_trains_again_instead_of_skipping(cli, tm
     assert new_hash != old_hash and (cell / artifacts.REPLACED / f"{old_hash}-2" / artifacts.SAMPLES).is_file()
     assert (f"run lora.r=4: a finished run of another config (config hash {old_hash}, now {new_hash}) was there; its "
             f"results are kept in {cell / artifacts.REPLACED / (old_hash + '-2')}") in other.stdout + other.stderr
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name != "plots") == ["lora.r=4", "lora.r=8"]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name != artifacts.PLOTS) == ["lora.r=4", "lora.r=8"]
     assert "**2 runs** in 2 configurations: 2 ok." in (tmp_path / "sweep" / "report.md").read_text()  # none kept aside

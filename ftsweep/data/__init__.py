@@ -88,9 +88,10 @@ def _normalise_all(records: list[Record], data_cfg, task_cfg, stats: dict, skipp
                 raise
             stats["skipped_records"] += 1
             if len(skipped) < SKIPPED_SHOWN:
-                skipped.append(str(exc))
+                skipped.append(str(exc).rsplit("; ", 1)[0])  # the problem; its fix ("... or skip it") is what skip does
     if not out:
-        raise DataError("every record was skipped as bad; check data.format and data.columns against the file")
+        raise DataError("every record was skipped as bad; check data.format and data.columns against the file (the "
+                        f"first: {skipped[0]})")
     return out
 
 

@@ -398,13 +398,13 @@ def _edges(found: list) -> list:
     for k, edge in enumerate(found):
         parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
                   f", {edge.level.text}, is the {edge.end} "
-                  + (f"that ran ok (no run at {edge.short_of.text} finished ok)" if edge.short_of else "tried")]
+                  + (f"that ran ok (every run at {edge.short_of.text} failed)" if edge.short_of else "tried")]
     parts[1] = parts[1].capitalize()
     short = sum(edge.short_of is not None for edge in found)
-    where = ("between those levels, which a level there tells" if short == len(found) else
+    where = ("between them, which a run there tells" if short == len(found) else
              "beyond the range, which a wider sweep tells" if not short else
-             "beyond the range or short of the level that gave no result, which more levels tell")
-    adds = join_code([f"{edge.factor}={float(f'{edge.beyond:.2g}'):g}" for edge in found])
+             "beyond the range or short of a level whose runs failed, which more levels tell")
+    adds = join_code([f"{edge.factor}={edge.beyond:g}" for edge in found])
     return [[*parts, f": the best setting may lie {where} (e.g. add ", *adds, ")."]]
 
 

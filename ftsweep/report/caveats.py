@@ -168,6 +168,7 @@ def one_answer(design: Design, best: list[int] = ()) -> list:
     found = [i for i, run in enumerate(design.runs) if run.ok and gives_one_answer(run.summary.get("answer_spread"))]
     if not found:
         return []
+    found.sort(key=lambda i: i not in best)  # the best configuration's runs first: named, and its answer shown
     runs = [design.runs[i] for i in found]
     spread = runs[0].summary["answer_spread"]
     top = spread["top"]
@@ -177,8 +178,10 @@ def one_answer(design: Design, best: list[int] = ()) -> list:
         shown = repr(top if len(top) <= 40 else top[:40] + "…") if top else "an empty answer"
     names = join_code([run.name for run in runs[:3]]) + ([f" and {len(runs) - 3} more"] if len(runs) > 3 else [])
     which = [*names, "; ", Code(runs[0].name), ": "] if len(runs) > 1 else [Code(runs[0].name), ": "]
-    among = ", the best configuration's among them," if set(best) & set(found) else ""
-    return [[f"{len(runs)} of the ok runs{among} gave one answer to nearly every held-out example (", *which,
+    among = bool(set(best) & set(found))
+    who = ("The best configuration's run" if among and len(runs) == 1 else
+           f"{len(runs)} of the ok runs, the best configuration's included," if among else f"{len(runs)} of the ok runs")
+    return [[f"{who} gave one answer to nearly every held-out example (", *which,
              f"{shown} for {spread['top_count']} of {spread['n']}): their task metrics score that "
              "answer against every reference, not what each run learned; always giving the most frequent reference "
              f"would be right for {spread['reference_top_count']} of {spread['n']}. Their ", Code(SAMPLES),

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ftsweep.artifacts import OK
+from ftsweep.artifacts import FAILED, OK
 
 from .factors import Design, Factor, Level
 from .table import Configuration, Stat
@@ -93,6 +93,7 @@ class LevelEffect:
     level: Level
     stat: Stat
     half: float | None = None  # half-width of the 95 % interval of the mean (None: no noise estimate)
+    failed: bool = False  # tried, and every run of it failed (a diverged lr): not a level still to run
 
 
 @dataclass
@@ -117,9 +118,15 @@ def main_effects(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
         used, left_out, matched = _matched(ok, factor, design)
         # runs.csv names the sweep factor's column "sweep"; its levels are the sweep labels.
         grouped = _grouped(used, [factor.name], metric)
-        levels = [LevelEffect(level, _stat(grouped, level.text), _half(noise, grouped, level.text)) for level in factor.levels]
+        levels = [LevelEffect(level, _stat(grouped, level.text), _half(noise, grouped, level.text), _all_failed(design, factor, level))
+                  for level in factor.levels]
         effects.append(MainEffect(factor, levels, left_out, matched, list(used.index)))
     return effects
+
+
+def _all_failed(design: Design, factor: Factor, level: Level) -> bool:
+    statuses = [run.status for i, run in enumerate(design.runs) if design.levels[i][factor.name].key == level.key]
+    return bool(statuses) and all(status == FAILED for status in statuses)
 
 
 def _grouped(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame | None:
@@ -223,10 +230,13 @@ def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
     for effect in effects:
         if effect.factor.name in EDGELESS or not effect.matched:
             continue
-        tried = sorted(effect.levels, key=lambda e: e.level.number or 0.0)
-        levels = [e for e in tried if e.stat.mean is not None]
-        if len(levels) < 2 or any(e.level.number is None for e in tried):
+        levels = sorted((e for e in effect.levels if e.stat.mean is not None), key=lambda e: e.level.number or 0.0)
+        if len(levels) < 2 or any(e.level.number is None for e in levels):
             continue
+        # The levels that bound the range: those with a result, and those tried whose every run failed. A level
+        # still to run (or stopped) bounds nothing: resuming the sweep tells more than another level would.
+        tried = sorted(levels + [e for e in effect.levels if e.failed and e.level.number is not None],
+                       key=lambda e: e.level.number)
         best = max(levels, key=lambda e: e.stat.mean if maximize else -e.stat.mean)
         if best is levels[-1]:
             near, end, past = levels[-2], "largest", tried[tried.index(best) + 1:]
@@ -243,11 +253,11 @@ def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
             beyond = a * a / b if a > 0 and b > 0 else 2 * a - b
         numbers = [e.level.number for e in tried]
         whole = all(float(x).is_integer() for x in numbers)  # a rank, a step count
-        if whole:
-            beyond = float(round(beyond))
+        # As the report writes it: a whole number, or two significant digits (3e-4 x 3 = 0.0009, not 0.0009000000000000001).
+        beyond = float(round(beyond)) if whole else float(f"{beyond:.2g}")
         # No step past a bound the levels keep: 0 for a dropout or warm-up tried from 0 up, 1 for a rank from 1.
         floor = 1 if whole and min(numbers) >= 1 else 0 if min(numbers) >= 0 else None
-        if beyond in (a, short_of and short_of.number) or (floor is not None and beyond < floor):
+        if beyond in numbers or (floor is not None and beyond < floor):
             continue
         out.append(Edge(effect.factor.name, best.level, end, beyond, short_of))
     return out

@@ -128,7 +128,7 @@ def runs_frame(design: Design, metric: str) -> pd.DataFrame:
     for i, run in enumerate(design.runs):
         error = run.summary.get("error") if isinstance(run.summary.get("error"), dict) else {}
         git = run.manifest.get("git") if isinstance(run.manifest.get("git"), dict) else {}
-        row = {"sweep": run.sweep, "run": run.name, "status": run.status}
+        row = {SWEEP: run.sweep, "run": run.name, "status": run.status}  # the sweep factor's column
         row |= {f.name: design.levels[i][f.name].text for f in design.factors if f.name != SWEEP}
         row |= {SEED: design.seeds[i], "configuration": design.label(design.configuration(i))}
         row |= {key: run_value(run, key) for key in keys}
@@ -214,7 +214,7 @@ def table_rows(
 
     header = ["rank"]
     if design.multi_sweep:
-        header.append("sweep")
+        header.append(SWEEP)
     header += [f.name for f in design.factors if f.name != SWEEP]
     if replicated:
         header.append("seeds")

@@ -162,13 +162,21 @@ def test_runs_that_give_one_answer_are_named_and_the_best_among_them_said():
             report_run(["optim.lr=1"], None, status="failed", summary={"answer_spread": SPREAD})]
     found = design(*runs)
     best = [i for i, run in enumerate(found.runs) if run.name == "optim.lr=0.5"]
-    assert text(caveats.one_answer(found, best)) == [
-        "2 of the ok runs, the best configuration's among them, gave one answer to nearly every held-out example "
-        "(`optim.lr=1e-4`, `optim.lr=0.5`; `optim.lr=1e-4`: 'is is is' for 32 of 32): their task metrics score that "
+    assert text(caveats.one_answer(found, best)) == [  # the best named first, with its own answer
+        "2 of the ok runs, the best configuration's included, gave one answer to nearly every held-out example "
+        "(`optim.lr=0.5`, `optim.lr=1e-4`; `optim.lr=0.5`: an empty answer for 32 of 32): their task metrics score that "
         "answer against every reference, not what each run learned; always giving the most frequent reference would "
         "be right for 2 of 32. Their `samples.jsonl` shows the answers."]
     (line,) = text(caveats.one_answer(found))
-    assert line.startswith("2 of the ok runs gave one answer")
+    assert line.startswith("2 of the ok runs gave one answer to nearly every held-out example (`optim.lr=1e-4`, `optim.lr=0.5`; ")
+    alone = design(runs[1], runs[2])  # lr 0.5 the only one, and the best
+    (line,) = text(caveats.one_answer(alone, [i for i, run in enumerate(alone.runs) if run.name == "optim.lr=0.5"]))
+    assert line.startswith("The best configuration's run gave one answer to nearly every held-out example (`optim.lr=0.5`: "
+                           "an empty answer for 32 of 32)")
+    many = [report_run([f"optim.lr={k}e-4"], 5.0, summary={"answer_spread": SPREAD}) for k in range(1, 6)]
+    five = design(*many)
+    (line,) = text(caveats.one_answer(five, [i for i, run in enumerate(five.runs) if run.name == "optim.lr=5e-4"]))
+    assert "(`optim.lr=5e-4`, `optim.lr=1e-4`, `optim.lr=2e-4` and 2 more; `optim.lr=5e-4`: " in line
     for top, shown in (("x" * 50, f"'{'x' * 40}…'"), ("z" * 41, f"'{'z' * 40}…'"), ("y" * 40, f"'{'y' * 40}'"),
                        ("", "an empty answer")):
         spread = {**SPREAD, "top": top}

@@ -291,6 +291,21 @@ def test_a_best_level_next_to_one_that_gave_no_result_points_between_them():
     design = F.build_design([sweep(runs, grid={"lora.r": ["2", "4", "8"]})])
     (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
     assert (edge.end, edge.short_of.text, edge.beyond) == ("smallest", "2", 3.0)  # round(sqrt(8)) = 3
+    # A level still running, or stopped, bounds nothing: resuming tells more. The step past the range again.
+    runs = [run(["optim.lr=3e-4"], 5.11), run(["optim.lr=0.5"], 4.99), run(["optim.lr=50"], None, status="interrupted")]
+    design = F.build_design([sweep(runs, grid={"optim.lr": ["3e-4", "0.5", "50"]})])
+    (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert edge.short_of is None and edge.beyond == 830.0  # 0.5 x 0.5 / 3e-4 = 833, in two digits
+    # Whole numbers stay whole (max_steps 50, 100 best, 110 failed: 105, not 1e+02); others are rounded to two
+    # digits as the report writes them, and a value already tried is no suggestion (dropout 0.1 best, 0.101
+    # failed: halfway 0.1005 is 0.1).
+    runs = [run(["optim.max_steps=50"], 3.2), run(["optim.max_steps=100"], 3.0), run(["optim.max_steps=110"], None, status="failed")]
+    design = F.build_design([sweep(runs, grid={"optim.max_steps": ["50", "100", "110"]})])
+    (edge,) = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert (edge.short_of.text, edge.beyond) == ("110", 105.0)
+    runs = [run(["lora.dropout=0.05"], 3.2), run(["lora.dropout=0.1"], 3.0), run(["lora.dropout=0.101"], None, status="failed")]
+    design = F.build_design([sweep(runs, grid={"lora.dropout": ["0.05", "0.1", "0.101"]})])
+    assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == []  # 0.1005 -> 0.1
     # Nothing lies between adjacent whole numbers: r=4 best, r=5 failed.
     runs = [run(["lora.r=3"], 3.2), run(["lora.r=4"], 3.0), run(["lora.r=5"], None, status="failed")]
     design = F.build_design([sweep(runs, grid={"lora.r": ["3", "4", "5"]})])
