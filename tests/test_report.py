@@ -673,7 +673,7 @@ def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
     write_run(sweep, ["optim.lr=3e-4"], eval_loss=4.7, summary={"answer_spread": {**repeated, "distinct": 20, "top_count": 4}})
     md = build_report([sweep]).read_text()
     assert ("1 of the ok runs gave one answer to nearly every held-out example (`optim.lr=1e-4`: "
-            "'is is is' for 32 of 32): their task metrics score that answer against every reference, not what each "
+            "'is is is' for 32 of 32): its task metrics score that answer against every reference, not what each "
             "run learned; always giving the most frequent reference would be right for 2 of 32.") in md
     # The demo at lr 0.5: the lowest held-out loss, and an empty answer to every prompt. Said of the best.
     write_run(sweep, ["optim.lr=0.5"], eval_loss=4.5, summary={"answer_spread": {**repeated, "top": ""}})

@@ -181,11 +181,12 @@ def one_answer(design: Design, best: list[int] = ()) -> list:
     among = bool(set(best) & set(found))
     who = ("The best configuration's run" if among and len(runs) == 1 else
            f"{len(runs)} of the ok runs, the best configuration's included," if among else f"{len(runs)} of the ok runs")
+    their = "its" if len(runs) == 1 else "their"
     return [[f"{who} gave one answer to nearly every held-out example (", *which,
-             f"{shown} for {spread['top_count']} of {spread['n']}): their task metrics score that "
+             f"{shown} for {spread['top_count']} of {spread['n']}): {their} task metrics score that "
              "answer against every reference, not what each run learned; always giving the most frequent reference "
-             f"would be right for {spread['reference_top_count']} of {spread['n']}. Their ", Code(SAMPLES),
-             " shows the answers."]]
+             f"would be right for {spread['reference_top_count']} of {spread['n']}. {their.capitalize()} ",
+             Code(SAMPLES), " shows the answers."]]
 
 
 # 1 %: above the wobble of a held-out loss between evaluations while the learning rate decays. On the built-in data
