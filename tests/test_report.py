@@ -665,6 +665,21 @@ def test_the_sweeps_closing_lines_say_whether_the_best_beats_the_next_by_more_th
     assert ranking(seeds)[-1].startswith("best: seed=1")
 
 
+def test_a_best_equal_to_the_next_on_every_example_is_called_a_tie(tmp_path):
+    from ftsweep.sweep.callbacks import ranking
+
+    sweep = tmp_path / "sweep"
+    base, tokens = [30.0, 60.0, 30.0, 60.0], [10, 20, 10, 20]
+    write_run(sweep, ["lora.r=8"], eval_loss=3.0, held_out=(base, tokens))
+    write_run(sweep, ["lora.r=16"], eval_loss=3.0, held_out=(base, tokens))
+    md = build_report([sweep]).read_text()
+    assert ("the best is equal on every one of the 4 held-out examples: the two are tied, and which of them ranks "
+            "first says nothing.") in md
+    assert "- `lora.r`: 8 and 16 are equal on every example." in md or "- `lora.r`: 16 and 8 are equal on every example." in md
+    assert "smallest tried" not in md and "largest tried" not in md
+    assert ranking(sweep)[-1].endswith(": equal on every one of the 4 held-out examples, a tie")
+
+
 def test_runs_that_gave_one_answer_to_everything_are_pointed_out(tmp_path):
     # The built-in demo at lr 1e-4: 32 of 32 samples "is is is ..." (rougeL 0.13 scored on that text alone).
     sweep = tmp_path / "sweep"

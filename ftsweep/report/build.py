@@ -380,6 +380,9 @@ def _best_against_next(design: Design, configs, metric: str, col: Column, higher
     pair = paired.best_against_next(design, configs, metric, higher)
     if pair is None:
         return []
+    if pair.tied:
+        return [["Against the next, ", Code(pair.worse), f", the best is equal on every one of the {pair.examples} "
+                 f"held-out examples: the two are tied, and which of them ranks first says nothing."]]
     verdict = ("more than another sample of as many held-out examples would explain" if pair.stands_out else
                f"within what another sample of {pair.examples} held-out examples could give, so this held-out set does "
                "not tell the two apart")
@@ -413,7 +416,8 @@ def _held_out_statements(design: Design, frame, effects, metric: str, col: Colum
     found = paired.level_differences(design, frame, metric, higher, effects)
     if not found:
         return []
-    items = [[Code(name), f": {p.better} beats {p.worse} by {fmt(p.diff, col)} ({fmt(p.low, col)} to "
+    items = [[Code(name), f": {p.better} and {p.worse} are equal on every example."] if p.tied else
+             [Code(name), f": {p.better} beats {p.worse} by {fmt(p.diff, col)} ({fmt(p.low, col)} to "
               f"{fmt(p.high, col)}): " + ("more than the sample's noise." if p.stands_out else "within it.")]
              for name, p in found]
     examples = found[0][1].examples

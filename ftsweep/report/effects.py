@@ -238,6 +238,8 @@ def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
         tried = sorted(levels + [e for e in effect.levels if e.failed and e.level.number is not None],
                        key=lambda e: e.level.number)
         best = max(levels, key=lambda e: e.stat.mean if maximize else -e.stat.mean)
+        if sum(e.stat.mean == best.stat.mean for e in levels) > 1:
+            continue  # tied (the same answers, scored alike): no level is best, at an end or not
         if best is levels[-1]:
             near, end, past = levels[-2], "largest", tried[tried.index(best) + 1:]
         elif best is levels[0]:

@@ -55,6 +55,12 @@ class Paired:
     def stands_out(self) -> bool:
         return self.low > 0
 
+    @property
+    def tied(self) -> bool:
+        """Equal on every example (no spread, no difference): two runs that gave the same answers, scored alike.
+        Ranked by rougeL, three of the demo's four cells answered "is is is ..." to every prompt."""
+        return self.diff == 0 and self.low == self.high
+
 
 def pairable(metric: str) -> bool:
     return metric == LOSS or metric in SAMPLE_FIELDS

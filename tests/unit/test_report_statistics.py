@@ -444,6 +444,24 @@ def test_level_differences_go_on_past_a_parameter_they_cannot_pair():
     assert paired.level_differences(design, frame, "eval_loss", False, effects=[]) == []
 
 
+def test_runs_equal_on_every_example_are_a_tie_and_tied_levels_no_edge():
+    """Ranked by rougeL, three of the demo's four cells answered "is is is ..." to every prompt: the best and the
+    next were equal example by example ("0.0000 higher, interval 0.0000 to 0.0000"), and r=8 and r=16 had the same
+    mean, yet r=8 was called "the smallest tried" with r=4 to add."""
+    from ftsweep.report import paired
+
+    same = pd.Series([0.5, 0.2, 0.0]).to_numpy()
+    ones = pd.Series([1.0, 1.0, 1.0]).to_numpy()
+    assert paired.compare("x", same, "y", same.copy(), ones, higher=True).tied
+    assert not paired.compare("x", same, "y", same - 0.1, ones, higher=True).tied  # the same shift everywhere: no tie
+    assert not paired.compare("x", same, "y", same[::-1].copy(), ones, higher=True).tied  # D = 0, spread: no tie
+    runs = [run(["lora.r=8", f"optim.lr={lr}"], loss) for lr, loss in (("1e-4", 3.2), ("3e-4", 3.0))]
+    runs += [run(["lora.r=16", f"optim.lr={lr}"], loss) for lr, loss in (("1e-4", 3.2), ("3e-4", 3.0))]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"]})])
+    found = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert [e.factor for e in found] == ["optim.lr"]
+
+
 def test_paired_level_differences_leave_out_the_runs_the_effects_table_leaves_out():
     """2 x 2 grid, (r=16, lr=3e-4) failed: lr's levels compare at r=8 alone (3.0 against 2.8), not with r=16's 2.0."""
     from ftsweep.report import paired
