@@ -30,9 +30,9 @@ from ftsweep.config import config_hash, plain
 log = logging.getLogger("ftsweep")
 
 
-
 class ResultsInTheWay(RuntimeError):
     """The finished run of another config in this directory could not be moved aside: nothing is started."""
+
 
 class Run:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_name: str, overrides: list[str],
