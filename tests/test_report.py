@@ -601,6 +601,27 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     assert "paired over" not in md and "noise of the held-out sample" not in md
 
 
+def test_with_repeated_seeds_the_best_against_the_next_is_also_weighed_against_the_seeds_noise(tmp_path):
+    """The held-out examples cannot show what another seed does: r=8 beats r=16 on every example of every seed,
+    yet the seeds of one configuration spread more than the two configurations differ."""
+    sweep = tmp_path / "sweep"
+    tokens = [10, 20, 10, 20]  # 60 tokens
+    for seed, (r8, r16) in enumerate([(2.6, 2.7), (2.9, 3.0), (3.2, 3.3)], 1):  # each seed: r=8 0.1 lower everywhere
+        for r, loss in (("8", r8), ("16", r16)):
+            write_run(sweep, [f"lora.r={r}", f"seed={seed}"], eval_loss=loss,
+                      held_out=([loss * t for t in tokens], tokens))
+    md = build_report([sweep]).read_text()
+    # Seeds: deviations -0.3, 0, +0.3 in each configuration: s = sqrt(0.36 / 4) = 0.3 (6 runs - 2 configurations).
+    # Difference 0.1 +- t(4) x 0.3 x sqrt(1/3 + 1/3) = 2.776 x 0.3 x 0.8165 = 0.680.
+    half = 2.776 * 0.3 * math.sqrt(2 / 3)
+    assert ("Against the next, `lora.r=16`, the best is 0.1000 lower (95 % interval 0.1000 to 0.1000, paired over the "
+            "4 held-out examples): more than another sample of as many held-out examples would explain. Between seeds: "
+            "the best's mean over 3 seeds is 0.1000 lower than the next's over 3, and with the spread between seeds of "
+            f"one configuration (s = 0.3000, 4 degrees of freedom) that difference's 95 % interval is {0.1 - half:.4f} "
+            f"to {0.1 + half:.4f}: within the seeds' noise, so other seeds could reverse the order.") in md
+    assert f"`lora.r`: 8 and 16 are within noise (difference 0.1000, 95 % interval {0.1 - half:.4f}" in md
+
+
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})
@@ -723,10 +744,20 @@ def test_intervals_over_seeds_and_which_differences_are_noise(sweep_2x2):
     assert f"s = {s:.4f} the spread between seeds of one configuration (pooled sample std, 4 degrees of freedom)" in md
     effects = {(r["parameter"], r["level"]): r for r in md_table(md, "## Effects")}
     assert effects[("`lora.r`", "`8`")]["95 % interval"] == f"{3.5 - half:.4f} to {3.5 + half:.4f}"
-    # r: 16 vs 8 differ by 0.15 < 2 x 0.12: within noise. lr: 3e-4 vs 1e-4 differ by 0.30: not.
-    assert (f"`lora.r`: 16 and 8 are within noise (95 % intervals overlap: 3.3500 ± {half:.4f} and "
-            f"3.5000 ± {half:.4f}; difference 0.1500).") in md
-    assert "`optim.lr`: 3e-4 beats 1e-4 by 0.3000, more than the seeds' noise explains" in md
+    # r: 16 vs 8 differ by 0.15, and their difference's half-width is sqrt(2) x 0.1202 = 0.17: within noise.
+    # lr: 3e-4 vs 1e-4 differ by 0.30: not.
+    diff = math.sqrt(2) * half
+    assert (f"`lora.r`: 16 and 8 are within noise (difference 0.1500, 95 % interval {0.15 - diff:.4f} to "
+            f"{0.15 + diff:.4f}, which holds 0).") in md
+    assert (f"`optim.lr`: 3e-4 beats 1e-4 by more than the seeds' noise explains (difference 0.3000, 95 % interval "
+            f"{0.3 - diff:.4f} to {0.3 + diff:.4f}).") in md
+    # The best configuration (16, 3e-4: 3.1 and 3.3) against the next (8, 3e-4: 3.3 and 3.4), two seeds each:
+    # 0.15 apart, +- t(4) x s x sqrt(1/2 + 1/2) = 0.2404.
+    pair = 2.776 * s
+    assert ("Against the next, `lora.r=8, optim.lr=3e-4`, the best's mean over 2 seeds is 0.1500 lower than the next's "
+            f"over 2, and with the spread between seeds of one configuration (s = {s:.4f}, 4 degrees of freedom) that "
+            f"difference's 95 % interval is {0.15 - pair:.4f} to {0.15 + pair:.4f}: within the seeds' noise, so other "
+            "seeds could reverse the order.") in md
 
 
 def test_without_repeated_seeds_the_report_says_it_cannot_tell_noise(tmp_path):

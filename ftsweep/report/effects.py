@@ -18,9 +18,15 @@ Noise: when some configuration ran with several seeds, the seed-to-seed spread
 is the pooled sample std of the runs around their configuration's mean
 (``seed_noise``; degrees of freedom: runs minus configurations). A mean over n
 runs then gets a 95 % t-interval, mean ± t(0.975, df) · s / √n (with unequal
-seed counts, s · √(Σ 1/n_j) / k for k configurations of n_j runs), and two levels
-whose intervals overlap are reported as within noise. Without repeated seeds
-there is no noise estimate and the report says so instead of guessing.
+seed counts, s · √(Σ 1/n_j) / k for k configurations of n_j runs). Two levels
+are within noise when the 95 % interval of their difference holds zero: their
+means are over different configurations, so independent given s, and the
+difference's half-width is √(h_a² + h_b²) of the two levels' half-widths h. Two
+intervals that merely overlap are no test: r=8 and r=16, 3 seeds each, s=0.0063
+(4 df), have half-widths 2.776 · 0.0063 / √3 = 0.0101 each, so intervals that
+overlap up to a difference of 0.0202, while a difference of 0.0143 already
+stands out (√2 · 0.0101). Without repeated seeds there is no noise estimate and
+the report says so instead of guessing.
 
 Views read from the runs: per pair of factors, the metric at each level of one
 with one line per level of the other (an interaction: does r=8 beat r=16 at
@@ -73,6 +79,11 @@ class Noise:
         """Half the 95 % interval of a mean whose standard error is ``scale`` times the seeds' std (1 / sqrt(n)
         for a mean over n runs; see _grouped for a mean of configuration means)."""
         return t975(self.df) * self.std * scale
+
+    def difference_half_width(self, n_a: int, n_b: int) -> float:
+        """Half the 95 % interval of the difference of two configurations' means over n_a and n_b seeds:
+        t · s · √(1/n_a + 1/n_b)."""
+        return self.half_width(math.sqrt(1 / n_a + 1 / n_b))
 
 
 def seed_noise(design: Design, frame: pd.DataFrame, metric: str) -> Noise | None:
@@ -188,7 +199,16 @@ class Verdict:
     factor: str
     best: LevelEffect
     other: LevelEffect
-    within_noise: bool  # their 95 % intervals overlap
+    half: float  # half-width of the 95 % interval of the difference of their means
+
+    @property
+    def gap(self) -> float:
+        return abs(self.best.stat.mean - self.other.stat.mean)
+
+    @property
+    def within_noise(self) -> bool:
+        """The difference's 95 % interval holds zero (it touches zero: within)."""
+        return self.gap <= self.half
 
 
 def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
@@ -200,9 +220,8 @@ def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
             continue
         levels.sort(key=lambda e: -e.stat.mean if maximize else e.stat.mean)
         best = levels[0]
-        for other in levels[1:]:
-            gap = abs(best.stat.mean - other.stat.mean)
-            out.append(Verdict(effect.factor.name, best, other, gap <= best.half + other.half))
+        # The level means are over different configurations: independent given s, so the halves add in quadrature.
+        out += [Verdict(effect.factor.name, best, other, math.hypot(best.half, other.half)) for other in levels[1:]]
     return out
 
 

@@ -111,14 +111,14 @@ def test_verdicts_compare_the_best_level_with_each_other_level(grid):
     design, frame = grid
     noise = fx.seed_noise(design, frame, "eval_loss")
     effects = fx.main_effects(design, frame, "eval_loss", noise)
-    half = T4 * STD / 2  # 0.17 for every level here: two levels are told apart when their means differ by > 0.34
+    half = T4 * STD / 2  # 0.17 for every level here: two levels are told apart when their means differ by > 0.24
     by_factor = {v.factor: v for v in fx.verdicts(effects, maximize=False)}
     assert set(by_factor) == {"lora.r", "optim.lr"}
     r = by_factor["lora.r"]  # 2.85 (r=16) against 2.9 (r=8): 0.05 apart, within noise
     assert (r.best.level.text, r.other.level.text, r.within_noise) == ("16", "8", True)
-    lr = by_factor["optim.lr"]  # 2.55 (3e-4) against 3.2 (1e-4): 0.65 apart, more than 2 * 0.17
+    lr = by_factor["optim.lr"]  # 2.55 (3e-4) against 3.2 (1e-4): 0.65 apart, more than sqrt(2) * 0.17
     assert (lr.best.level.text, lr.other.level.text, lr.within_noise) == ("3e-4", "1e-4", False)
-    assert 0.65 > 2 * half
+    assert lr.half == pytest.approx(math.sqrt(2) * half) and r.half == pytest.approx(math.sqrt(2) * half)
     # Higher is better: the other level is the best one.
     flipped = {v.factor: v for v in fx.verdicts(effects, maximize=True)}
     assert (flipped["optim.lr"].best.level.text, flipped["lora.r"].best.level.text) == ("1e-4", "8")
@@ -131,12 +131,16 @@ def effect(name, *levels):
                           for t, mean, half in levels])
 
 
-def test_verdicts_touching_intervals_are_within_noise_and_levels_without_intervals_are_skipped():
-    # Means 1.0 and 1.5 with half-widths 0.25 each: the intervals [0.75, 1.25] and [1.25, 1.75] touch.
-    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.25), ("2", 1.5, 0.25))], maximize=False)
+def test_verdicts_test_the_difference_not_the_overlap_of_two_intervals():
+    # Means 1.0 and 1.5 with half-widths 0.3 and 0.4: the difference's half-width is sqrt(0.3² + 0.4²) = 0.5, which
+    # the difference of 0.5 just touches: within noise.
+    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.3), ("2", 1.5, 0.4))], maximize=False)
     assert (v.factor, v.best.level.text, v.other.level.text, v.within_noise) == ("x", "1", "2", True)
-    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.25), ("2", 1.5, 0.125))], maximize=False)
-    assert v.within_noise is False
+    assert (v.gap, v.half) == (pytest.approx(0.5), pytest.approx(0.5))
+    # Half-widths 0.3 each: the intervals [0.7, 1.3] and [1.2, 1.8] overlap, yet the difference's interval,
+    # 0.5 ± 0.42, does not hold 0.
+    (v,) = fx.verdicts([effect("x", ("1", 1.0, 0.3), ("2", 1.5, 0.3))], maximize=False)
+    assert v.half == pytest.approx(math.sqrt(0.18)) and v.within_noise is False
     # Three levels: the best against each of the other two, in order of their means.
     three = fx.verdicts([effect("x", ("1", 2.0, 0.1), ("2", 1.0, 0.1), ("3", 1.1, 0.1))], maximize=False)
     assert [(v.best.level.text, v.other.level.text, v.within_noise) for v in three] == [
