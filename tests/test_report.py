@@ -586,7 +586,9 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     write_run(sweep, ["lora.r=32"], eval_loss=3.0 + 2 / 60, held_out=([31.0, 61.0, 31.0, 59.0], tokens))
     md = build_report([sweep]).read_text()
     assert ("Against the next, `lora.r=16`, the best is 0.5000 lower (95 % interval 0.5000 to 0.5000, paired over "
-            "the 4 held-out examples): more than another sample of as many held-out examples would explain.") in md
+            "the 4 held-out examples): more than another sample of as many held-out examples would explain. Both ran "
+            "one seed, and another seed trains another adapter; repeat them with `seed=1,2,3` to weigh the difference "
+            "against that too.") in md
     bullets = [line for line in md.splitlines() if line.startswith("- `lora.r`: ")]
     assert bullets[0] == "- `lora.r`: 8 beats 16 by 0.5000 (0.5000 to 0.5000): more than the sample's noise."
     assert bullets[1].startswith("- `lora.r`: 8 beats 32 by 0.5333 (") and bullets[1].endswith("more than the sample's noise.")
@@ -595,6 +597,7 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     md = build_report([sweep]).read_text()
     assert ("Against the next, `lora.r=32`, the best is 0.0333 lower (95 % interval -0.") in md
     assert "within what another sample of 4 held-out examples could give, so this held-out set does not tell" in md
+    assert "Both ran one seed" not in md  # a difference within the sample's noise is no verdict to qualify
     # A run without the file (one from before it existed): no paired statement at all.
     (sweep / "lora.r=32" / "held_out_losses.json").unlink()
     md = build_report([sweep]).read_text()

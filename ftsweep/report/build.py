@@ -393,7 +393,14 @@ def _best_against_next(design: Design, configs, noise, metric: str, col: Column,
     line = ["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} {direction} (95 % interval "
             f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
             f"{verdict}."]
-    return [line + [" Between seeds: ", *seeds[3:]] if seeds else line]
+    if seeds:
+        return [line + [" Between seeds: ", *seeds[3:]]]
+    if noise is None and pair.stands_out:
+        # Only said where the held-out sample would otherwise be the last word: a difference within its noise is
+        # already no verdict.
+        line += [" Both ran one seed, and another seed trains another adapter; repeat them with ", Code("seed=1,2,3"),
+                 " to weigh the difference against that too."]
+    return [line]
 
 
 def _against_next_seeds(configs, noise, metric: str, col: Column, higher: bool) -> list:
