@@ -319,7 +319,12 @@ def test_the_best_configurations_test_loss_is_quoted_unless_the_test_set_chose_i
         write_run(sweep, [f"lora.r={r}"], eval_loss=loss, summary={"test_loss": test, "test_perplexity": math.exp(test)})
     md = build_report([sweep]).read_text()
     assert "On the test set (`data.test_path`), which chose nothing, the best configuration's loss is 3.3500 (n=1)." in md
-    assert "On the test set" not in build_report([sweep], metric="test_loss").read_text()
+    assert "Ranked by a test-set figure" not in md
+    md = build_report([sweep], metric="test_loss").read_text()
+    assert "On the test set" not in md
+    assert ("Ranked by a test-set figure: choosing the best on `data.test_path` makes it a second validation set, and "
+            "the best's `test_loss` then flatters it. Rank by `eval_loss` (the default) and read the test figures "
+            "beside it.") in md
 
 
 def test_levels_compare_as_numbers_and_sort_numerically(tmp_path):

@@ -138,6 +138,12 @@ def _overview(sweeps, design: Design, noise, effects, configs, metric, metric_co
         [Strong(_count(len(design.runs), "run")), f" in {_count(len(configs), 'configuration')}: {status_text}."],
         ["Primary metric: ", Code(metric), f", {'higher' if higher else 'lower'} is better ({how})."],
     ]
+    if metric.startswith("test_") and len(configs) > 1:
+        # The test set stays an honest estimate only while it chooses nothing: the best of k configurations by their
+        # test scores is the luckiest of k on those very examples.
+        lines.append(["Ranked by a test-set figure: choosing the best on ", Code("data.test_path"), " makes it a "
+                      "second validation set, and the best's ", Code(metric), " then flatters it. Rank by ",
+                      Code("eval_loss"), " (the default) and read the test figures beside it."])
     if design.factors:
         swept = []
         for f in design.factors:
