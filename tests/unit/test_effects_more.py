@@ -259,3 +259,10 @@ def test_data_size_series_label_names_every_other_factor():
     series = fx.data_size_series(design, configs, "eval_loss")
     assert [s.label for s in series] == ["lora.r=8, optim.lr=1e-4", "lora.r=16, optim.lr=3e-4"]
     assert [(x, p.mean) for x, p in series[0].points] == [(10.0, 4.0), (100.0, 3.0)]
+
+
+def test_the_difference_of_two_configurations_means_gets_the_seeds_interval():
+    noise = fx.Noise(std=0.3, df=4)
+    # t(0.975, 4) x s x sqrt(1/3 + 1/3): 3 seeds each; and sqrt(1/1 + 1/4) for 1 seed against 4.
+    assert noise.difference_half_width(3, 3) == pytest.approx(2.7764 * 0.3 * math.sqrt(2 / 3), rel=1e-3)
+    assert noise.difference_half_width(1, 4) == pytest.approx(2.7764 * 0.3 * math.sqrt(1.25), rel=1e-3)
