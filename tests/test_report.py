@@ -630,6 +630,22 @@ def test_with_repeated_seeds_the_best_against_the_next_is_also_weighed_against_t
     assert f"`lora.r`: 8 and 16 are within noise (difference 0.1000, 95 % interval {0.1 - half:.4f}" in md
 
 
+def test_crossing_lines_are_said_in_words_with_the_best_level_at_each_level_of_the_other(tmp_path):
+    sweep = tmp_path / "sweep"
+    for (r, lr), loss in {("8", "1e-4"): 3.0, ("8", "3e-4"): 3.2, ("16", "1e-4"): 3.3, ("16", "3e-4"): 2.9}.items():
+        write_run(sweep, [f"lora.r={r}", f"optim.lr={lr}"], eval_loss=loss)
+    md = build_report([sweep]).read_text()
+    assert ("- The best `lora.r` depends on `optim.lr`: 8 at `optim.lr=1e-4` (by 0.3000 over 16); 16 at "
+            "`optim.lr=3e-4` (by 0.3000 over 8).") in md
+    assert ("- The best `optim.lr` depends on `lora.r`: 1e-4 at `lora.r=8` (by 0.2000 over 3e-4); 3e-4 at "
+            "`lora.r=16` (by 0.4000 over 1e-4).") in md
+    assert "Each configuration ran one seed: a reversal by less than the seeds' spread is noise" in md
+    # Lines that keep their order (r=16 better at both rates, 1e-4 at both ranks): nothing to say.
+    write_run(sweep, ["lora.r=16", "optim.lr=1e-4"], eval_loss=2.8)
+    md = build_report([sweep]).read_text()
+    assert "` depends on `" not in md and "Where lines cross" not in md
+
+
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})

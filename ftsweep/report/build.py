@@ -303,6 +303,7 @@ def _effects_section(design, frame, noise, effects, configs, metric, metric_col:
             ),
             Image(f"{PLOTS}/{PLOT_INTERACTIONS}", f"Interactions of the swept parameters on {metric}"),
         ]
+        blocks += _reversal_statements(fx.reversals(views, higher), noise, metric_col)
 
     grid = fx.two_factor_grid(design, configs, metric)
     if grid is not None and any(s.mean is not None for s in grid.cells.values()):
@@ -378,6 +379,28 @@ def _noise_statements(effects, noise, metric: str, col: Column, higher: bool) ->
     return [Para(f"Which differences in {metric} stand out from the noise between seeds (the 95 % interval of each "
                  "difference is ± √(h₁² + h₂²) of the two levels' half-widths h: two intervals that overlap can still "
                  "differ):"), Bullets(items)]
+
+
+def _reversal_statements(found: list, noise, col: Column) -> list[Block]:
+    """Plain sentences for crossing lines: a parameter whose best level changes with another's."""
+    if not found:
+        return []
+    items: list = []
+    for rev in found:
+        parts: list = ["The best ", Code(rev.x.name), " depends on ", Code(rev.by.name), ": "]
+        for i, (b, best, nxt) in enumerate(rev.bests):
+            gap = abs(best.stat.mean - nxt.stat.mean)
+            within = rev.within_noise(i)
+            noted = "" if within is None else ", within the seeds' noise" if within else ", more than the seeds' noise"
+            parts += ["; " if i else "", f"{best.level.text} at ", Code(f"{rev.by.name}={b.text}"),
+                      f" (by {fmt(gap, col)} over {nxt.level.text}{noted})"]
+        items.append(parts + ["."])
+    blocks: list[Block] = [Para("Where lines cross, a parameter's best level changes with another's, and its main "
+                                "effect above averages over that choice:"), Bullets(items)]
+    if noise is None:
+        blocks.append(Para(["Each configuration ran one seed: a reversal by less than the seeds' spread is noise, "
+                            "which ", Code("seed=1,2,3"), " measures."]))
+    return blocks
 
 
 def _best_against_next(design: Design, configs, noise, metric: str, col: Column, higher: bool) -> list:

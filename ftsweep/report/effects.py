@@ -322,6 +322,42 @@ def interactions(design: Design, frame: pd.DataFrame, metric: str, noise: Noise 
     return out
 
 
+@dataclass(frozen=True)
+class Reversal:
+    """Crossing lines of an interaction: the best level of ``x`` is not the same at every level of ``by``."""
+
+    x: Factor
+    by: Factor
+    bests: list[tuple[Level, LevelEffect, LevelEffect]]  # per level of by: the best level of x there, and the next
+
+    def within_noise(self, i: int) -> bool | None:
+        """Whether line i's best beats its next by no more than the seeds' noise (None: no noise estimate)."""
+        _, best, nxt = self.bests[i]
+        if best.half is None or nxt.half is None:
+            return None
+        return abs(best.stat.mean - nxt.stat.mean) <= math.hypot(best.half, nxt.half)
+
+
+def reversals(views: list[Interaction], maximize: bool) -> list[Reversal]:
+    """The interactions whose lines cross: the main effect of ``x`` then averages over a choice that differs with
+    ``by`` (lr 1e-4 best at r=8 and 3e-4 at r=16: "3e-4 is the best lr" holds at one rank only). Each line is read
+    over the levels of x that every line has, and a line whose two best levels tie tells nothing."""
+    out = []
+    for view in views:
+        lines = [(b, pts) for b, pts in view.lines if sum(p.stat.mean is not None for p in pts) > 1]
+        shared = set.intersection(*({p.level.key for p in pts if p.stat.mean is not None} for _, pts in lines)) if lines else set()
+        if len(lines) < 2 or len(shared) < 2:
+            continue
+        bests = []
+        for b, pts in lines:
+            ranked = sorted((p for p in pts if p.level.key in shared), key=lambda p: -p.stat.mean if maximize else p.stat.mean)
+            if ranked[0].stat.mean != ranked[1].stat.mean:
+                bests.append((b, ranked[0], ranked[1]))
+        if len({best.level.key for _, best, _ in bests}) > 1:
+            out.append(Reversal(view.x, view.by, bests))
+    return out
+
+
 MAX_GRID = 12  # levels per side of the two-factor grid
 
 

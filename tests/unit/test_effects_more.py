@@ -266,3 +266,38 @@ def test_the_difference_of_two_configurations_means_gets_the_seeds_interval():
     # t(0.975, 4) x s x sqrt(1/3 + 1/3): 3 seeds each; and sqrt(1/1 + 1/4) for 1 seed against 4.
     assert noise.difference_half_width(3, 3) == pytest.approx(2.7764 * 0.3 * math.sqrt(2 / 3), rel=1e-3)
     assert noise.difference_half_width(1, 4) == pytest.approx(2.7764 * 0.3 * math.sqrt(1.25), rel=1e-3)
+
+
+def test_crossing_lines_name_the_best_level_at_each_level_of_the_other(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    views = fx.interactions(design, frame, "eval_loss", noise)
+    # r: 8 best at lr 1e-4 (3.1 against 3.3), 16 at 3e-4 (2.4 against 2.7). lr: 3e-4 best at both ranks.
+    (rev,) = fx.reversals(views, maximize=False)
+    assert (rev.x.name, rev.by.name) == ("lora.r", "optim.lr")
+    assert [(b.text, best.level.text, nxt.level.text) for b, best, nxt in rev.bests] == [("1e-4", "8", "16"),
+                                                                                         ("3e-4", "16", "8")]
+    assert [abs(best.stat.mean - nxt.stat.mean) for _, best, nxt in rev.bests] == [pytest.approx(0.2), pytest.approx(0.3)]
+    # Each cell is a mean of 2 seeds: half-width T4 * STD / sqrt(2) = 0.24, so the difference's is T4 * STD = 0.34.
+    assert [rev.within_noise(i) for i in range(2)] == [True, True]
+    (rev,) = fx.reversals(fx.interactions(design, frame, "eval_loss"), maximize=False)
+    assert rev.within_noise(0) is None  # no noise estimate given
+    # Higher is better: 16 at 1e-4, 8 at 3e-4; lr still the same (1e-4) at both ranks.
+    (up,) = fx.reversals(views, maximize=True)
+    assert [(b.text, best.level.text) for b, best, _ in up.bests] == [("1e-4", "16"), ("3e-4", "8")]
+
+
+def test_parallel_lines_and_ties_are_no_reversal_and_lines_compare_the_levels_they_share():
+    def reversals(cells):
+        design, frame = design_of([run([f"lora.r={r}", f"optim.lr={lr}"], loss) for (r, lr), loss in cells.items()])
+        return fx.reversals(fx.interactions(design, frame, "eval_loss"), maximize=False)
+
+    assert reversals({("8", "1e-4"): 3.0, ("8", "3e-4"): 2.0, ("16", "1e-4"): 3.5, ("16", "3e-4"): 2.5}) == []
+    # At lr 1e-4 the ranks tie, so that line names no best rank (not the first of the tied), and r=16's win at
+    # lr 3e-4 crosses nothing.
+    assert reversals({("8", "1e-4"): 3.0, ("8", "3e-4"): 2.5, ("16", "1e-4"): 3.0, ("16", "3e-4"): 2.0}) == []
+    # r=16 ran only at lr 3e-4 (best there): each line is read over the ranks both have, 8 and 32.
+    (rev,) = [r for r in reversals({("8", "1e-4"): 3.0, ("8", "3e-4"): 2.0, ("16", "3e-4"): 1.5, ("32", "1e-4"): 2.5,
+                                    ("32", "3e-4"): 2.6}) if r.x.name == "lora.r"]
+    assert [(b.text, best.level.text, nxt.level.text) for b, best, nxt in rev.bests] == [("1e-4", "32", "8"),
+                                                                                         ("3e-4", "8", "32")]
