@@ -47,6 +47,9 @@ class Metric:
     def format(self, value: float | None) -> str:
         return format_number(value, self.digits, self.scale, self.thousands)
 
+    def difference(self, value: float | None) -> str:
+        return format_difference(value, self.digits, self.scale)
+
     def console(self, value: float | None) -> str:
         """One part of the console line: 'eval_loss 3.4100', 'bleu 32.00', '2900 tok/s', '48.2 s'."""
         if self.direction is None and (self.short or self.unit):
@@ -65,6 +68,20 @@ def format_number(value: float | None, digits: int, scale: float = 1.0, thousand
         return "—"
     value = value / scale
     return f"{value:,.{digits}f}" if thousands else f"{value:.{digits}f}"
+
+
+def format_difference(value: float | None, digits: int, scale: float = 1.0) -> str:
+    """A difference or an end of its interval, in a sentence: as format_number, but a value that would print as
+    zero keeps two significant digits (0.000041, not 0.0000, where runs differ by less than the table shows), and
+    a negative one that rounds to zero is not printed as -0.0000."""
+    text = format_number(value, digits, scale)
+    if text == "—" or float(text) != 0:
+        return text
+    value = value / scale
+    if value == 0:
+        return f"{0:.{digits}f}"
+    shown = max(digits, 1 - math.floor(math.log10(abs(value))))  # 4.1e-05: log10 -4.4, floor -5, 6 decimals
+    return f"{value:.{shown}f}"
 
 
 def _quality(name: str, direction: str, unit: str, digits: int, header: str | None = None) -> Metric:

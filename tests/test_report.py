@@ -646,6 +646,19 @@ def test_crossing_lines_are_said_in_words_with_the_best_level_at_each_level_of_t
     assert "` depends on `" not in md and "Where lines cross" not in md
 
 
+def test_a_difference_below_the_tables_digits_is_printed_with_its_own(tmp_path):
+    """data.packing=true,false on the built-in data differ by 0.000025 nats: '0.0000 lower (-0.0000 to 0.0000)'
+    said nothing a reader could check."""
+    sweep = tmp_path / "sweep"
+    tokens = [10, 20, 10, 20]
+    base = [30.0, 60.0, 30.0, 60.0]
+    write_run(sweep, ["data.packing=true"], eval_loss=3.0, held_out=(base, tokens))
+    write_run(sweep, ["data.packing=false"], eval_loss=3.00003, held_out=([x + 0.00003 * t for x, t in zip(base, tokens)], tokens))
+    md = build_report([sweep]).read_text()
+    assert ("Against the next, `data.packing=false`, the best is 0.000030 lower (95 % interval 0.000030 to 0.000030, "
+            "paired over the 4 held-out examples)") in md
+
+
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})

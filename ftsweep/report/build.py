@@ -59,6 +59,7 @@ from .table import (
     configurations,
     direction_known,
     fmt,
+    fmt_diff,
     maximizes,
     runs_frame,
     table_rows,
@@ -368,8 +369,8 @@ def _noise_statements(effects, noise, metric: str, col: Column, higher: bool) ->
     items: list = []
     for v in fx.verdicts(effects, higher):
         best, other = v.best.level.text, v.other.level.text
-        interval = (f"difference {fmt(v.gap, col)}, 95 % interval {fmt(v.gap - v.half, col)} to "
-                    f"{fmt(v.gap + v.half, col)}")
+        interval = (f"difference {fmt_diff(v.gap, col)}, 95 % interval {fmt_diff(v.gap - v.half, col)} to "
+                    f"{fmt_diff(v.gap + v.half, col)}")
         if v.within_noise:
             items.append([Code(v.factor), f": {best} and {other} are within noise ({interval}, which holds 0)."])
         else:
@@ -393,7 +394,7 @@ def _reversal_statements(found: list, noise, col: Column) -> list[Block]:
             within = rev.within_noise(i)
             noted = "" if within is None else ", within the seeds' noise" if within else ", more than the seeds' noise"
             parts += ["; " if i else "", f"{best.level.text} at ", Code(f"{rev.by.name}={b.text}"),
-                      f" (by {fmt(gap, col)} over {nxt.level.text}{noted})"]
+                      f" (by {fmt_diff(gap, col)} over {nxt.level.text}{noted})"]
         items.append(parts + ["."])
     blocks: list[Block] = [Para("Where lines cross, a parameter's best level changes with another's, and its main "
                                 "effect above averages over that choice:"), Bullets(items)]
@@ -419,8 +420,8 @@ def _best_against_next(design: Design, configs, noise, metric: str, col: Column,
                f"within what another sample of {pair.examples} held-out examples could give, so this held-out set does "
                "not tell the two apart")
     direction = "higher" if higher else "lower"
-    line = ["Against the next, ", Code(pair.worse), f", the best is {fmt(pair.diff, col)} {direction} (95 % interval "
-            f"{fmt(pair.low, col)} to {fmt(pair.high, col)}, paired over the {pair.examples} held-out examples): "
+    line = ["Against the next, ", Code(pair.worse), f", the best is {fmt_diff(pair.diff, col)} {direction} (95 % interval "
+            f"{fmt_diff(pair.low, col)} to {fmt_diff(pair.high, col)}, paired over the {pair.examples} held-out examples): "
             f"{verdict}."]
     if seeds:
         return [line + [" Between seeds: ", *seeds[3:]]]
@@ -444,10 +445,10 @@ def _against_next_seeds(configs, noise, metric: str, col: Column, higher: bool) 
     verdict = ("more than the seeds' noise explains" if gap > half else
                "within the seeds' noise, so other seeds could reverse the order")
     return ["Against the next, ", Code(ranked[1].label), ", ",
-            f"the best's mean over {_count(a.n, 'seed')} is {fmt(gap, col)} {'higher' if higher else 'lower'} than the "
+            f"the best's mean over {_count(a.n, 'seed')} is {fmt_diff(gap, col)} {'higher' if higher else 'lower'} than the "
             f"next's over {b.n}, and with the spread between seeds of one configuration (s = {fmt(noise.std, col)}, "
-            f"{noise.df} degrees of freedom) that difference's 95 % interval is {fmt(gap - half, col)} to "
-            f"{fmt(gap + half, col)}: {verdict}."]
+            f"{noise.df} degrees of freedom) that difference's 95 % interval is {fmt_diff(gap - half, col)} to "
+            f"{fmt_diff(gap + half, col)}: {verdict}."]
 
 
 def _edges(found: list) -> list:
@@ -475,8 +476,8 @@ def _held_out_statements(design: Design, frame, effects, metric: str, col: Colum
     if not found:
         return []
     items = [[Code(name), f": {p.better} and {p.worse} are equal on every example."] if p.tied else
-             [Code(name), f": {p.better} beats {p.worse} by {fmt(p.diff, col)} ({fmt(p.low, col)} to "
-              f"{fmt(p.high, col)}): " + ("more than the sample's noise." if p.stands_out else "within it.")]
+             [Code(name), f": {p.better} beats {p.worse} by {fmt_diff(p.diff, col)} ({fmt_diff(p.low, col)} to "
+              f"{fmt_diff(p.high, col)}): " + ("more than the sample's noise." if p.stands_out else "within it.")]
              for name, p in found]
     examples = found[0][1].examples
     return [Para(f"Which differences in {metric} stand out from the noise of the held-out sample (a 95 % interval of "

@@ -96,6 +96,11 @@ def fmt(value: float | None, col: Column) -> str:
     return metrics.format_number(value, col.digits, col.scale, col.thousands)
 
 
+def fmt_diff(value: float | None, col: Column) -> str:
+    """A difference or an end of its interval, in a sentence (metrics.format_difference)."""
+    return metrics.format_difference(value, col.digits, col.scale)
+
+
 @dataclass
 class Stat:
     mean: float | None

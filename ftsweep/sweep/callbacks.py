@@ -226,5 +226,5 @@ def _against_next(best: Path, second: Path, metric: str, entry) -> list[str]:
     if pair.tied:
         return [f"  against the next, {pair.worse}: equal on every one of the {pair.examples} held-out examples, a tie"]
     verdict = "more than the held-out sample's noise" if pair.stands_out else "within the held-out sample's noise"
-    return [f"  against the next, {pair.worse}: {entry.format(pair.diff)} better (95 % interval {entry.format(pair.low)} "
-            f"to {entry.format(pair.high)} over {pair.examples} held-out examples), {verdict}"]
+    return [f"  against the next, {pair.worse}: {entry.difference(pair.diff)} better (95 % interval "
+            f"{entry.difference(pair.low)} to {entry.difference(pair.high)} over {pair.examples} held-out examples), {verdict}"]

@@ -56,6 +56,16 @@ def test_formatting_is_fixed():
     assert M.format_number(10.0, 0, scale=4.0) == "2"
 
 
+def test_a_difference_too_small_for_the_tables_digits_keeps_two_significant_ones():
+    assert M.format_difference(0.0531, 4) == "0.0531"  # as the table prints it
+    assert M.format_difference(0.000025, 4) == "0.000025"  # not 0.0000
+    assert M.format_difference(-0.00000047, 4) == "-0.00000047"  # not -0.0000
+    assert M.format_difference(0.00005, 4) == "0.0001"  # rounds to a digit the table shows: as the table
+    assert M.format_difference(0.0, 4) == "0.0000" and M.format_difference(-0.0, 4) == "0.0000"
+    assert M.format_difference(0.004, 2, scale=0.01) == "0.40" and M.format_difference(None, 4) == "—"
+    assert M.get("eval_loss").difference(0.000041) == "0.000041"
+
+
 def test_console_parts():
     assert M.console("eval_loss", 3.41) == "eval_loss 3.4100"
     assert M.console("bleu", 32) == "bleu 32.00"
