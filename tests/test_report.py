@@ -723,6 +723,33 @@ def test_the_sweeps_closing_lines_say_whether_the_best_beats_the_next_by_more_th
     assert ranking(seeds)[-1].startswith("best: seed=1")
 
 
+def test_the_sweeps_closing_lines_give_a_failed_cells_reason_once(tmp_path):
+    from ftsweep.sweep.callbacks import ranking
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep, ["lora=lora"], eval_loss=3.0)
+    write_run(sweep, ["lora=pissa"], status="failed", eval_loss=None,
+              error={"type": "ConfigError", "message": "lora=pissa: PiSSA initializes from the full-precision weight; "
+                                                       "use quant=none"})
+    assert ("  -  failed      lora=pissa: PiSSA initializes from the full-precision weight; use quant=none"
+            in ranking(sweep))
+
+
+def test_with_repeated_seeds_the_sweeps_closing_lines_weigh_the_best_configuration_over_its_seeds(tmp_path):
+    from ftsweep.sweep.callbacks import ranking
+
+    sweep = tmp_path / "sweep"
+    for seed, (r8, r16) in enumerate([(2.6, 2.7), (2.9, 3.0), (3.2, 3.3)], 1):
+        write_run(sweep, ["lora.r=8", f"seed={seed}"], eval_loss=r8)
+        write_run(sweep, ["lora.r=16", f"seed={seed}"], eval_loss=r16)
+    lines = ranking(sweep)
+    assert lines[-3].startswith("best: lora.r=8,seed=1 (eval_loss 2.6000)")
+    # s = 0.3 over 4 df; the difference 0.1 +- 2.776 x 0.3 x sqrt(1/3 + 1/3) = 0.68.
+    assert lines[-2:] == ["best configuration: lora.r=8 (eval_loss 2.9000, mean of 3 seeds)",
+                          "  against the next, lora.r=16 (3.0000, mean of 3): 0.1000 better (95 % interval -0.5800 to "
+                          "0.7800 over seeds), within the seeds' noise"]
+
+
 def test_a_best_equal_to_the_next_on_every_example_is_called_a_tie(tmp_path):
     from ftsweep.sweep.callbacks import ranking
 

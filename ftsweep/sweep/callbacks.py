@@ -203,12 +203,35 @@ def ranking(sweep_dir: Path, metric: str = "eval_loss") -> list[str]:
         lines.append(f"  {i}. {status:<11} {metric} {entry.format(value)}{before}  {name}")
     for name, status, _, s in rest:
         reason = (s.get("error") or {}).get("message") or ""
+        reason = reason.removeprefix(f"{name}: ")  # a config error names the override, which the line names already
         lines.append(f"  -  {status:<11} {name}" + (f": {reason}" if reason else ""))
     if ranked:
         lines.append(f"best: {ranked[0][0]} ({metric} {entry.format(ranked[0][2])}) -> {sweep_dir / ranked[0][0]}")
     if len(ranked) > 1:
-        lines += _against_next(sweep_dir / ranked[0][0], sweep_dir / ranked[1][0], metric, entry)
+        lines += (_against_next_over_seeds(sweep_dir, metric, entry)
+                  or _against_next(sweep_dir / ranked[0][0], sweep_dir / ranked[1][0], metric, entry))
     return lines
+
+
+def _against_next_over_seeds(sweep_dir: Path, metric: str, entry) -> list[str]:
+    """With repeated seeds, the best cell is the luckiest seed of some configuration: name the best configuration
+    by its mean over its seeds and weigh it against the next with the seeds' spread (report/effects.py), as the
+    report's first lines do. Empty when no configuration ran twice."""
+    from ftsweep.report import collect, effects, factors, table
+
+    design = factors.build_design([collect.read_sweep(sweep_dir)])
+    frame = table.runs_frame(design, metric)
+    noise = effects.seed_noise(design, frame, metric)
+    ranked = sorted((c for c in table.configurations(design, frame, metric, entry.maximize) if c.rank is not None),
+                    key=lambda c: c.rank)
+    if noise is None or len(ranked) < 2:
+        return []
+    (best, a), (nxt, b) = ((c.label, c.stats[metric]) for c in ranked[:2])
+    gap, half = abs(a.mean - b.mean), noise.difference_half_width(a.n, b.n)
+    verdict = "more than the seeds' noise" if gap > half else "within the seeds' noise"
+    return [f"best configuration: {best} ({metric} {entry.format(a.mean)}, mean of {a.n} seeds)",
+            f"  against the next, {nxt} ({entry.format(b.mean)}, mean of {b.n}): {entry.difference(gap)} better "
+            f"(95 % interval {entry.difference(gap - half)} to {entry.difference(gap + half)} over seeds), {verdict}"]
 
 
 def _against_next(best: Path, second: Path, metric: str, entry) -> list[str]:
