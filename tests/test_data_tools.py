@@ -91,8 +91,10 @@ def test_roles_can_be_remapped(tmp_path, tok, monkeypatch):
 
 def test_a_template_without_tool_support_is_an_error_not_a_silent_drop(tmp_path, tok, monkeypatch):
     monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
-    with pytest.raises(ValueError, match="does not render the record's tools"):
-        data.prepare(cfg(write(tmp_path, [CHAT, CHAT])), SFT, tok)  # the tiny model's template ignores tools
+    plain = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    # The tiny model's template ignores tools; the one record with tools is named, wherever the split put it.
+    with pytest.raises(DataError, match="^tools.jsonl: record 2: the chat template does not render the record's tools"):
+        data.prepare(cfg(write(tmp_path, [plain, CHAT, plain, plain])), SFT, tok)
     no_tools = dict(CHAT)
     del no_tools["tools"]
     with pytest.raises(ValueError, match="does not render tool calls \\(the call to 'get_weather' is missing\\)"):

@@ -161,11 +161,22 @@ def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg, train_o
     return {"input_ids": ids, "labels": labels}, info
 
 
-def encode_all(examples: list[Example], tokenizer, template, data_cfg, task_cfg, stats: dict) -> list[dict]:
+def encode_record(record: Record, ex: Example, tokenizer, template, data_cfg, task_cfg,
+                  train_on_prompt: bool = False) -> tuple[dict | None, dict]:
+    """encode_example, with a template's refusal (roles it will not take, tools it cannot render) naming the record:
+    in a file of 10,000 chats, "the chat template refuses a conversation with roles user/user" alone sent the user
+    looking for it."""
+    try:
+        return encode_example(ex, tokenizer, template, data_cfg, task_cfg, train_on_prompt)
+    except ValueError as exc:
+        raise DataError(f"{record.origin}: {exc}") from None
+
+
+def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cfg, task_cfg, stats: dict) -> list[dict]:
     """Tokenize held-out or test examples (their answers scored alone), adding their truncation counts to stats."""
     rows = []
-    for ex in examples:
-        row, info = encode_example(ex, tokenizer, template, data_cfg, task_cfg)
+    for record, ex in pairs:
+        row, info = encode_record(record, ex, tokenizer, template, data_cfg, task_cfg)
         for key in TRUNCATION_KEYS:
             stats[key] = stats.get(key, 0) + info[key]
         if row is None:
@@ -212,12 +223,12 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     else:
         train_pairs, val_pairs = split(pairs, float(data_cfg.val_size), None, seed)
     train_rows = []
-    for pos, (_, ex) in enumerate(train_pairs):
-        row, info = encode_example(ex, tokenizer, template, data_cfg, task_cfg, bool(data_cfg.train_on_prompt))
+    for pos, (record, ex) in enumerate(train_pairs):
+        row, info = encode_record(record, ex, tokenizer, template, data_cfg, task_cfg, bool(data_cfg.train_on_prompt))
         # A dropped row keeps the columns (Dataset.from_list takes them from the first row).
         train_rows.append(dict(row or {"input_ids": [], "labels": []}, pos=pos, dropped=int(row is None), **info))
     val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
-    val_rows = encode_all([ex for _, ex in val_pairs], tokenizer, template, data_cfg, task_cfg, val_stats)
+    val_rows = encode_all(val_pairs, tokenizer, template, data_cfg, task_cfg, val_stats)
     # data.test_path: read, checked and cut like the held-out file, but never seen before the end of the run. Its bad
     # records count with the run's skipped ones (data.on_bad_record); its truncation counts stay out of the run's,
     # which describe the examples it trained and chose by.
@@ -225,7 +236,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     if data_cfg.get("test_path"):
         test_pairs = _normalise_all(sources.read(data_cfg, path=data_cfg.test_path, split="test"), data_cfg, task_cfg, stats,
                                     skipped)
-    test_rows = encode_all([ex for _, ex in test_pairs], tokenizer, template, data_cfg, task_cfg, {})
+    test_rows = encode_all(test_pairs, tokenizer, template, data_cfg, task_cfg, {})
     return {"train": train_rows, "val": val_rows, "test": test_rows, "val_in_train": _also_trained(val_rows, train_rows),
             "tested_in_train": _also_trained(test_rows, train_rows),
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
