@@ -253,3 +253,33 @@ def test_preview_reports_each_kind_of_truncation(cli, tmp_path):
         body = ex.split("\n", 1)[1]
         assert body.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSecond question")
         assert "<|im_start|>assistant\n[[" in body and "First" not in body
+
+
+def test_preview_shows_the_first_example_that_max_length_cut_after_the_first_k(tmp_path, tok, monkeypatch):
+    """A long chat among short ones is rarely among the first k of a shuffle: the preview shows the first one that
+    data.max_length cut too, and how, from the training examples or else from the held-out ones."""
+    from ftsweep.data.preview import render
+
+    monkeypatch.setenv("FTSWEEP_TOKENIZED_CACHE", "0")
+    short = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]} for i in range(5)]
+    # Unshuffled, the last record is held out: the long chat (record 5) trains as the 5th training example.
+    path = write(tmp_path, short[:4] + [two_turn(0, long_answer=True)] + short[4:])
+    bundle = data.prepare(sharegpt_cfg(path, max_length=96, shuffle=False, val_size=1), SFT, tok)
+    assert list(bundle.truncated) == [4] and bundle.held_out_truncated == {}
+    shown = render(bundle, tok, 1, classify=False)
+    assert shown.count("--- example ") == 2 and "--- example 1: " in shown
+    head, body = shown.split("--- example 5, the first that data.max_length cut: 96 tokens, ")[1].split("\n", 1)
+    assert head.endswith("learned (between [[ ]]); truncated: 1 earlier exchange dropped, answer cut from the right")
+    assert body.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSecond question 0?")
+    # Among the first k it is not shown twice, and says how it was cut where it stands.
+    shown = render(bundle, tok, 5, classify=False)
+    assert shown.count("--- example ") == 5 and "--- example 5: 96 tokens, " in shown and "the first that" not in shown
+    # Held out instead (the last record, unshuffled): the held-out example is shown.
+    path = write(tmp_path, short + [two_turn(0, long_answer=True)])
+    bundle = data.prepare(sharegpt_cfg(path, max_length=96, shuffle=False, val_size=1), SFT, tok)
+    assert bundle.truncated == {} and list(bundle.held_out_truncated) == [0]
+    assert "--- held-out example 1, the first that data.max_length cut: 96 tokens, " in render(bundle, tok, 1, classify=False)
+    # Nothing cut: the first k alone.
+    path = write(tmp_path, short)
+    assert "the first that" not in render(data.prepare(sharegpt_cfg(path, shuffle=False, val_size=1), SFT, tok), tok, 1,
+                                          classify=False)

@@ -38,6 +38,10 @@ class Bundle:
     test_fingerprint: str | None = None  # hash of data.test_path's records, apart: nothing trains or chooses by them
     held_out_fingerprint: str | None = None  # hash of the held-out examples as scored: their token ids and labels
     skipped: list[str] = field(default_factory=list)  # the first bad records' reasons (data.on_bad_record=skip)
+    # Training examples that data.max_length cut: their index in train and what was cut (TRUNCATION_KEYS), so that
+    # mode=preview can show how a long chat was fitted.
+    truncated: dict[int, dict] = field(default_factory=dict)
+    held_out_truncated: dict[int, dict] = field(default_factory=dict)  # the same for the held-out examples (val)
 
 
 def read_records(data_cfg) -> list[dict]:
@@ -172,8 +176,10 @@ def encode_record(record: Record, ex: Example, tokenizer, template, data_cfg, ta
         raise DataError(f"{record.origin}: {exc}") from None
 
 
-def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cfg, task_cfg, stats: dict) -> list[dict]:
-    """Tokenize held-out or test examples (their answers scored alone), adding their truncation counts to stats."""
+def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cfg, task_cfg, stats: dict,
+               cut: list | None = None) -> list[dict]:
+    """Tokenize held-out or test examples (their answers scored alone), adding their truncation counts to stats and,
+    to ``cut``, [row index, counts] of each kept example that data.max_length cut."""
     rows = []
     for record, ex in pairs:
         row, info = encode_record(record, ex, tokenizer, template, data_cfg, task_cfg)
@@ -182,6 +188,8 @@ def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cf
         if row is None:
             stats["dropped_examples"] = stats.get("dropped_examples", 0) + 1
             continue
+        if cut is not None and info["truncated"]:
+            cut.append([len(rows), info])
         rows.append(row)
     return rows
 
@@ -228,7 +236,8 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
         # A dropped row keeps the columns (Dataset.from_list takes them from the first row).
         train_rows.append(dict(row or {"input_ids": [], "labels": []}, pos=pos, dropped=int(row is None), **info))
     val_stats = dict.fromkeys(("dropped_examples", *TRUNCATION_KEYS), 0)
-    val_rows = encode_all(val_pairs, tokenizer, template, data_cfg, task_cfg, val_stats)
+    val_cut: list = []
+    val_rows = encode_all(val_pairs, tokenizer, template, data_cfg, task_cfg, val_stats, val_cut)
     # data.test_path: read, checked and cut like the held-out file, but never seen before the end of the run. Its bad
     # records count with the run's skipped ones (data.on_bad_record); its truncation counts stay out of the run's,
     # which describe the examples it trained and chose by.
@@ -240,7 +249,7 @@ def tokenize_source(data_cfg, task_cfg, tokenizer, template) -> dict:
     return {"train": train_rows, "val": val_rows, "test": test_rows, "val_in_train": _also_trained(val_rows, train_rows),
             "tested_in_train": _also_trained(test_rows, train_rows),
             "eval_prompts": _prompts(val_pairs, tokenizer, template), "test_prompts": _prompts(test_pairs, tokenizer, template),
-            "stats": stats, "val_stats": val_stats, "skipped": skipped,
+            "stats": stats, "val_stats": val_stats, "val_cut": val_cut, "skipped": skipped,
             "pool": len(train_pairs), "val_records": len(val_pairs), "test_records": len(test_pairs),
             "test_fingerprint": fingerprint([r.fields for r, _ in test_pairs]) if test_pairs else None,
             "held_out_fingerprint": scored_fingerprint(val_rows),
@@ -292,6 +301,8 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         column = "dropped" if key == "dropped_examples" else key
         stats[key] = int(sum(chosen[column])) + int(parent["val_stats"].get(key, 0))
     keep = [i for i, d in enumerate(chosen["dropped"]) if not d]
+    cut = {key: list(chosen[key]) for key in TRUNCATION_KEYS}
+    truncated = {j: {key: cut[key][i] for key in TRUNCATION_KEYS} for j, i in enumerate(keep) if cut["truncated"][i]}
     train = chosen.select(keep).remove_columns(["pos", "dropped", *TRUNCATION_KEYS])
     val = parent["val"]
     if not len(train):
@@ -333,4 +344,6 @@ def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:
         test_fingerprint=parent.get("test_fingerprint"),
         held_out_fingerprint=parent.get("held_out_fingerprint"),
         skipped=list(parent.get("skipped") or []),
+        truncated=truncated,
+        held_out_truncated={int(i): info for i, info in parent.get("val_cut") or []},
     )

@@ -30,9 +30,10 @@ log = logging.getLogger("ftsweep")
 DATA_KEYS = ("format", "columns", "roles", "system", "instruction_as_system", "template", "custom_template", "max_length",
              "train_on_prompt", "shuffle", "shuffle_seed", "val_size", "on_bad_record", "source", "hub_config", "split",
              "num_records", "synthetic_tasks")
-VERSION = 8  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools; 4: test;
+VERSION = 9  # bump when the tokenized layout changes (2: structure-keeping truncation and its counts; 3: tools; 4: test;
 #             5: held-out examples that are also training examples; 6: held-out answers scored alone under train_on_prompt;
-#             7: the held-out examples' fingerprint as scored; 8: the first skipped records' reasons)
+#             7: the held-out examples' fingerprint as scored; 8: the first skipped records' reasons;
+#             9: which held-out examples data.max_length cut, for mode=preview)
 SPLITS = {"train": CACHE_TRAIN, "val": CACHE_VAL, "test": CACHE_TEST}  # parent key -> folder in a cache entry
 
 

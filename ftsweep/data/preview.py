@@ -3,7 +3,7 @@
     python -m ftsweep mode=preview data=alpaca data.path=train.json preview.k=3
 
 prints the first k rendered training examples with the learned span between
-markers, their token counts, how many records were truncated (and how: turns
+markers, their token counts, then the first example data.max_length cut (and how), how many records were truncated (and how: turns
 dropped, prompts cut, responses cut), dropped or rejected; the check users otherwise do by decoding input_ids and labels by hand.
 """
 
@@ -32,17 +32,39 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     return "".join(out)
 
 
+def _what_was_cut(info: dict) -> str:
+    parts = [f"{info['turns_dropped']} earlier exchange{'s' if info['turns_dropped'] != 1 else ''} dropped"
+             if info.get("turns_dropped") else "", "question cut" if info.get("prompts_cut") else "",
+             "answer cut from the right" if info.get("responses_cut") else ""]
+    return ", ".join(p for p in parts if p) or "cut to data.max_length"
+
+
+def _example(title: str, row: dict, tokenizer, classify: bool, cut: dict | None) -> list[str]:
+    ids = row["input_ids"]
+    how = f"; truncated: {_what_was_cut(cut)}" if cut else ""
+    if classify:
+        return [f"--- {title}: {len(ids)} tokens, label {row['label']}{how}", tokenizer.decode(ids)]
+    learned = sum(lab != IGNORE for lab in row["labels"])
+    return [f"--- {title}: {len(ids)} tokens, {learned} learned (between {LEARN_OPEN} {LEARN_CLOSE}){how}",
+            marked_text(tokenizer, ids, row["labels"])]
+
+
 def render(bundle, tokenizer, k: int, classify: bool) -> str:
     lines = []
-    for i, row in enumerate(bundle.train.select(range(min(k, len(bundle.train))))):
-        ids = row["input_ids"]
-        if classify:
-            lines.append(f"--- example {i + 1}: {len(ids)} tokens, label {row['label']}")
-            lines.append(tokenizer.decode(ids))
-        else:
-            learned = sum(lab != IGNORE for lab in row["labels"])
-            lines.append(f"--- example {i + 1}: {len(ids)} tokens, {learned} learned (between {LEARN_OPEN} {LEARN_CLOSE})")
-            lines.append(marked_text(tokenizer, ids, row["labels"]))
+    shown = range(min(k, len(bundle.train)))
+    for i in shown:
+        lines += _example(f"example {i + 1}", bundle.train[i], tokenizer, classify, bundle.truncated.get(i))
+    # The first k examples are a shuffle's; a long chat that data.max_length cut is rarely among them, and how it
+    # was fitted is what a user with long records needs to read: the first such example follows them (a held-out
+    # one when no training example was cut).
+    if bundle.truncated and not any(i in bundle.truncated for i in shown):
+        first = min(bundle.truncated)
+        lines += _example(f"example {first + 1}, the first that data.max_length cut", bundle.train[first], tokenizer,
+                          classify, bundle.truncated[first])
+    elif not bundle.truncated and bundle.held_out_truncated:
+        first = min(bundle.held_out_truncated)
+        lines += _example(f"held-out example {first + 1}, the first that data.max_length cut", bundle.val[first],
+                          tokenizer, classify, bundle.held_out_truncated[first])
     lengths = [len(x) for x in bundle.train["input_ids"]]
     s = bundle.stats
     lines.append("---")
@@ -51,8 +73,9 @@ def render(bundle, tokenizer, k: int, classify: bool) -> str:
                  f"{s.get('dropped_too_long', 0)}), rejected as bad {s['skipped_records']}")
     if s["skipped_records"]:
         lines.append(skipped_note(s["skipped_records"], bundle.skipped))
-    lines.append(f"truncated to data.max_length: {s['truncated']} examples; turns dropped {s.get('turns_dropped', 0)}, "
-                 f"prompts cut {s.get('prompts_cut', 0)}, responses cut {s.get('responses_cut', 0)}")
+    lines.append(f"truncated to data.max_length: {s['truncated']} example{'' if s['truncated'] == 1 else 's'}; "
+                 f"turns dropped {s.get('turns_dropped', 0)}, prompts cut {s.get('prompts_cut', 0)}, "
+                 f"responses cut {s.get('responses_cut', 0)}")
     lines.append(f"train tokens: {sum(lengths)} in {len(lengths)} examples, length min {min(lengths)} / "
                  f"mean {sum(lengths) / len(lengths):.1f} / max {max(lengths)}")
     if bundle.class_weights:
