@@ -3,6 +3,7 @@
 Each function returns [] or one line (a list of strings and inline code) for the overview's bullets:
 
     training_length     the ok runs trained for different numbers of steps or tokens (a data.n sweep at one epoch)
+    repeated_data       a data.n sweep at equal steps went over its smaller sets more times (optim.max_steps)
     held_out_tokens     they scored the held-out examples as different tokens (a data.max_length or tokenizer sweep)
     rank_scale          a rank sweep at one lora.alpha also swept LoRA's update scale alpha / r
     variant_scale       rsLoRA beside other variants at one rank and alpha: its update scale is alpha / sqrt(r)
@@ -21,13 +22,13 @@ from ftsweep.metrics import as_number
 
 from . import repro
 from .collect import available_metrics
-from .factors import SWEEP, Design
+from .factors import DATA_SIZE, SWEEP, Design
 from .render import Code, join_code
 
 
 def lines(design: Design, metric: str, best: list[int] = ()) -> list:
     """``best``: the runs of the best configuration (indices into design.runs)."""
-    return [*training_length(design, metric), *held_out_tokens(design, metric), *rank_scale(design),
+    return [*training_length(design, metric), *repeated_data(design), *held_out_tokens(design, metric), *rank_scale(design),
             *variant_scale(design), *duplicates(design), *one_answer(design, best), *overfitting(design)]
 
 
@@ -61,6 +62,34 @@ def training_length(design: Design, metric: str) -> list:
     if not same_steps:
         line += [Code("optim.max_steps"), " trains every run for the same number of steps."]
     return [line]
+
+
+def repeated_data(design: Design) -> list:
+    """A data.n sweep at equal optimizer steps (optim.max_steps) trains every set as long, so the smaller sets are
+    gone over more times: on the built-in data, 50 steps of 8 examples are 4 passes over data.n=100 and 0.4 over
+    1000. The data-size curve then says what more distinct examples give at a fixed number of steps, not at a
+    fixed number of epochs. Passes = steps x effective batch / data.n (dropped examples aside). Not said when the
+    steps differ: training_length says that."""
+    passes: dict[float, list[float]] = {}
+    steps = set()
+    for i, run in enumerate(design.runs):
+        level = design.levels[i].get(DATA_SIZE)
+        n, step, batch = (level.number if level else None, as_number(run.summary.get("steps")),
+                          as_number(run.summary.get("effective_batch")))
+        if run.ok and n and step and batch:
+            passes.setdefault(n, []).append(step * batch / n)
+            steps.add(step)
+    if len(passes) < 2 or len(steps) > 1:
+        return []
+    mean = {n: sum(p) / len(p) for n, p in sorted(passes.items())}
+    if max(mean.values()) < 1.5 * min(mean.values()):  # sets of one size, give or take dropped examples
+        return []
+    first, *rest = mean.items()
+    passes_text = f"{first[0]:g} examples {first[1]:.1f} passes, " + ", ".join(f"{n:g} examples {p:.1f}" for n, p in rest)
+    return [["At equal training length (", f"{int(next(iter(steps)))} optimizer steps", "), the smaller ", Code(DATA_SIZE),
+             f" sets were gone over more times ({passes_text}; passes = steps × effective batch ÷ data.n): the "
+             "data-size comparison is one at a fixed number of steps, with the small sets repeated. ",
+             Code("optim.max_steps=-1"), " trains every set for ", Code("optim.epochs"), " instead."]]
 
 
 def held_out_tokens(design: Design, metric: str) -> list:

@@ -44,10 +44,8 @@ import pandas as pd
 
 from ftsweep.artifacts import FAILED, OK
 
-from .factors import Design, Factor, Level
+from .factors import DATA_SIZE, Design, Factor, Level
 from .table import Configuration, Stat
-
-DATA_SIZE = "data.n"
 
 
 # t(0.975, df) for df = 1..30; above 30 the Cornish-Fisher expansion below is within 1e-4.

@@ -34,6 +34,7 @@ from .collect import Run, Sweep
 EXCLUDED = ("hydra",) + RESULT_NEUTRAL_KEYS
 SEED = "seed"
 SWEEP = "sweep"
+DATA_SIZE = "data.n"  # the training-set size: a curve of its own, and no "try a larger one" edge
 NOT_SET = "(not set)"
 
 
