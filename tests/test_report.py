@@ -591,8 +591,8 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     write_run(sweep, ["lora.r=32"], eval_loss=3.0 + 2 / 60, held_out=([31.0, 61.0, 31.0, 59.0], tokens))
     md = build_report([sweep]).read_text()
     assert ("Against the next, `lora.r=16`, the best is 0.5000 lower (95 % interval 0.5000 to 0.5000, paired over "
-            "the 4 held-out examples): more than another sample of as many held-out examples would explain. Both ran "
-            "one seed, and another seed trains another adapter; repeat them with `seed=1,2,3` to weigh the difference "
+            "the 4 held-out examples): more than another sample of as many held-out examples would explain. Each has "
+            "one ok run, and another seed trains another adapter; repeat them with `seed=1,2,3` to weigh the difference "
             "against that too.") in md
     bullets = [line for line in md.splitlines() if line.startswith("- `lora.r`: ")]
     assert bullets[0] == "- `lora.r`: 8 beats 16 by 0.5000 (0.5000 to 0.5000): more than the sample's noise."
@@ -602,7 +602,7 @@ def test_differences_are_weighed_against_the_held_out_samples_noise(tmp_path):
     md = build_report([sweep]).read_text()
     assert ("Against the next, `lora.r=32`, the best is 0.0333 lower (95 % interval -0.") in md
     assert "within what another sample of 4 held-out examples could give, so this held-out set does not tell" in md
-    assert "Both ran one seed" not in md  # a difference within the sample's noise is no verdict to qualify
+    assert "Each has one ok run" not in md  # a difference within the sample's noise is no verdict to qualify
     # A run without the file (one from before it existed): no paired statement at all.
     (sweep / "lora.r=32" / "held_out_losses.json").unlink()
     md = build_report([sweep]).read_text()
@@ -657,6 +657,24 @@ def test_a_difference_below_the_tables_digits_is_printed_with_its_own(tmp_path):
     md = build_report([sweep]).read_text()
     assert ("Against the next, `data.packing=false`, the best is 0.000030 lower (95 % interval 0.000030 to 0.000030, "
             "paired over the 4 held-out examples)") in md
+
+
+def test_crossings_with_repeated_seeds_say_whether_each_is_beyond_the_seeds_noise(tmp_path):
+    # Two seeds a cell, 0.02 apart: s = 0.0141 (4 df), a difference's half-width t(4) x s = 0.039.
+    def sweep_of(name, cells):
+        sweep = tmp_path / name
+        for (r, lr), loss in cells.items():
+            for seed in (1, 2):
+                write_run(sweep, [f"lora.r={r}", f"optim.lr={lr}", f"seed={seed}"], eval_loss=loss + 0.02 * (seed - 1))
+        return build_report([sweep]).read_text()
+
+    md = sweep_of("apart", {("8", "1e-4"): 3.0, ("16", "1e-4"): 3.3, ("8", "3e-4"): 3.2, ("16", "3e-4"): 2.9})
+    assert ("- The best `lora.r` depends on `optim.lr`: 8 at `optim.lr=1e-4` (by 0.3000 over 16, more than the seeds' "
+            "noise); 16 at `optim.lr=3e-4` (by 0.3000 over 8, more than the seeds' noise).") in md
+    assert "Where lines cross, a parameter's best level changes with another's" in md and "ran one seed" not in md
+    md = sweep_of("close", {("8", "1e-4"): 3.0, ("16", "1e-4"): 3.01, ("8", "3e-4"): 3.01, ("16", "3e-4"): 3.0})
+    assert "(by 0.0100 over 16, within the seeds' noise)" in md
+    assert "The lines cross, but every crossing is within the seeds' noise: which level is best may not change" in md
 
 
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
@@ -844,3 +862,24 @@ def test_a_command_rebuilt_from_hydras_overrides_gives_the_shell_the_same_words(
     commands = (sweep / "report.md").read_text().split("### Commands", 1)[1]
     line = next(x for x in commands.splitlines() if x.startswith("python -m ftsweep lora.r=4"))
     assert shlex.split(line) == ["python", "-m", "ftsweep", *odd]
+
+
+def test_the_closing_lines_survive_runs_the_report_cannot_read_as_a_design(tmp_path, monkeypatch, capsys):
+    """The lines over seeds read the runs as the report does; if that fails, the ranking above them and the
+    held-out comparison still come, with one line saying what failed."""
+    from ftsweep.report import factors
+    from ftsweep.sweep.callbacks import ranking
+
+    sweep = tmp_path / "sweep"
+    base, tokens = [30.0, 60.0, 30.0, 60.0], [10, 20, 10, 20]
+    write_run(sweep, ["lora.r=8"], eval_loss=2.5, held_out=([x - 0.5 * t for x, t in zip(base, tokens)], tokens))
+    write_run(sweep, ["lora.r=16"], eval_loss=3.0, held_out=(base, tokens))
+
+    def unreadable(sweeps):
+        raise KeyError("levels")
+
+    monkeypatch.setattr(factors, "build_design", unreadable)
+    lines = ranking(sweep)
+    assert lines[-2].startswith("best: lora.r=8") and lines[-1].startswith("  against the next, lora.r=16: 0.5000 better")
+    assert ("ftsweep: the best configuration over seeds could not be worked out: KeyError: 'levels'"
+            in capsys.readouterr().err)

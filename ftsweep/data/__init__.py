@@ -173,7 +173,7 @@ def encode_record(record: Record, ex: Example, tokenizer, template, data_cfg, ta
     try:
         return encode_example(ex, tokenizer, template, data_cfg, task_cfg, train_on_prompt)
     except ValueError as exc:
-        raise DataError(f"{record.origin}: {exc}") from None
+        raise DataError(f"{record.origin}: {exc}") from exc
 
 
 def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cfg, task_cfg, stats: dict,
@@ -275,9 +275,16 @@ def _also_trained(val_rows: list[dict], train_rows: list[dict]) -> list[int]:
 
 def _prompts(pairs, tokenizer, template) -> list[dict]:
     """Generation prompts and references of chat examples: everything before the last answer, and that answer."""
-    return [{"prompt": templates.render_prompt(tokenizer, template, ex.messages, ex.tools),
-             "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]}
-            for _, ex in pairs if ex.messages is not None and template is not None]
+    out = []
+    for record, ex in pairs:
+        if ex.messages is None or template is None:
+            continue
+        try:
+            prompt = templates.render_prompt(tokenizer, template, ex.messages, ex.tools)
+        except ValueError as exc:  # as in encode_record: the template's refusal names the record
+            raise DataError(f"{record.origin}: {exc}") from exc
+        out.append({"prompt": prompt, "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
+    return out
 
 
 def prepare(data_cfg, task_cfg, tokenizer, model_cfg=None) -> Bundle:

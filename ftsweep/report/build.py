@@ -387,17 +387,21 @@ def _reversal_statements(found: list, noise, col: Column) -> list[Block]:
     if not found:
         return []
     items: list = []
+    noted = []
     for rev in found:
         parts: list = ["The best ", Code(rev.x.name), " depends on ", Code(rev.by.name), ": "]
-        for i, (b, best, nxt) in enumerate(rev.bests):
-            gap = abs(best.stat.mean - nxt.stat.mean)
+        for i, (b, best, rival) in enumerate(rev.bests):
             within = rev.within_noise(i)
-            noted = "" if within is None else ", within the seeds' noise" if within else ", more than the seeds' noise"
+            noted.append(within)
+            verdict = "" if within is None else ", within the seeds' noise" if within else ", more than the seeds' noise"
             parts += ["; " if i else "", f"{best.level.text} at ", Code(f"{rev.by.name}={b.text}"),
-                      f" (by {fmt_diff(gap, col)} over {nxt.level.text}{noted})"]
+                      f" (by {fmt_diff(abs(best.stat.mean - rival.stat.mean), col)} over {rival.level.text}{verdict})"]
         items.append(parts + ["."])
-    blocks: list[Block] = [Para("Where lines cross, a parameter's best level changes with another's, and its main "
-                                "effect above averages over that choice:"), Bullets(items)]
+    lead = "Where lines cross, a parameter's best level changes with another's, and its main effect above averages over that choice"
+    if noted and all(w is True for w in noted):
+        lead = ("The lines cross, but every crossing is within the seeds' noise: which level is best may not change "
+                "with the other parameter at all")
+    blocks: list[Block] = [Para(lead + ":"), Bullets(items)]
     if noise is None:
         blocks.append(Para(["Each configuration ran one seed: a reversal by less than the seeds' spread is noise, "
                             "which ", Code("seed=1,2,3"), " measures."]))
@@ -410,9 +414,10 @@ def _best_against_next(design: Design, configs, noise, metric: str, col: Column,
     another adapter: 3 seeds each of r=8 and r=16 differed by 0.0194, far outside the held-out sample's noise,
     0.0172 to 0.0216, with a seed-to-seed std of 0.0063)."""
     pair = paired.best_against_next(design, configs, metric, higher)
-    seeds = _against_next_seeds(configs, noise, metric, col, higher)
+    seeds = fx.best_against_next_over_seeds(configs, noise, metric)
+    between = _between_seeds(seeds, noise, metric, col, higher) if seeds else []
     if pair is None:
-        return [seeds] if seeds else []
+        return [["Against the next, ", Code(seeds.next.label), ", ", *between]] if seeds else []
     if pair.tied:
         return [["Against the next, ", Code(pair.worse), f", the best is equal on every one of the {pair.examples} "
                  f"held-out examples: the two are tied, and which of them ranks first says nothing."]]
@@ -424,31 +429,29 @@ def _best_against_next(design: Design, configs, noise, metric: str, col: Column,
             f"{fmt_diff(pair.low, col)} to {fmt_diff(pair.high, col)}, paired over the {pair.examples} held-out examples): "
             f"{verdict}."]
     if seeds:
-        return [line + [" Between seeds: ", *seeds[3:]]]
-    if noise is None and pair.stands_out:
+        return [line + [" Between seeds: ", *between]]
+    best, second = (next(c for c in configs if c.rank == k) for k in (1, 2))
+    if pair.stands_out and best.stats[metric].n == second.stats[metric].n == 1:
         # Only said where the held-out sample would otherwise be the last word: a difference within its noise is
         # already no verdict.
-        line += [" Both ran one seed, and another seed trains another adapter; repeat them with ", Code("seed=1,2,3"),
+        line += [" Each has one ok run, and another seed trains another adapter; repeat them with ", Code("seed=1,2,3"),
                  " to weigh the difference against that too."]
     return [line]
 
 
-def _against_next_seeds(configs, noise, metric: str, col: Column, higher: bool) -> list:
-    """The best configuration's mean against the second's, with the 95 % interval the seeds' spread gives their
-    difference (effects.Noise.difference_half_width); empty without repeated seeds. Its first three parts name the
-    next configuration, for a line of its own."""
-    ranked = sorted((c for c in configs if c.rank is not None), key=lambda c: c.rank)
-    if noise is None or len(ranked) < 2:
-        return []
-    a, b = (ranked[0].stats[metric], ranked[1].stats[metric])
-    gap, half = abs(a.mean - b.mean), noise.difference_half_width(a.n, b.n)
-    verdict = ("more than the seeds' noise explains" if gap > half else
+def _between_seeds(seeds, noise, metric: str, col: Column, higher: bool) -> list:
+    """The best configuration's mean against the next's, with the 95 % interval the seeds' spread gives their
+    difference (effects.best_against_next_over_seeds)."""
+    n_a, n_b = seeds.best.stats[metric].n, seeds.next.stats[metric].n
+    if seeds.gap == 0:
+        return [f"the best's mean over {_count(n_a, 'seed')} equals the next's over {n_b}: other seeds could put either "
+                "first."]
+    verdict = ("more than the seeds' noise explains" if not seeds.within_noise else
                "within the seeds' noise, so other seeds could reverse the order")
-    return ["Against the next, ", Code(ranked[1].label), ", ",
-            f"the best's mean over {_count(a.n, 'seed')} is {fmt_diff(gap, col)} {'higher' if higher else 'lower'} than the "
-            f"next's over {b.n}, and with the spread between seeds of one configuration (s = {fmt(noise.std, col)}, "
-            f"{noise.df} degrees of freedom) that difference's 95 % interval is {fmt_diff(gap - half, col)} to "
-            f"{fmt_diff(gap + half, col)}: {verdict}."]
+    return [f"the best's mean over {_count(n_a, 'seed')} is {fmt_diff(seeds.gap, col)} {'higher' if higher else 'lower'} "
+            f"than the next's over {n_b}, and with the spread between seeds of one configuration (s = "
+            f"{fmt_diff(noise.std, col)}, {noise.df} degrees of freedom) that difference's 95 % interval is "
+            f"{fmt_diff(seeds.gap - seeds.half, col)} to {fmt_diff(seeds.gap + seeds.half, col)}: {verdict}."]
 
 
 def _edges(found: list) -> list:

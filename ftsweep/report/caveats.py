@@ -82,11 +82,13 @@ def repeated_data(design: Design) -> list:
     if len(passes) < 2 or len(steps) > 1:
         return []
     mean = {n: sum(p) / len(p) for n, p in sorted(passes.items())}
-    if max(mean.values()) < 1.5 * min(mean.values()):  # sets of one size, give or take dropped examples
+    # Said when the smallest set was gone over more than once, and the sets' passes differ by half again or more
+    # (not sets of about one size; not 0.08 and 0.008 passes, where nothing repeats).
+    if mean[min(mean)] <= 1 or max(mean.values()) < 1.5 * min(mean.values()):
         return []
     first, *rest = mean.items()
-    passes_text = f"{first[0]:g} examples {first[1]:.1f} passes, " + ", ".join(f"{n:g} examples {p:.1f}" for n, p in rest)
-    return [["At equal training length (", f"{int(next(iter(steps)))} optimizer steps", "), the smaller ", Code(DATA_SIZE),
+    passes_text = f"{first[0]:g} examples {first[1]:.2g} passes, " + ", ".join(f"{n:g} examples {p:.2g}" for n, p in rest)
+    return [["At equal optimizer steps (", f"{int(next(iter(steps)))} each", "), the smaller ", Code(DATA_SIZE),
              f" sets were gone over more times ({passes_text}; passes = steps × effective batch ÷ data.n): the "
              "data-size comparison is one at a fixed number of steps, with the small sets repeated. ",
              Code("optim.max_steps=-1"), " trains every set for ", Code("optim.epochs"), " instead."]]

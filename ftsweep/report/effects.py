@@ -81,7 +81,44 @@ class Noise:
     def difference_half_width(self, n_a: int, n_b: int) -> float:
         """Half the 95 % interval of the difference of two configurations' means over n_a and n_b seeds:
         t · s · √(1/n_a + 1/n_b)."""
+        if n_a < 1 or n_b < 1:
+            raise ValueError(f"a mean needs at least one run, got {n_a} and {n_b}")
         return self.half_width(math.sqrt(1 / n_a + 1 / n_b))
+
+
+def difference_half(half_a: float, half_b: float) -> float:
+    """Half the 95 % interval of the difference of two independent means from their own half-widths (one t, one
+    s): t·s·√(a² + b²) = √((t·s·a)² + (t·s·b)²)."""
+    return math.hypot(half_a, half_b)
+
+
+def within_noise(gap: float, half: float) -> bool:
+    """The one rule: a difference is within the noise when its 95 % interval holds 0; touching counts as within."""
+    return abs(gap) <= half
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """The best configuration against the next by their means over their seeds (the seeds' noise, not the
+    held-out sample's)."""
+
+    best: Configuration
+    next: Configuration
+    gap: float  # |best mean - next mean|
+    half: float  # half-width of the 95 % interval of that difference
+
+    @property
+    def within_noise(self) -> bool:
+        return within_noise(self.gap, self.half)
+
+
+def best_against_next_over_seeds(configs: list[Configuration], noise: Noise | None, metric: str) -> SeedComparison | None:
+    """None without repeated seeds (no noise estimate) or without two ranked configurations."""
+    ranked = sorted((c for c in configs if c.rank is not None), key=lambda c: c.rank)
+    if noise is None or len(ranked) < 2:
+        return None
+    a, b = ranked[0].stats[metric], ranked[1].stats[metric]
+    return SeedComparison(ranked[0], ranked[1], abs(a.mean - b.mean), noise.difference_half_width(a.n, b.n))
 
 
 def seed_noise(design: Design, frame: pd.DataFrame, metric: str) -> Noise | None:
@@ -205,8 +242,7 @@ class Verdict:
 
     @property
     def within_noise(self) -> bool:
-        """The difference's 95 % interval holds zero (it touches zero: within)."""
-        return self.gap <= self.half
+        return within_noise(self.gap, self.half)
 
 
 def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
@@ -219,7 +255,7 @@ def verdicts(effects: list[MainEffect], maximize: bool) -> list[Verdict]:
         levels.sort(key=lambda e: -e.stat.mean if maximize else e.stat.mean)
         best = levels[0]
         # The level means are over different configurations: independent given s, so the halves add in quadrature.
-        out += [Verdict(effect.factor.name, best, other, math.hypot(best.half, other.half)) for other in levels[1:]]
+        out += [Verdict(effect.factor.name, best, other, difference_half(best.half, other.half)) for other in levels[1:]]
     return out
 
 
@@ -326,14 +362,17 @@ class Reversal:
 
     x: Factor
     by: Factor
-    bests: list[tuple[Level, LevelEffect, LevelEffect]]  # per level of by: the best level of x there, and the next
+    # Per level of by: the best level of x there, and its rival: of the levels that are best on another line, the
+    # one closest to it here. The crossing is the best against the rival (at lr 3e-4: r=16 2.00, r=32 2.50, r=8
+    # 2.01 with r=8 best at lr 1e-4: the reversal is by 0.01 over r=8, not 0.50 over r=32).
+    bests: list[tuple[Level, LevelEffect, LevelEffect]]
 
     def within_noise(self, i: int) -> bool | None:
-        """Whether line i's best beats its next by no more than the seeds' noise (None: no noise estimate)."""
-        _, best, nxt = self.bests[i]
-        if best.half is None or nxt.half is None:
+        """Whether line i's best beats its rival by no more than the seeds' noise (None: no noise estimate)."""
+        _, best, rival = self.bests[i]
+        if best.half is None or rival.half is None:
             return None
-        return abs(best.stat.mean - nxt.stat.mean) <= math.hypot(best.half, nxt.half)
+        return within_noise(best.stat.mean - rival.stat.mean, difference_half(best.half, rival.half))
 
 
 def reversals(views: list[Interaction], maximize: bool) -> list[Reversal]:
@@ -346,13 +385,17 @@ def reversals(views: list[Interaction], maximize: bool) -> list[Reversal]:
         shared = set.intersection(*({p.level.key for p in pts if p.stat.mean is not None} for _, pts in lines)) if lines else set()
         if len(lines) < 2 or len(shared) < 2:
             continue
-        bests = []
+        ranked_lines = []
         for b, pts in lines:
             ranked = sorted((p for p in pts if p.level.key in shared), key=lambda p: -p.stat.mean if maximize else p.stat.mean)
             if ranked[0].stat.mean != ranked[1].stat.mean:
-                bests.append((b, ranked[0], ranked[1]))
-        if len({best.level.key for _, best, _ in bests}) > 1:
-            out.append(Reversal(view.x, view.by, bests))
+                ranked_lines.append((b, ranked))
+        winners = {ranked[0].level.key for _, ranked in ranked_lines}
+        if len(winners) < 2:
+            continue
+        # The rival on each line: the first level after its best, in this line's order, that wins another line.
+        bests = [(b, ranked[0], next(p for p in ranked[1:] if p.level.key in winners)) for b, ranked in ranked_lines]
+        out.append(Reversal(view.x, view.by, bests))
     return out
 
 

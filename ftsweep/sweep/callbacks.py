@@ -215,23 +215,29 @@ def ranking(sweep_dir: Path, metric: str = "eval_loss") -> list[str]:
 
 def _against_next_over_seeds(sweep_dir: Path, metric: str, entry) -> list[str]:
     """With repeated seeds, the best cell is the luckiest seed of some configuration: name the best configuration
-    by its mean over its seeds and weigh it against the next with the seeds' spread (report/effects.py), as the
-    report's first lines do. Empty when no configuration ran twice."""
+    by its mean over its seeds and weigh it against the next with the seeds' spread, as the report's first lines
+    do (report/effects.py). Empty when no configuration ran twice, or when the runs cannot be read as a design (the
+    closing lines and the report must still come)."""
     from ftsweep.report import collect, effects, factors, table
 
-    design = factors.build_design([collect.read_sweep(sweep_dir)])
-    frame = table.runs_frame(design, metric)
-    noise = effects.seed_noise(design, frame, metric)
-    ranked = sorted((c for c in table.configurations(design, frame, metric, entry.maximize) if c.rank is not None),
-                    key=lambda c: c.rank)
-    if noise is None or len(ranked) < 2:
+    try:
+        design = factors.build_design([collect.read_sweep(sweep_dir)])
+        frame = table.runs_frame(design, metric)
+        configs = table.configurations(design, frame, metric, entry.maximize)
+        seeds = effects.best_against_next_over_seeds(configs, effects.seed_noise(design, frame, metric), metric)
+    except Exception as exc:  # noqa: BLE001 - a summary the report cannot read must not hide the ranking above
+        print(f"ftsweep: the best configuration over seeds could not be worked out: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
         return []
-    (best, a), (nxt, b) = ((c.label, c.stats[metric]) for c in ranked[:2])
-    gap, half = abs(a.mean - b.mean), noise.difference_half_width(a.n, b.n)
-    verdict = "more than the seeds' noise" if gap > half else "within the seeds' noise"
-    return [f"best configuration: {best} ({metric} {entry.format(a.mean)}, mean of {a.n} seeds)",
-            f"  against the next, {nxt} ({entry.format(b.mean)}, mean of {b.n}): {entry.difference(gap)} better "
-            f"(95 % interval {entry.difference(gap - half)} to {entry.difference(gap + half)} over seeds), {verdict}"]
+    if seeds is None:
+        return []
+    a, b = seeds.best.stats[metric], seeds.next.stats[metric]
+    verdict = "within the seeds' noise" if seeds.within_noise else "more than the seeds' noise"
+    return [f"best configuration: {seeds.best.label} ({metric} {entry.format(a.mean)}, mean of {a.n} "
+            f"seed{'s' if a.n != 1 else ''})",
+            f"  against the next, {seeds.next.label} ({entry.format(b.mean)}, mean of {b.n}): "
+            f"{entry.difference(seeds.gap)} better (95 % interval {entry.difference(seeds.gap - seeds.half)} to "
+            f"{entry.difference(seeds.gap + seeds.half)} over seeds), {verdict}"]
 
 
 def _against_next(best: Path, second: Path, metric: str, entry) -> list[str]:

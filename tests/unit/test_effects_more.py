@@ -266,6 +266,8 @@ def test_the_difference_of_two_configurations_means_gets_the_seeds_interval():
     # t(0.975, 4) x s x sqrt(1/3 + 1/3): 3 seeds each; and sqrt(1/1 + 1/4) for 1 seed against 4.
     assert noise.difference_half_width(3, 3) == pytest.approx(2.7764 * 0.3 * math.sqrt(2 / 3), rel=1e-3)
     assert noise.difference_half_width(1, 4) == pytest.approx(2.7764 * 0.3 * math.sqrt(1.25), rel=1e-3)
+    with pytest.raises(ValueError, match="a mean needs at least one run, got 0 and 3"):
+        noise.difference_half_width(0, 3)
 
 
 def test_crossing_lines_name_the_best_level_at_each_level_of_the_other(grid):
@@ -301,3 +303,20 @@ def test_parallel_lines_and_ties_are_no_reversal_and_lines_compare_the_levels_th
                                     ("32", "3e-4"): 2.6}) if r.x.name == "lora.r"]
     assert [(b.text, best.level.text, nxt.level.text) for b, best, nxt in rev.bests] == [("1e-4", "32", "8"),
                                                                                          ("3e-4", "8", "32")]
+
+
+def test_a_crossing_is_measured_against_the_level_that_wins_elsewhere_not_the_runner_up():
+    # Two seeds a cell, 0.02 apart: s = 0.0141 over 12 - 6 = 6 df; a cell's half-width t(6) x s / sqrt(2) = 0.0245,
+    # a difference's sqrt(2) x 0.0245 = 0.035.
+    cells = {("8", "1e-4"): 2.00, ("16", "1e-4"): 2.50, ("32", "1e-4"): 2.60,
+             ("8", "3e-4"): 2.50, ("16", "3e-4"): 2.00, ("32", "3e-4"): 2.01}
+    design, frame = design_of([run([f"lora.r={r}", f"optim.lr={lr}", f"seed={s}"], loss + 0.02 * (s == "2"))
+                               for (r, lr), loss in cells.items() for s in "12"])
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    assert noise.df == 6 and noise.std == pytest.approx(math.sqrt(6 * 0.0002 / 6))
+    (rev,) = [v for v in fx.reversals(fx.interactions(design, frame, "eval_loss", noise), maximize=False)
+              if v.x.name == "lora.r"]
+    # At lr 3e-4, r=16 leads r=32 by 0.01 but r=8, the best at lr 1e-4, by 0.5: the crossing is 16 against 8.
+    assert [(b.text, best.level.text, rival.level.text) for b, best, rival in rev.bests] == [("1e-4", "8", "16"),
+                                                                                           ("3e-4", "16", "8")]
+    assert [rev.within_noise(i) for i in range(2)] == [False, False]

@@ -76,14 +76,18 @@ def test_a_data_size_sweep_at_equal_steps_is_said_to_repeat_its_smaller_sets():
 
     # 50 steps x 8 = 400 examples trained: 4 passes over 100, 0.4 over 1000 (the two seeds of 100 agree).
     assert text(caveats.repeated_data(design(run(100), run(100, config={"seed": 2}), run(1000)))) == [
-        "At equal training length (50 optimizer steps), the smaller `data.n` sets were gone over more times (100 "
-        "examples 4.0 passes, 1000 examples 0.4; passes = steps × effective batch ÷ data.n): the data-size comparison "
+        "At equal optimizer steps (50 each), the smaller `data.n` sets were gone over more times (100 "
+        "examples 4 passes, 1000 examples 0.4; passes = steps × effective batch ÷ data.n): the data-size comparison "
         "is one at a fixed number of steps, with the small sets repeated. `optim.max_steps=-1` trains every set for "
         "`optim.epochs` instead."]
     assert caveats.repeated_data(design(run(100), run(1000, steps=100))) == []  # 4.0 and 0.8: training_length says it
     assert caveats.repeated_data(design(run(100), run(140))) == []  # 4.0 and 2.9 passes: less than 1.5 x apart
     assert caveats.repeated_data(design(run(100), run(150))) != []  # 4.0 and 2.7: 1.5 x
     assert caveats.repeated_data(design(run(100), run(1000, status="failed"))) == []  # one ok level
+    # 10 steps x 8 over 1000 and 10000: 0.08 and 0.008 passes, nothing repeated; exactly once over 80: not repeated.
+    assert caveats.repeated_data(design(run(1000, steps=10), run(10000, steps=10))) == []
+    assert caveats.repeated_data(design(run(80, steps=10), run(800, steps=10))) == []
+    assert caveats.repeated_data(design(run(79, steps=10), run(800, steps=10))) != []
     assert caveats.repeated_data(design(report_run(["lora.r=8"], 3.0, summary={"steps": 50, "effective_batch": 8}),
                                         report_run(["lora.r=16"], 3.0, summary={"steps": 50, "effective_batch": 8}))) == []
 
