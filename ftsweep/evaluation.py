@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 
-_CJK = re.compile(r"([\u3000-\u9fff\uac00-\ud7af\uff00-\uffef])")
+_CJK = re.compile(r"([\u3000-\u9fff\uac00-\ud7af\uff00-\uffef])")  # BLEU's choice of sacrebleu's "zh" tokenizer
+# rougeL's words: one token per CJK character (kana, ideographs, hangul), and runs of other letters and digits, as
+# rouge-score's own tokenizer makes them for English (lower case, anything but a letter or digit splits), so that
+# "Paris." matches "Paris" as it does in published ROUGE; unlike it, letters beyond a-z (café, Köln, Москва) stay.
+_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_ROUGE_TOKEN = re.compile(f"[{_CJK_CHARS}]|[^\\W_{_CJK_CHARS}]+")
 
 
 def perplexity(loss: float) -> float:
@@ -14,10 +20,12 @@ def perplexity(loss: float) -> float:
 
 
 class _Words:
-    """rouge_score's default tokenizer drops non-ASCII text; this keeps words and CJK characters."""
+    """rouge_score's default tokenizer drops non-ASCII text; this keeps words and CJK characters, and splits on
+    punctuation as it does (NFKC first: a full-width letter or digit is the ASCII one, full-width punctuation
+    splits)."""
 
     def tokenize(self, text: str) -> list[str]:
-        return _CJK.sub(r" \1 ", text.lower()).split()
+        return _ROUGE_TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 def exact_match(prediction: str, reference: str) -> bool:

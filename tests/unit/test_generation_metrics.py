@@ -25,6 +25,27 @@ def test_rouge_l_is_the_f1_of_the_longest_common_subsequence():
     assert evaluation.generation_metrics(["a b", "c"], ["a b", "d"], ["rougeL"])["rougeL"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("prediction, reference", [
+    ("The capital is Paris.", "Paris"),  # 0.4 in rouge-score; 0.0 while "paris." was a word of its own
+    ("Hello, world!", "hello world"),
+    ("state-of-the-art results (2024)", "state of the art results in 2024"),
+    ("the_cat sat", "the cat sat"),
+])
+def test_rouge_l_on_english_is_rouge_scores_own(prediction, reference):
+    from rouge_score import rouge_scorer
+
+    published = rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    assert evaluation.rouge_l([prediction], [reference]) == [pytest.approx(published)]
+    assert published > 0
+
+
+def test_rouge_l_keeps_letters_beyond_ascii_and_drops_punctuation_of_any_width():
+    words = evaluation._Words()
+    assert words.tokenize("Köln, Москва!") == ["köln", "москва"]  # rouge-score itself keeps neither
+    assert words.tokenize("北京现在3度。ＡＢＣ１２，好") == ["北", "京", "现", "在", "3", "度", "abc12", "好"]
+    assert evaluation.rouge_l(["北京现在3度。"], ["北京现在3度"]) == [pytest.approx(1.0)]
+
+
 def test_chinese_counts_characters_in_rouge_and_bleu():
     # 7 of the reference's 7 characters in order, among the prediction's 9: F1 = 2 * (7/9) * 1 / (7/9 + 1) = 0.875
     got = evaluation.generation_metrics(["我爱北京天安门广场"], ["我爱北京天安门"], ["rougeL", "bleu"])
