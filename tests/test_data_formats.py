@@ -316,6 +316,12 @@ def test_classification_metrics_match_a_hand_computed_confusion_matrix():
     assert m["recall"] == pytest.approx(sum(r) / 3)
     assert m["f1"] == pytest.approx(sum(f) / 3)
     assert classification_metrics(preds, labels, 3, ["f1"]) == {"f1": m["f1"]}  # task.metrics picks
+    # A class no held-out example has and nothing predicts is no part of the average: all right is F1 1, not 0.75.
+    assert classification_metrics([0, 1, 2, 0], [0, 1, 2, 0], 4, ["precision", "recall", "f1"]) == {
+        "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    # A class predicted but never true is: its precision is 0, and so its F1.
+    m = classification_metrics([0, 1, 3, 0], [0, 1, 2, 0], 4, ["f1"])
+    assert m["f1"] == pytest.approx((1 + 1 + 0 + 0) / 4)
 
 
 def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, tok):
