@@ -265,7 +265,8 @@ def test_the_difference_of_two_configurations_means_gets_the_seeds_interval():
     noise = fx.Noise(std=0.3, df=4)
     # t(0.975, 4) x s x sqrt(1/3 + 1/3): 3 seeds each; and sqrt(1/1 + 1/4) for 1 seed against 4.
     assert noise.difference_half_width(3, 3) == pytest.approx(2.7764 * 0.3 * math.sqrt(2 / 3), rel=1e-3)
-    assert noise.difference_half_width(1, 4) == pytest.approx(2.7764 * 0.3 * math.sqrt(1.25), rel=1e-3)
+    one_and_four = pytest.approx(2.7764 * 0.3 * math.sqrt(1.25), rel=1e-3)
+    assert noise.difference_half_width(1, 4) == noise.difference_half_width(4, 1) == one_and_four
     with pytest.raises(ValueError, match="a mean needs at least one run, got 0 and 3"):
         noise.difference_half_width(0, 3)
 
@@ -320,3 +321,48 @@ def test_a_crossing_is_measured_against_the_level_that_wins_elsewhere_not_the_ru
     assert [(b.text, best.level.text, rival.level.text) for b, best, rival in rev.bests] == [("1e-4", "8", "16"),
                                                                                            ("3e-4", "16", "8")]
     assert [rev.within_noise(i) for i in range(2)] == [False, False]
+
+
+def test_reversals_skip_lines_and_views_that_cannot_cross():
+    def views(cells):
+        design, frame = design_of([run([f"lora.r={r}", f"optim.lr={lr}"], loss) for (r, lr), loss in cells.items()])
+        return fx.interactions(design, frame, "eval_loss")
+
+    crossing = {("8", "1e-4"): 3.0, ("16", "1e-4"): 3.3, ("8", "3e-4"): 3.2, ("16", "3e-4"): 2.9}
+    # A third rate where only r=8 ran is a line of one point: left out, not a shrinking of the shared levels to one.
+    (rev,) = [v for v in fx.reversals(views(crossing | {("8", "1e-3"): 2.5}), maximize=False) if v.x.name == "lora.r"]
+    assert [b.text for b, _, _ in rev.bests] == ["1e-4", "3e-4"]
+    # Two lines that share one level: nothing to compare, and the views after it are still read.
+    shared_one = {("8", "1e-4"): 3.0, ("16", "1e-4"): 3.3, ("32", "3e-4"): 3.2, ("16", "3e-4"): 2.9}
+    assert [v.x.name for v in fx.reversals(views(shared_one), maximize=False)] == []
+    first, second = views(crossing)
+    assert len(fx.reversals([fx.Interaction(first.x, first.by, first.lines[:1]), second], maximize=False)) == 1
+    # Every line a single point (a search's sampled values): no view to read, no error.
+    single = views(crossing)[0]
+    assert fx.reversals([fx.Interaction(single.x, single.by, [(b, pts[:1]) for b, pts in single.lines])], False) == []
+
+
+def test_a_reversal_without_an_interval_on_either_side_has_no_noise_verdict(grid):
+    design, frame = grid
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    (rev,) = fx.reversals(fx.interactions(design, frame, "eval_loss", noise), maximize=False)
+    b, best, rival = rev.bests[0]
+    one_sided = fx.Reversal(rev.x, rev.by, [(b, best, fx.LevelEffect(rival.level, rival.stat, None))])
+    assert one_sided.within_noise(0) is None
+    one_sided = fx.Reversal(rev.x, rev.by, [(b, fx.LevelEffect(best.level, best.stat, None), rival)])
+    assert one_sided.within_noise(0) is None
+
+
+def test_the_best_configuration_against_the_next_over_seeds(grid):
+    design, frame = grid
+    configs = T.configurations(design, frame, "eval_loss", False)
+    noise = fx.seed_noise(design, frame, "eval_loss")
+    seeds = fx.best_against_next_over_seeds(configs, noise, "eval_loss")
+    # Best (16, 3e-4) 2.4, next (8, 3e-4) 2.7, two seeds each: 0.3 +- T4 x STD x sqrt(1/2 + 1/2) = 0.34.
+    assert (seeds.best.label, seeds.next.label) == ("lora.r=16, optim.lr=3e-4", "lora.r=8, optim.lr=3e-4")
+    assert seeds.gap == pytest.approx(0.3) and seeds.half == pytest.approx(T4 * STD, rel=1e-3)
+    assert seeds.within_noise is True
+    assert fx.best_against_next_over_seeds(configs, None, "eval_loss") is None
+    assert fx.best_against_next_over_seeds(configs[:1], noise, "eval_loss") is None
+    assert fx.best_against_next_over_seeds([c for c in configs if c.rank != 1] + [configs[0]], noise, "eval_loss").gap \
+        == pytest.approx(0.3)  # ranked by rank, not by list order
