@@ -364,5 +364,6 @@ def test_the_best_configuration_against_the_next_over_seeds(grid):
     assert seeds.within_noise is True
     assert fx.best_against_next_over_seeds(configs, None, "eval_loss") is None
     assert fx.best_against_next_over_seeds(configs[:1], noise, "eval_loss") is None
+    assert fx.best_against_next_over_seeds(configs[:2], noise, "eval_loss").next.label == "lora.r=8, optim.lr=3e-4"
     assert fx.best_against_next_over_seeds([c for c in configs if c.rank != 1] + [configs[0]], noise, "eval_loss").gap \
         == pytest.approx(0.3)  # ranked by rank, not by list order

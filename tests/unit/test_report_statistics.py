@@ -332,6 +332,63 @@ def test_a_best_level_inside_the_range_or_over_data_n_is_not_an_edge():
         assert fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False) == [], key
 
 
+def _edges_of(key, levels, maximize=False):
+    """Edges of one swept key; ``levels``: (value, eval_loss or None for a level whose run failed)."""
+    runs = [run([f"{key}={v}"], loss, status="ok" if loss is not None else "failed") for v, loss in levels]
+    design = F.build_design([sweep(runs, grid={key: [v for v, _ in levels]})])
+    return fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=maximize)
+
+
+@pytest.mark.parametrize("key, levels, expected", [
+    # Two failed levels below the best: halfway to the nearer one, sqrt(1e-3 x 1e-4), not to the farther.
+    ("optim.lr", [("1e-5", None), ("1e-4", None), ("1e-3", 3.0), ("1e-2", 3.2)], ("1e-4", 0.00032)),
+    # Halfway arithmetically when an end is at or below zero: 0 best, 8 failed -> 4; 0.01 best, 0 failed -> 0.005.
+    ("x.shift", [("-4", 3.2), ("0", 3.0), ("8", None)], ("8", 4.0)),
+    ("lora.dropout", [("0", None), ("0.01", 3.0), ("0.02", 3.2)], ("0", 0.005)),
+    # Geometrically between two positive levels, even below 1: 4 best, 0.5 failed -> sqrt(2) = 1.4.
+    ("x.scale", [("0.5", None), ("4", 3.0), ("8", 3.2)], ("0.5", 1.4)),
+    # One step further by the difference when a level is at or below zero: 0 and 2 (2 best) -> 4; -1 and 2 -> 5;
+    # -2 and -1 (-1 best) -> 0; -1 and 0 (-1 best) -> -2, no floor below negative levels.
+    ("x.shift", [("0", 3.2), ("2", 3.0)], (None, 4.0)),
+    ("x.shift", [("-1", 3.2), ("2", 3.0)], (None, 5.0)),
+    ("x.shift", [("-2", 3.2), ("-1", 3.0)], (None, 0.0)),
+    ("x.shift", [("-1", 3.0), ("0", 3.2)], (None, -2.0)),
+    # A rank tried from 2 (2 best): one step below is 1, which a rank may be; a rate below 1 has no floor of 1.
+    ("lora.r", [("2", 3.0), ("4", 3.2)], (None, 1.0)),
+    ("optim.lr", [("1e-4", 3.0), ("3e-4", 3.2)], (None, 3.3e-05)),
+])
+def test_the_value_past_an_edge_on_each_kind_of_scale(key, levels, expected):
+    (edge,) = _edges_of(key, levels)
+    assert (edge.short_of.text if edge.short_of else None, edge.beyond) == (expected[0], pytest.approx(expected[1]))
+
+
+def test_a_parameter_without_an_edge_does_not_hide_the_next_ones():
+    runs = [run([f"lora.r={r}", f"optim.lr={lr}"], loss)
+            for (r, lr), loss in {("8", "1e-4"): 3.0, ("16", "1e-4"): 3.0, ("8", "3e-4"): 2.5, ("16", "3e-4"): 2.5}.items()]
+    design = F.build_design([sweep(runs, grid={"lora.r": ["8", "16"], "optim.lr": ["1e-4", "3e-4"]})])
+    # r: 8 and 16 tied (no edge); lr: 3e-4 the largest and best.
+    found = fx.edges(fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss"), maximize=False)
+    assert [(e.factor, e.level.text) for e in found] == [("optim.lr", "3e-4")]
+
+
+def _effects_of(key, levels):
+    runs = [run([f"{key}={v}"], loss, status="ok" if loss is not None else "failed") for v, loss in levels]
+    design = F.build_design([sweep(runs, grid={key: [v for v, _ in levels]})])
+    return fx.main_effects(design, T.runs_frame(design, "eval_loss"), "eval_loss")
+
+
+@pytest.mark.parametrize("first", [
+    _effects_of("data.n", [("100", 3.2), ("400", 3.0)]),  # data.n: no edge by design
+    _effects_of("lora", [("lora", 3.2), ("dora", 3.0)]),  # not numbers
+    _effects_of("optim.lr", [("1e-4", 3.6), ("3e-4", 3.2), ("1e-3", 3.4)]),  # best inside the range
+    _effects_of("lora.dropout", [("0.05", 3.2), ("0.1", 3.0), ("0.101", None)]),  # the value past is one tried
+    _effects_of("lora.r", [("1", 3.0), ("2", 3.2)]),  # below the floor
+], ids=["data.n", "categorical", "inside", "tried", "floor"])
+def test_every_kind_of_parameter_without_an_edge_leaves_the_next_ones_read(first):
+    edge = _effects_of("optim.lr", [("1e-4", 3.2), ("3e-4", 3.0)])
+    assert [(e.factor, e.beyond) for e in fx.edges(first + edge, maximize=False)] == [("optim.lr", pytest.approx(9e-4))]
+
+
 def test_a_configuration_repeated_with_more_seeds_counts_once_in_its_levels_mean():
     """A 2 x 2 grid of one seed each, then the best cell (r=8, lr=3e-4) again with seeds 2 to 4. Pooling runs,
     r=8's mean weighed that cell 4 times and the other once: (5.0 + 4 x 4.0) / 5 = 4.2 against r=16's 4.75, a gap
