@@ -133,7 +133,10 @@ def effects_plot(effects: list[MainEffect], metric: str, maximize: bool, path: P
         ax.set_visible(False)
     for row in range(nrows):
         axes[row * ncols].set_ylabel(_wrap(metric_label(metric, maximize), 3.4, 10))
-    bars = "bars: 95 % interval over seeds" if intervals else "one seed per configuration: no interval"
+    # Two 95 % intervals can overlap while the difference stands out (its half-width is sqrt(h1² + h2²), not
+    # h1 + h2): the figure says so, and the report's text gives the test.
+    bars = ("bars: 95 % interval over seeds; bars that overlap can still differ, the text tests it" if intervals
+            else "one seed per configuration: no interval")
     fig.suptitle(_wrap(f"Main effects on {_safe(metric)}: mean over the other factors and seeds ({bars})", width, 12))
     _save(fig, path)
 
