@@ -677,6 +677,23 @@ def test_crossings_with_repeated_seeds_say_whether_each_is_beyond_the_seeds_nois
     assert "The lines cross, but every crossing is within the seeds' noise: which level is best may not change" in md
 
 
+def test_one_configuration_over_seeds_says_what_difference_its_spread_would_let_stand_out(tmp_path):
+    """docs/sweeps.md's `-m lora.r=8 seed=1,2,3`: no best to name, but the seeds' spread tells how large a
+    difference a comparison with as many seeds could tell from noise."""
+    sweep = tmp_path / "sweep"
+    for seed, loss in ((1, 2.6), (2, 2.9), (3, 3.2)):
+        write_run(sweep, ["lora.r=8", f"seed={seed}"], eval_loss=loss)
+    md = build_report([sweep]).read_text()
+    assert "- One configuration: eval_loss 2.9000 ± 0.3000 (n=3)." in md and "Best:" not in md
+    # s = 0.3 (2 df); two configurations of 3 seeds would pool 4: 2.776 x 0.3 x sqrt(2/3) = 0.680.
+    assert ("- Between its seeds, s = 0.3000 (2 degrees of freedom): two configurations run with 3 seeds each would "
+            f"have to differ by about {2.776 * 0.3 * math.sqrt(2 / 3):.4f} or more (t(0.975, 4) · s · √(2/3))") in md
+    one = tmp_path / "one"
+    write_run(one, ["lora.r=8"], eval_loss=2.6)
+    md = build_report([one]).read_text()
+    assert "- One configuration: eval_loss 2.6000 (n=1)." in md and "Between its seeds" not in md
+
+
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})

@@ -13,6 +13,7 @@ the same bytes.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -159,7 +160,11 @@ def _overview(sweeps, design: Design, noise, effects, configs, metric, metric_co
     best = next((c for c in configs if c.rank == 1), None)
     if best is not None:
         stat = best.stats[metric]
-        lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
+        if len(configs) > 1:
+            lines.append(["Best: ", Code(best.label), f" with {metric} {stat.show(metric_col)} (n={stat.n})."])
+        else:
+            lines.append(f"One configuration: {metric} {stat.show(metric_col)} (n={stat.n}).")
+            lines += _seed_resolution(noise, stat.n, metric_col)
         lines += _best_against_next(design, configs, noise, metric, metric_col, higher)
         lines += _edges(fx.edges(effects, higher))
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
@@ -406,6 +411,19 @@ def _reversal_statements(found: list, noise, col: Column) -> list[Block]:
         blocks.append(Para(["Each configuration ran one seed: a reversal by less than the seeds' spread is noise, "
                             "which ", Code("seed=1,2,3"), " measures."]))
     return blocks
+
+
+def _seed_resolution(noise, n: int, col: Column) -> list:
+    """For one configuration run with several seeds (a noise study): about the smallest difference between two
+    configurations, each run with as many seeds, that would stand out from this spread. Their comparison would
+    pool 2n - 2 degrees of freedom: t(0.975, 2n - 2) · s · √(2/n), with this study's s (itself an estimate)."""
+    if noise is None or n < 2:
+        return []
+    df = 2 * n - 2
+    needed = fx.t975(df) * noise.std * math.sqrt(2 / n)
+    return [f"Between its seeds, s = {fmt_diff(noise.std, col)} ({noise.df} degrees of freedom): two configurations "
+            f"run with {n} seeds each would have to differ by about {fmt_diff(needed, col)} or more (t(0.975, {df}) · s "
+            f"· √(2/{n})) for the difference to stand out from the seeds' noise."]
 
 
 def _best_against_next(design: Design, configs, noise, metric: str, col: Column, higher: bool) -> list:
