@@ -694,6 +694,21 @@ def test_one_configuration_over_seeds_says_what_difference_its_spread_would_let_
     assert "- One configuration: eval_loss 2.6000 (n=1)." in md and "Between its seeds" not in md
 
 
+def test_an_edge_whose_lead_is_within_the_seeds_noise_says_so(tmp_path):
+    def report(name, r16):
+        sweep = tmp_path / name
+        for seed in (1, 2):
+            write_run(sweep, ["lora.r=8", f"seed={seed}"], eval_loss=3.0 + 0.02 * (seed - 1))
+            write_run(sweep, ["lora.r=16", f"seed={seed}"], eval_loss=r16 + 0.02 * (seed - 1))
+        return build_report([sweep]).read_text()
+
+    # s = 0.0141 (2 df): r=8 ahead by 0.01 is within the seeds' noise (+-0.061), by 0.3 it is not.
+    assert ("- The best `lora.r`, 8, is the smallest tried (though its lead is within the seeds' noise): the best "
+            "setting may lie beyond the range") in report("close", 3.01)
+    md = report("apart", 3.3)
+    assert "- The best `lora.r`, 8, is the smallest tried: the best setting may lie" in md and "its lead" not in md
+
+
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep, ["optim.lr=1e-3"], eval_loss=3.9, summary={"best_eval_loss": 3.6, "best_step": 100})

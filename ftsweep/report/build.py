@@ -166,7 +166,7 @@ def _overview(sweeps, design: Design, noise, effects, configs, metric, metric_co
             lines.append(f"One configuration: {metric} {stat.show(metric_col)} (n={stat.n}).")
             lines += _seed_resolution(noise, stat.n, metric_col)
         lines += _best_against_next(design, configs, noise, metric, metric_col, higher)
-        lines += _edges(fx.edges(effects, higher))
+        lines += _edges(fx.edges(effects, higher), fx.verdicts(effects, higher))
         base, gain, pct = (best.stats.get(k) for k in (BASELINE, IMPROVEMENT, IMPROVEMENT_PCT))
         if base is not None and base.mean is not None and gain is not None and gain.mean is not None:
             lines.append(_baseline_sentence(base.mean, gain.mean, pct.mean if pct is not None else None))
@@ -472,16 +472,24 @@ def _between_seeds(seeds, noise, metric: str, col: Column, higher: bool) -> list
             f"{fmt_diff(seeds.gap - seeds.half, col)} to {fmt_diff(seeds.gap + seeds.half, col)}: {verdict}."]
 
 
-def _edges(found: list) -> list:
+def _edges(found: list, verdicts: list) -> list:
     """One line for the parameters whose best level is at an end of the range that ran ok, with the value to add:
-    past the range, or between the best and a level past it that gave no result."""
+    past the range, or between the best and a level past it that gave no result. A best level that leads every
+    other by no more than the seeds' noise is said to (r=8 over r=16 by 0.0017, interval -0.0197 to 0.0232: the
+    end it sits at may be chance)."""
     if not found:
         return []
+    by_factor: dict[str, list] = {}
+    for v in verdicts:
+        by_factor.setdefault(v.factor, []).append(v)
     parts: list = []
     for k, edge in enumerate(found):
+        noisy = by_factor.get(edge.factor) and all(v.within_noise and v.best.level == edge.level
+                                                   for v in by_factor[edge.factor])
         parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
                   f", {edge.level.text}, is the {edge.end} "
-                  + (f"that ran ok (every run at {edge.short_of.text} failed)" if edge.short_of else "tried")]
+                  + (f"that ran ok (every run at {edge.short_of.text} failed)" if edge.short_of else "tried")
+                  + (" (though its lead is within the seeds' noise)" if noisy else "")]
     parts[1] = parts[1].capitalize()
     short = sum(edge.short_of is not None for edge in found)
     where = ("between them, which a run there tells" if short == len(found) else
