@@ -8,11 +8,13 @@ import unicodedata
 from collections import Counter
 
 _CJK = re.compile(r"([\u3000-\u9fff\uac00-\ud7af\uff00-\uffef])")  # BLEU's choice of sacrebleu's "zh" tokenizer
-# rougeL's words: one token per CJK character (kana, ideographs, hangul), and runs of other letters and digits, as
-# rouge-score's own tokenizer makes them for English (lower case, anything but a letter or digit splits), so that
-# "Paris." matches "Paris" as it does in published ROUGE; unlike it, letters beyond a-z (café, Köln, Москва) stay.
-_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_ROUGE_TOKEN = re.compile(f"[{_CJK_CHARS}]|[^\\W_{_CJK_CHARS}]+")
+# rougeL's words: one token per CJK character (kana, ideographs, hangul), and runs of other letters, marks and digits,
+# as rouge-score's own tokenizer makes them for English (lower case, anything but a letter or digit splits), so that
+# "Paris." matches "Paris" as it does in published ROUGE. Unlike it, letters beyond a-z stay (café, Köln, Москва), with
+# their combining marks (नमस्ते, مَرْحَبًا: a vowel sign is part of its word). A script written without spaces other
+# than CJK (Thai) is one word per run, as rouge-score would have it.
+_CJK_CHAR = re.compile("[\u3041-\u30fa\u30fc-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+                       "\U00020000-\U0003134f]")
 
 
 def perplexity(loss: float) -> float:
@@ -25,7 +27,20 @@ class _Words:
     splits)."""
 
     def tokenize(self, text: str) -> list[str]:
-        return _ROUGE_TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+        tokens: list[str] = []
+        word: list[str] = []
+        for ch in unicodedata.normalize("NFKC", text).lower():
+            if _CJK_CHAR.match(ch) or unicodedata.category(ch)[0] not in "LMN":
+                if word:
+                    tokens.append("".join(word))
+                    word = []
+                if _CJK_CHAR.match(ch):
+                    tokens.append(ch)
+            else:
+                word.append(ch)
+        if word:
+            tokens.append("".join(word))
+        return tokens
 
 
 def exact_match(prediction: str, reference: str) -> bool:
@@ -71,12 +86,14 @@ def sample_lines(prompts: list[str], references: list[str], predictions: list[st
 
 def classification_metrics(predictions: list[int], labels: list[int], num_labels: int, names) -> dict[str, float]:
     """Of accuracy and macro precision / recall / F1 (scikit-learn), those in names. The macro average is over the
-    classes that occur among the references or the predictions, as scikit-learn's default: a class of num_labels
-    that neither has would count as 0 and cap a perfect classifier's F1 (0.75 with 4 labels, 3 of them held out)."""
+    classes the held-out labels have: the same for every run that scored the same examples, so that F1 compares
+    across a sweep (over the classes each run happened to predict, the average changed with them); a class of
+    num_labels that no held-out example has would count as 0 and cap a perfect classifier's F1 (0.75 with 4 labels,
+    3 of them held out). A prediction of another class still costs the recall of the true one."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-    present = sorted(set(labels) | set(predictions))
-    p, r, f, _ = precision_recall_fscore_support(labels, predictions, labels=present, average="macro", zero_division=0)
+    classes = sorted(set(labels))
+    p, r, f, _ = precision_recall_fscore_support(labels, predictions, labels=classes, average="macro", zero_division=0)
     every = {"accuracy": float(accuracy_score(labels, predictions)), "precision": float(p), "recall": float(r), "f1": float(f)}
     return {name: value for name, value in every.items() if name in names}
 

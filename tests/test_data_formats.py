@@ -316,12 +316,12 @@ def test_classification_metrics_match_a_hand_computed_confusion_matrix():
     assert m["recall"] == pytest.approx(sum(r) / 3)
     assert m["f1"] == pytest.approx(sum(f) / 3)
     assert classification_metrics(preds, labels, 3, ["f1"]) == {"f1": m["f1"]}  # task.metrics picks
-    # A class no held-out example has and nothing predicts is no part of the average: all right is F1 1, not 0.75.
+    # The average is over the held-out labels' classes: one of 4 labels that none has is no part of it (all right is
+    # F1 1, not 0.75), and neither is a class predicted but never true, whose wrong answer costs the true class's
+    # recall instead: 0, 1, 2 -> F1 1, 1, 0 -> 2/3 (over all 5 labels it was 2/5, over those predicted or true 1/2).
     assert classification_metrics([0, 1, 2, 0], [0, 1, 2, 0], 4, ["precision", "recall", "f1"]) == {
         "precision": 1.0, "recall": 1.0, "f1": 1.0}
-    # A class predicted but never true is: its precision is 0, and so its F1.
-    m = classification_metrics([0, 1, 3, 0], [0, 1, 2, 0], 4, ["f1"])
-    assert m["f1"] == pytest.approx((1 + 1 + 0 + 0) / 4)
+    assert classification_metrics([0, 1, 3, 0], [0, 1, 2, 0], 5, ["f1"])["f1"] == pytest.approx(2 / 3)
 
 
 def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, tok):

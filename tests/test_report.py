@@ -686,8 +686,9 @@ def test_one_configuration_over_seeds_says_what_difference_its_spread_would_let_
     md = build_report([sweep]).read_text()
     assert "- One configuration: eval_loss 2.9000 ± 0.3000 (n=3)." in md and "Best:" not in md
     # s = 0.3 (2 df); two configurations of 3 seeds would pool 4: 2.776 x 0.3 x sqrt(2/3) = 0.680.
-    assert ("- Between its seeds, s = 0.3000 (2 degrees of freedom): two configurations run with 3 seeds each would "
-            f"have to differ by about {2.776 * 0.3 * math.sqrt(2 / 3):.4f} or more (t(0.975, 4) · s · √(2/3))") in md
+    assert ("- Between its seeds, s = 0.3000 (2 degrees of freedom): of two configurations run with 3 seeds each, a "
+            f"measured difference of about {2.776 * 0.3 * math.sqrt(2 / 3):.4f} or more (t(0.975, 4) · s · √(2/3)) "
+            "would stand out from the seeds' noise") in md
     one = tmp_path / "one"
     write_run(one, ["lora.r=8"], eval_loss=2.6)
     md = build_report([one]).read_text()
@@ -703,10 +704,16 @@ def test_an_edge_whose_lead_is_within_the_seeds_noise_says_so(tmp_path):
         return build_report([sweep]).read_text()
 
     # s = 0.0141 (2 df): r=8 ahead by 0.01 is within the seeds' noise (+-0.061), by 0.3 it is not.
-    assert ("- The best `lora.r`, 8, is the smallest tried (though its lead is within the seeds' noise): the best "
-            "setting may lie beyond the range") in report("close", 3.01)
+    assert ("- The best `lora.r`, 8, is the smallest tried (though its lead over 16 is within the seeds' noise): the "
+            "best setting may lie beyond the range") in report("close", 3.01)
     md = report("apart", 3.3)
     assert "- The best `lora.r`, 8, is the smallest tried: the best setting may lie" in md and "its lead" not in md
+    # Three ranks: 8 leads 16 by noise and 32 clearly. The doubt is about its neighbour, whatever the far level says.
+    sweep = tmp_path / "three"
+    for seed in (1, 2):
+        for r, loss in (("8", 3.0), ("16", 3.01), ("32", 3.5)):
+            write_run(sweep, [f"lora.r={r}", f"seed={seed}"], eval_loss=loss + 0.02 * (seed - 1))
+    assert "is the smallest tried (though its lead over 16 is within the seeds' noise)" in build_report([sweep]).read_text()
 
 
 def test_runs_that_ended_above_their_lowest_held_out_loss_are_said_to_have_got_worse(tmp_path):

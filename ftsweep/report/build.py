@@ -421,9 +421,10 @@ def _seed_resolution(noise, n: int, col: Column) -> list:
         return []
     df = 2 * n - 2
     needed = fx.t975(df) * noise.std * math.sqrt(2 / n)
-    return [f"Between its seeds, s = {fmt_diff(noise.std, col)} ({noise.df} degrees of freedom): two configurations "
-            f"run with {n} seeds each would have to differ by about {fmt_diff(needed, col)} or more (t(0.975, {df}) · s "
-            f"· √(2/{n})) for the difference to stand out from the seeds' noise."]
+    return [f"Between its seeds, s = {fmt_diff(noise.std, col)} ({noise.df} degrees of freedom): of two configurations "
+            f"run with {n} seeds each, a measured difference of about {fmt_diff(needed, col)} or more (t(0.975, {df}) · "
+            f"s · √(2/{n})) would stand out from the seeds' noise; a true difference of that size shows as one only "
+            "about half the time."]
 
 
 def _best_against_next(design: Design, configs, noise, metric: str, col: Column, higher: bool) -> list:
@@ -474,22 +475,19 @@ def _between_seeds(seeds, noise, metric: str, col: Column, higher: bool) -> list
 
 def _edges(found: list, verdicts: list) -> list:
     """One line for the parameters whose best level is at an end of the range that ran ok, with the value to add:
-    past the range, or between the best and a level past it that gave no result. A best level that leads every
-    other by no more than the seeds' noise is said to (r=8 over r=16 by 0.0017, interval -0.0197 to 0.0232: the
-    end it sits at may be chance)."""
+    past the range, or between the best and a level past it that gave no result. A best level whose lead over its
+    neighbour is within the seeds' noise is said to (r=8 over r=16 by 0.0017, interval -0.0197 to 0.0232: the end
+    it sits at may be chance, and the best may be the neighbour)."""
     if not found:
         return []
-    by_factor: dict[str, list] = {}
-    for v in verdicts:
-        by_factor.setdefault(v.factor, []).append(v)
+    noisy = {(v.factor, v.best.level, v.other.level) for v in verdicts if v.within_noise}
     parts: list = []
     for k, edge in enumerate(found):
-        noisy = by_factor.get(edge.factor) and all(v.within_noise and v.best.level == edge.level
-                                                   for v in by_factor[edge.factor])
         parts += [", and " if k == len(found) - 1 and k else ", " if k else "", "the best ", Code(edge.factor),
                   f", {edge.level.text}, is the {edge.end} "
                   + (f"that ran ok (every run at {edge.short_of.text} failed)" if edge.short_of else "tried")
-                  + (" (though its lead is within the seeds' noise)" if noisy else "")]
+                  + (f" (though its lead over {edge.near.text} is within the seeds' noise)"
+                     if (edge.factor, edge.level, edge.near) in noisy else "")]
     parts[1] = parts[1].capitalize()
     short = sum(edge.short_of is not None for edge in found)
     where = ("between them, which a run there tells" if short == len(found) else

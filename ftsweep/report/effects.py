@@ -268,6 +268,7 @@ class Edge:
     end: str  # "largest" or "smallest"
     beyond: float  # the value to try next: one step further, or halfway to the level that gave no result
     short_of: Level | None = None  # the next level tried past the best, where no run finished ok (lr 50 diverged)
+    near: Level | None = None  # the best's neighbour inside the range: the level its lead at this end is over
 
 
 EDGELESS = (DATA_SIZE,)  # more data is better; how much better is what the data-size curve shows
@@ -314,7 +315,7 @@ def edges(effects: list[MainEffect], maximize: bool) -> list[Edge]:
         floor = 1 if whole and min(numbers) >= 1 else 0 if min(numbers) >= 0 else None
         if beyond in numbers or (floor is not None and beyond < floor):
             continue
-        out.append(Edge(effect.factor.name, best.level, end, beyond, short_of))
+        out.append(Edge(effect.factor.name, best.level, end, beyond, short_of, near.level))
     return out
 
 

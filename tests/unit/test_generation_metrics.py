@@ -43,6 +43,10 @@ def test_rouge_l_keeps_letters_beyond_ascii_and_drops_punctuation_of_any_width()
     words = evaluation._Words()
     assert words.tokenize("Köln, Москва!") == ["köln", "москва"]  # rouge-score itself keeps neither
     assert words.tokenize("北京现在3度。ＡＢＣ１２，好") == ["北", "京", "现", "在", "3", "度", "abc12", "好"]
+    # A combining mark is part of its word (a Devanagari vowel sign, Arabic vowel marks), not a split.
+    assert words.tokenize("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"] and words.tokenize("مَرْحَبًا") == ["مَرْحَبًا"]
+    # Kana one by one, the middle dot splits; ideographs beyond the basic block are characters too.
+    assert words.tokenize("テスト・こと 𠀀𠀁") == ["テ", "ス", "ト", "こ", "と", "𠀀", "𠀁"]
     assert evaluation.rouge_l(["北京现在3度。"], ["北京现在3度"]) == [pytest.approx(1.0)]
 
 
