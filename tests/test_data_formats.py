@@ -333,6 +333,14 @@ def test_multiple_choice_for_classification_with_auto_class_weights(tmp_path, to
     assert bundle.class_weights == [1.0, 2.0, 3.0, 4.0]
     # auto: counts (30, 10) -> inverse (1/30, 1/10) -> scaled to mean 1 -> (0.5, 1.5)
     assert data.class_weights([0] * 30 + [1] * 10, 2, "auto") == [0.5, 1.5]
+    # Longer than data.max_length, a classification example keeps its end: mode=preview says which end went.
+    from ftsweep.data.preview import render
+
+    recs[2] = dict(recs[2], context="c" * 300)
+    bundle = data.prepare(data_cfg(write(tmp_path, recs), format="multiple_choice", val_size=0.25, max_length=128,
+                                   shuffle=False), task, tok)
+    assert len(bundle.truncated) == 1
+    assert "label 0; truncated: its start cut, the end (question and options) kept\nc" in render(bundle, tok, 1, True)
 
 
 @pytest.mark.parametrize("n, expected", [(None, 2), (5, 1), (2, 0)])

@@ -43,6 +43,7 @@ def _example(title: str, row: dict, tokenizer, classify: bool, cut: dict | None)
     ids = row["input_ids"]
     how = f"; truncated: {_what_was_cut(cut)}" if cut else ""
     if classify:
+        how = "; truncated: its start cut, the end (question and options) kept" if cut else ""
         return [f"--- {title}: {len(ids)} tokens, label {row['label']}{how}", tokenizer.decode(ids)]
     learned = sum(lab != IGNORE for lab in row["labels"])
     return [f"--- {title}: {len(ids)} tokens, {learned} learned (between {LEARN_OPEN} {LEARN_CLOSE}){how}",
