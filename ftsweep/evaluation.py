@@ -30,14 +30,15 @@ class _Words:
         tokens: list[str] = []
         word: list[str] = []
         for ch in unicodedata.normalize("NFKC", text).lower():
-            if _CJK_CHAR.match(ch) or unicodedata.category(ch)[0] not in "LMN":
-                if word:
-                    tokens.append("".join(word))
-                    word = []
-                if _CJK_CHAR.match(ch):
-                    tokens.append(ch)
-            else:
+            cjk = bool(_CJK_CHAR.match(ch))
+            if not cjk and unicodedata.category(ch)[0] in "LMN":  # a letter, mark or digit of a word
                 word.append(ch)
+                continue
+            if word:
+                tokens.append("".join(word))
+                word = []
+            if cjk:
+                tokens.append(ch)
         if word:
             tokens.append("".join(word))
         return tokens

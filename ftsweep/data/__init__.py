@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,15 +166,21 @@ def encode_example(ex: Example, tokenizer, template, data_cfg, task_cfg, train_o
     return {"input_ids": ids, "labels": labels}, info
 
 
-def encode_record(record: Record, ex: Example, tokenizer, template, data_cfg, task_cfg,
-                  train_on_prompt: bool = False) -> tuple[dict | None, dict]:
-    """encode_example, with a template's refusal (roles it will not take, tools it cannot render) naming the record:
-    in a file of 10,000 chats, "the chat template refuses a conversation with roles user/user" alone sent the user
-    looking for it."""
+@contextmanager
+def _naming(record: Record):
+    """A template's refusal (roles it will not take, tools it cannot render) names the record it refused: in a file
+    of 10,000 chats, "the chat template refuses a conversation with roles user/user" alone sent the user looking."""
     try:
-        return encode_example(ex, tokenizer, template, data_cfg, task_cfg, train_on_prompt)
+        yield
     except ValueError as exc:
         raise DataError(f"{record.origin}: {exc}") from exc
+
+
+def encode_record(record: Record, ex: Example, tokenizer, template, data_cfg, task_cfg,
+                  train_on_prompt: bool = False) -> tuple[dict | None, dict]:
+    """encode_example, naming the record when its template refuses it."""
+    with _naming(record):
+        return encode_example(ex, tokenizer, template, data_cfg, task_cfg, train_on_prompt)
 
 
 def encode_all(pairs: list[tuple[Record, Example]], tokenizer, template, data_cfg, task_cfg, stats: dict,
@@ -279,10 +286,8 @@ def _prompts(pairs, tokenizer, template) -> list[dict]:
     for record, ex in pairs:
         if ex.messages is None or template is None:
             continue
-        try:
+        with _naming(record):
             prompt = templates.render_prompt(tokenizer, template, ex.messages, ex.tools)
-        except ValueError as exc:  # as in encode_record: the template's refusal names the record
-            raise DataError(f"{record.origin}: {exc}") from exc
         out.append({"prompt": prompt, "reference": [m for m in ex.messages if m["role"] == "assistant"][-1]["content"]})
     return out
 

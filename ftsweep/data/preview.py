@@ -41,9 +41,10 @@ def _what_was_cut(info: dict) -> str:
 
 def _example(title: str, row: dict, tokenizer, classify: bool, cut: dict | None) -> list[str]:
     ids = row["input_ids"]
-    how = f"; truncated: {_what_was_cut(cut)}" if cut else ""
+    # A classification example keeps its end (question and options); a chat is fitted exchange by exchange.
+    what = "its start cut, the end (question and options) kept" if classify else _what_was_cut(cut) if cut else ""
+    how = f"; truncated: {what}" if cut else ""
     if classify:
-        how = "; truncated: its start cut, the end (question and options) kept" if cut else ""
         return [f"--- {title}: {len(ids)} tokens, label {row['label']}{how}", tokenizer.decode(ids)]
     learned = sum(lab != IGNORE for lab in row["labels"])
     return [f"--- {title}: {len(ids)} tokens, {learned} learned (between {LEARN_OPEN} {LEARN_CLOSE}){how}",

@@ -13,7 +13,6 @@ the same bytes.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -420,7 +419,7 @@ def _seed_resolution(noise, n: int, col: Column) -> list:
     if noise is None or n < 2:
         return []
     df = 2 * n - 2
-    needed = fx.t975(df) * noise.std * math.sqrt(2 / n)
+    needed = fx.Noise(noise.std, df).difference_half_width(n, n)
     return [f"Between its seeds, s = {fmt_diff(noise.std, col)} ({noise.df} degrees of freedom): of two configurations "
             f"run with {n} seeds each, a measured difference of about {fmt_diff(needed, col)} or more (t(0.975, {df}) · "
             f"s · √(2/{n})) would stand out from the seeds' noise; a true difference of that size shows as one only "
